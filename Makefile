@@ -1,0 +1,33 @@
+# The README's commands. Everything installs into .venv; nothing needs to be there beforehand.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+
+.PHONY: demo test test-fast ui install bench clean
+
+$(BIN)/activation: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	@touch $@
+
+install: $(BIN)/activation
+
+## The first command: install, generate the sample data, materialize every behavior, grain and partition.
+demo: install
+	$(BIN)/activation sample-data
+	$(BIN)/activation materialize
+
+## The second command: the whole test suite (slow tests included), as CI runs it.
+test: install
+	$(BIN)/python -m pytest -q
+
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow"
+
+## The Dagster UI (dagster dev) on the project-local instance, at http://localhost:3000
+ui: install
+	$(BIN)/activation ui
+
+clean:
+	rm -rf data/raw data/*.duckdb data/*.duckdb.wal data/*.lock .dagster_home

@@ -1,0 +1,341 @@
+"""The contract's invariants as SQL, evaluated for each partition a run writes.
+
+Each check is a query that counts violations for one period `p` (with its predecessor `q`, when `p`
+is not the first period) and, when there are any, a query for a few example rows. A run over a
+range evaluates every partition and reports one result per check that says which partitions it
+covered and which failed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import duckdb
+
+from . import sql
+from .config import BehaviorConfig, Grain
+from .periods import first_period, periods_for
+from .sql import date_lit, ident, literal
+
+ACTIVE = "(" + ", ".join(literal(s) for s in sql.ACTIVE_STATES) + ")"
+NINE = ", ".join(f"({literal(a) if a else 'NULL'}, {literal(b)})" for a, b in sql.TRANSITIONS)
+EXAMPLE_ROWS = 5
+
+
+@dataclass(frozen=True)
+class Period:
+    """The period being checked and the names it is checked against."""
+
+    behavior: BehaviorConfig
+    grain: Grain
+    start: dt.date
+    previous: dt.date | None  # None for the first period of the grain
+
+    @property
+    def p(self) -> str:
+        return date_lit(self.start)
+
+    @property
+    def q(self) -> str:
+        # A first period has no predecessor: compare with an empty one.
+        return date_lit(self.previous) if self.previous else "NULL"
+
+    @property
+    def next(self) -> str:
+        return date_lit(periods_for(self.behavior, self.grain).next(self.start))
+
+    @property
+    def fact(self) -> str:
+        return ident(sql.fact_table(self.behavior.name))
+
+    @property
+    def firstlast(self) -> str:
+        return ident(sql.firstlast_table(self.behavior.name, self.grain))
+
+    @property
+    def activation(self) -> str:
+        return ident(sql.activation_table(self.behavior.name, self.grain))
+
+    @property
+    def transitions(self) -> str:
+        return ident(sql.transitions_table(self.behavior.name, self.grain))
+
+
+SqlFor = Callable[[Period], str]
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    description: str
+    violations: SqlFor  # -> one row: (violations BIGINT, detail VARCHAR)
+    examples: SqlFor | None = None
+    grains: tuple[Grain, ...] = tuple(Grain)
+
+
+# --- FirstLast -----------------------------------------------------------------------------------
+
+FIRSTLAST_CHECKS = (
+    Check(
+        "one_row_per_user",
+        "Exactly one FirstLast row per user and period, no null user id.",
+        lambda c: f"""
+            SELECT count(*) - count(DISTINCT user_id) + count(*) FILTER (WHERE user_id IS NULL),
+                   (count(*) - count(DISTINCT user_id)) || ' duplicated rows, '
+                   || count(*) FILTER (WHERE user_id IS NULL) || ' null user ids'
+            FROM {c.firstlast} WHERE period_start = {c.p}""",
+        lambda c: f"""
+            SELECT user_id, count(*) AS rows FROM {c.firstlast} WHERE period_start = {c.p}
+            GROUP BY user_id HAVING count(*) > 1 OR user_id IS NULL LIMIT {EXAMPLE_ROWS}""",
+    ),
+    Check(
+        "nobody_disappears",
+        "Every user of the previous partition is still there (users are never dropped).",
+        lambda c: f"""
+            SELECT count(*), count(*) || ' users of {c.previous} are missing'
+            FROM (SELECT user_id FROM {c.firstlast} WHERE period_start = {c.q}
+                  EXCEPT SELECT user_id FROM {c.firstlast} WHERE period_start = {c.p})""",
+        lambda c: f"""
+            SELECT user_id FROM {c.firstlast} WHERE period_start = {c.q}
+            EXCEPT SELECT user_id FROM {c.firstlast} WHERE period_start = {c.p} LIMIT {EXAMPLE_ROWS}""",
+    ),
+    Check(
+        "periods_in_order",
+        "first_active_period <= streak_start_period <= last_active_period <= period_start,"
+        " prior_active_period < streak_start_period, 1 <= active_periods.",
+        lambda c: f"""
+            SELECT count(*), count(*) || ' rows with periods out of order'
+            FROM {c.firstlast} WHERE period_start = {c.p} AND NOT coalesce(
+                first_active_period <= streak_start_period AND streak_start_period <= last_active_period
+                AND last_active_period <= period_start AND active_periods >= 1
+                AND coalesce(prior_active_period < streak_start_period, first_active_period = streak_start_period),
+                FALSE)""",
+        lambda c: f"""
+            SELECT * FROM {c.firstlast} WHERE period_start = {c.p} AND NOT coalesce(
+                first_active_period <= streak_start_period AND streak_start_period <= last_active_period
+                AND last_active_period <= period_start AND active_periods >= 1
+                AND coalesce(prior_active_period < streak_start_period, first_active_period = streak_start_period),
+                FALSE) LIMIT {EXAMPLE_ROWS}""",
+    ),
+)
+
+
+# --- activation --------------------------------------------------------------------------------
+
+
+def _active_count(table: str, period: str) -> str:
+    return f"(SELECT count(*) FROM {table} WHERE period_start = {period} AND state IN {ACTIVE})"
+
+
+_COLUMN_RULES = """
+    first_active_period <= last_active_period AND last_active_period <= period_start
+    AND (state IN {active}) = (last_active_period = period_start)
+    AND (state = 'new') = (first_active_period = period_start)
+    AND (state = 'new') = (prev_state IS NULL)
+    AND (streak >= 1) = (state IN {active}) AND streak >= 0
+    AND (inactive_streak >= 1) = (state = 'inactive') AND inactive_streak >= 0
+    AND active_periods >= streak AND active_periods >= 1
+    AND (state = 'reactivated') = coalesce(return_gap >= 1, FALSE)
+    AND (return_gap IS NULL OR state = 'reactivated')
+""".format(active=ACTIVE)
+
+ACTIVATION_CHECKS = (
+    Check(
+        "one_row_per_user",
+        "Invariant 1: exactly one activation row per (user, period); no user id is null.",
+        lambda c: f"""
+            SELECT count(*) - count(DISTINCT user_id) + count(*) FILTER (WHERE user_id IS NULL),
+                   (count(*) - count(DISTINCT user_id)) || ' duplicated rows, '
+                   || count(*) FILTER (WHERE user_id IS NULL) || ' null user ids'
+            FROM {c.activation} WHERE period_start = {c.p}""",
+        lambda c: f"""
+            SELECT user_id, count(*) AS rows FROM {c.activation} WHERE period_start = {c.p}
+            GROUP BY user_id HAVING count(*) > 1 OR user_id IS NULL LIMIT {EXAMPLE_ROWS}""",
+    ),
+    Check(
+        "active_users_match_fact",
+        "Invariant 2: new + retained + reactivated = distinct users active in the period, straight from the fact.",
+        lambda c: f"""
+            WITH a AS (SELECT {_active_count(c.activation, c.p)} AS n),
+                 f AS (SELECT count(DISTINCT user_id) AS n FROM {c.fact}
+                       WHERE period_start >= {c.p} AND period_start < {c.next})
+            SELECT abs(a.n - f.n), 'activation has ' || a.n || ' active users, the fact has ' || f.n
+            FROM a, f""",
+    ),
+    Check(
+        "retained_plus_churned_is_previous_active",
+        "Invariant 3: retained(p) + churned(p) = active users of p-1.",
+        lambda c: f"""
+            WITH now AS (
+                SELECT count(*) FILTER (WHERE state = 'retained') AS retained,
+                       count(*) FILTER (WHERE state = 'inactive' AND prev_state IN {ACTIVE}) AS churned
+                FROM {c.activation} WHERE period_start = {c.p}),
+            before AS (SELECT {_active_count(c.activation, c.q)} AS active)
+            SELECT abs(retained + churned - active),
+                   'retained ' || retained || ' + churned ' || churned || ' vs active before ' || active
+            FROM now, before""",
+    ),
+    Check(
+        "nobody_disappears",
+        "Invariant 4: rows of p = rows of p-1 + new(p), and every user of p-1 is still there.",
+        lambda c: f"""
+            WITH now AS (SELECT count(*) AS n, count(*) FILTER (WHERE state = 'new') AS new
+                         FROM {c.activation} WHERE period_start = {c.p}),
+                 before AS (SELECT count(*) AS n FROM {c.activation} WHERE period_start = {c.q}),
+                 gone AS (SELECT count(*) AS n FROM (
+                     SELECT user_id FROM {c.activation} WHERE period_start = {c.q}
+                     EXCEPT SELECT user_id FROM {c.activation} WHERE period_start = {c.p}))
+            SELECT abs(now.n - before.n - now.new) + gone.n,
+                   'rows ' || now.n || ' vs ' || before.n || ' before + ' || now.new || ' new; '
+                   || gone.n || ' users of the previous period missing'
+            FROM now, before, gone""",
+        lambda c: f"""
+            SELECT user_id FROM {c.activation} WHERE period_start = {c.q}
+            EXCEPT SELECT user_id FROM {c.activation} WHERE period_start = {c.p} LIMIT {EXAMPLE_ROWS}""",
+    ),
+    Check(
+        "prev_state_is_previous_state",
+        "Invariant 5: for each state s, users of p with prev_state = s = users of p-1 with state = s.",
+        lambda c: f"""
+            WITH now AS (SELECT prev_state AS s, count(*) AS n FROM {c.activation}
+                         WHERE period_start = {c.p} AND prev_state IS NOT NULL GROUP BY 1),
+                 before AS (SELECT state AS s, count(*) AS n FROM {c.activation}
+                            WHERE period_start = {c.q} GROUP BY 1)
+            SELECT coalesce(sum(abs(coalesce(now.n, 0) - coalesce(before.n, 0))), 0),
+                   coalesce(string_agg(coalesce(now.s, before.s) || ': ' || coalesce(now.n, 0) || ' vs '
+                            || coalesce(before.n, 0), ', ') FILTER (WHERE now.n IS DISTINCT FROM before.n), 'ok')
+            FROM now FULL OUTER JOIN before ON now.s = before.s""",
+    ),
+    Check(
+        "only_valid_transitions",
+        "Invariant 6: only the nine (prev_state -> state) transitions of the contract occur.",
+        lambda c: f"""
+            SELECT count(*), count(*) || ' rows with an impossible transition'
+            FROM {c.activation} AS a WHERE period_start = {c.p} AND NOT EXISTS (
+                SELECT 1 FROM (VALUES {NINE}) AS t(f, s) WHERE t.f IS NOT DISTINCT FROM a.prev_state AND t.s = a.state)""",
+        lambda c: f"""
+            SELECT prev_state, state, count(*) AS users
+            FROM {c.activation} AS a WHERE period_start = {c.p} AND NOT EXISTS (
+                SELECT 1 FROM (VALUES {NINE}) AS t(f, s) WHERE t.f IS NOT DISTINCT FROM a.prev_state AND t.s = a.state)
+            GROUP BY ALL LIMIT {EXAMPLE_ROWS}""",
+    ),
+    Check(
+        "columns_consistent",
+        "Invariant 7: first <= last <= period_start; streak >= 1 iff active; inactive_streak >= 1 iff"
+        " inactive; active_periods >= streak; return_gap >= 1 iff reactivated; prev_state null iff new.",
+        lambda c: f"""
+            SELECT count(*), count(*) || ' rows whose columns contradict each other'
+            FROM {c.activation} WHERE period_start = {c.p} AND NOT coalesce({_COLUMN_RULES}, FALSE)""",
+        lambda c: f"""
+            SELECT * FROM {c.activation} WHERE period_start = {c.p}
+            AND NOT coalesce({_COLUMN_RULES}, FALSE) LIMIT {EXAMPLE_ROWS}""",
+    ),
+    Check(
+        "matches_days",
+        "Invariant 9: the users active in the period are exactly the distinct users active on its days"
+        " (the daily fact partitions).",
+        lambda c: f"""
+            WITH a AS (SELECT user_id FROM {c.activation} WHERE period_start = {c.p} AND state IN {ACTIVE}),
+                 f AS (SELECT DISTINCT user_id FROM {c.fact}
+                       WHERE period_start >= {c.p} AND period_start < {c.next}),
+                 only_a AS (SELECT count(*) AS n FROM (SELECT user_id FROM a EXCEPT SELECT user_id FROM f)),
+                 only_f AS (SELECT count(*) AS n FROM (SELECT user_id FROM f EXCEPT SELECT user_id FROM a))
+            SELECT only_a.n + only_f.n, only_a.n || ' active users not active on any day, '
+                   || only_f.n || ' users active on a day but not in the period'
+            FROM only_a, only_f""",
+        grains=(Grain.weekly, Grain.monthly),
+    ),
+)
+
+
+# --- transitions -------------------------------------------------------------------------------
+
+TRANSITIONS_CHECKS = (
+    Check(
+        "equals_grouped_activation",
+        "Invariant 8: the transitions table equals the activation table grouped by (prev_state, state);"
+        " its users add up to the period's activation rows.",
+        lambda c: f"""
+            WITH g AS (SELECT prev_state AS f, state AS t, count(*) AS u FROM {c.activation}
+                       WHERE period_start = {c.p} GROUP BY ALL),
+                 tr AS (SELECT from_state AS f, to_state AS t, users AS u FROM {c.transitions}
+                        WHERE period_start = {c.p})
+            SELECT count(*), count(*) || ' (from_state, to_state) pairs disagree with the activation table'
+            FROM g FULL OUTER JOIN tr ON g.f IS NOT DISTINCT FROM tr.f AND g.t = tr.t
+            WHERE g.u IS DISTINCT FROM tr.u""",
+        lambda c: f"""
+            WITH g AS (SELECT prev_state AS f, state AS t, count(*) AS u FROM {c.activation}
+                       WHERE period_start = {c.p} GROUP BY ALL),
+                 tr AS (SELECT from_state AS f, to_state AS t, users AS u FROM {c.transitions}
+                        WHERE period_start = {c.p})
+            SELECT coalesce(g.f, tr.f) AS from_state, coalesce(g.t, tr.t) AS to_state,
+                   g.u AS activation_users, tr.u AS transitions_users
+            FROM g FULL OUTER JOIN tr ON g.f IS NOT DISTINCT FROM tr.f AND g.t = tr.t
+            WHERE g.u IS DISTINCT FROM tr.u LIMIT {EXAMPLE_ROWS}""",
+    ),
+)
+
+
+def checks_for(checks: Sequence[Check], grain: Grain) -> list[Check]:
+    return [check for check in checks if grain in check.grains]
+
+
+# --- evaluation --------------------------------------------------------------------------------
+
+
+@dataclass
+class CheckOutcome:
+    """One check over the partitions of a run."""
+
+    check: Check
+    partitions: list[dt.date] = field(default_factory=list)
+    failing: dict[dt.date, tuple[int, str]] = field(default_factory=dict)
+    examples: list[dict] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return not self.failing
+
+    @property
+    def violations(self) -> int:
+        return sum(v for v, _ in self.failing.values())
+
+    def summary(self) -> str:
+        if self.passed:
+            return f"passed on {len(self.partitions)} partition(s)"
+        first, (count, detail) = next(iter(self.failing.items()))
+        return (f"failed on {len(self.failing)} of {len(self.partitions)} partition(s); first {first}:"
+                f" {detail}")
+
+
+def period_context(behavior: BehaviorConfig, grain: Grain, period: dt.date) -> Period:
+    calendar = periods_for(behavior, grain)
+    previous = None if period == first_period(behavior, grain) else calendar.previous(period)
+    return Period(behavior, grain, period, previous)
+
+
+def evaluate(
+    conn: duckdb.DuckDBPyConnection, checks: Sequence[Check], behavior: BehaviorConfig, grain: Grain,
+    period: dt.date, outcomes: dict[str, CheckOutcome],
+) -> None:
+    """Evaluate `checks` on one partition, accumulating into `outcomes` (keyed by check name)."""
+    context = period_context(behavior, grain, period)
+    for check in checks_for(checks, grain):
+        outcome = outcomes.setdefault(check.name, CheckOutcome(check))
+        outcome.partitions.append(period)
+        violations, detail = conn.execute(check.violations(context)).fetchone()
+        if violations:
+            outcome.failing[period] = (int(violations), detail)
+            if check.examples and not outcome.examples:
+                cursor = conn.execute(check.examples(context))
+                names = [d[0] for d in cursor.description]
+                outcome.examples = [
+                    {"period_start": str(period), **{n: _plain(v) for n, v in zip(names, row)}}
+                    for row in cursor.fetchall()
+                ]
+
+
+def _plain(value):
+    return value if isinstance(value, (int, float, str, bool)) or value is None else str(value)

@@ -1,0 +1,355 @@
+"""`activation`: the command line for scripts and for the README's first command.
+
+    activation sample-data [--out DIR] [--users N] [--days N] [--seed N] [--force]
+    activation validate    [--config PATH]
+    activation materialize [--config PATH] [--behavior B ...] [--grain G ...] [--from DATE] [--to DATE]
+    activation ui          [--config PATH] [--port N]
+
+`materialize` runs the selected part of the graph in dependency order through Dagster (recorded in
+the project-local instance, so the UI shows every materialization and check). Without --from/--to it
+does only what is missing; with them it recomputes that window.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import REPO_ROOT, ActivationConfig, BehaviorConfig, ConfigError, Grain, load_config, missing_source_files
+
+INSTANCE_TEMPLATE = Path(__file__).parent / "instance" / "dagster.yaml"
+RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
+
+
+class CommandError(Exception):
+    pass
+
+
+def say(message: str = "") -> None:
+    print(message, flush=True)
+
+
+# --- the Dagster instance ------------------------------------------------------------------------
+
+
+def ensure_dagster_home(config: ActivationConfig) -> Path:
+    """A project-local instance next to the config, unless DAGSTER_HOME is set (which wins)."""
+    explicit = os.environ.get("DAGSTER_HOME")
+    home = Path(explicit) if explicit else config.base_dir / ".dagster_home"
+    home.mkdir(parents=True, exist_ok=True)
+    if not explicit and not (home / "dagster.yaml").exists():
+        shutil.copy(INSTANCE_TEMPLATE, home / "dagster.yaml")
+    os.environ["DAGSTER_HOME"] = str(home.resolve())
+    return home
+
+
+# --- planning ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    behavior: BehaviorConfig
+    label: str
+    keys: list[str]
+    periods: list[dt.date]
+
+
+def _contiguous(days: list[dt.date], step) -> list[list[dt.date]]:
+    groups: list[list[dt.date]] = []
+    for day in sorted(days):
+        if groups and step(groups[-1][-1]) == day:
+            groups[-1].append(day)
+        else:
+            groups.append([day])
+    return groups
+
+
+def plan(
+    config: ActivationConfig, behaviors: list[BehaviorConfig], grains: list[Grain] | None,
+    start: dt.date | None, end: dt.date | None, done, today: dt.date | None = None,
+) -> list[Run]:
+    """The runs to make, in order. `done(table)` is the set of partitions already materialized."""
+    from . import sql
+    from .periods import existing_periods, periods_for
+
+    runs: list[Run] = []
+    force = start is not None or end is not None
+    for behavior in behaviors:
+        def window(periods: list[dt.date], grain: Grain) -> list[dt.date]:
+            calendar = periods_for(behavior, grain)
+            return [p for p in periods
+                    if (start is None or calendar.last_day(p) >= start) and (end is None or p <= end)]
+
+        days = window(existing_periods(behavior, Grain.daily, today), Grain.daily)
+        fact = sql.fact_table(behavior.name)
+        fact_days = days if force else [d for d in days if d not in done(fact)]
+        for group in _contiguous(fact_days, periods_for(behavior, Grain.daily).next):
+            runs.append(Run(behavior, fact, [fact], group))
+        for grain in [g for g in behavior.grains if grains is None or g in grains]:
+            calendar = periods_for(behavior, grain)
+            periods = window(existing_periods(behavior, grain, today), grain)
+            keys = [sql.firstlast_table(behavior.name, grain), sql.activation_table(behavior.name, grain),
+                    sql.transitions_table(behavior.name, grain)]
+            if force:
+                todo = periods
+            else:
+                # From the first period that is missing anywhere, or that reads a fact day written now,
+                # to the end: every later partition builds on it.
+                touched = {calendar.start_of(d) for d in fact_days}
+                stale = [p for p in periods if p in touched or any(p not in done(k) for k in keys)]
+                todo = [p for p in periods if stale and p >= stale[0]]
+            if todo:
+                runs.append(Run(behavior, f"{behavior.name} {grain.value}", keys, todo))
+    return runs
+
+
+# --- running -------------------------------------------------------------------------------------
+
+
+class _ProgressHandler(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        say(f"      {record.getMessage()}")
+
+
+def _materialized(instance, database: str):
+    """Partitions materialized according to both Dagster and the warehouse's own log."""
+    import dagster as dg
+
+    from .sql import PARTITION_LOG
+    from .warehouse import connect_database
+
+    logged: dict[str, set[dt.date]] = {}
+    if Path(database).exists():
+        with connect_database(database, read_only=True) as conn:
+            has_log = conn.execute(
+                "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [PARTITION_LOG]
+            ).fetchone()[0]
+            if has_log:
+                for table, day in conn.execute(f"SELECT table_name, period_start FROM {PARTITION_LOG}").fetchall():
+                    logged.setdefault(table, set()).add(day)
+    cache: dict[str, set[dt.date]] = {}
+
+    def done(table: str) -> set[dt.date]:
+        if table not in cache:
+            in_dagster = {dt.date.fromisoformat(k) for k in instance.get_materialized_partitions(dg.AssetKey(table))}
+            cache[table] = in_dagster & logged.get(table, set())
+        return cache[table]
+
+    return done
+
+
+def _failure_message(result) -> str:
+    for event in result.all_events:
+        if event.event_type_value == "STEP_FAILURE":
+            error = event.event_specific_data.error
+            message = error.message.strip()
+            return message.removeprefix("dagster._core.definitions.events.Failure: ")
+    return "the run failed (see the run's logs in the UI)"
+
+
+def execute(config: ActivationConfig, runs: list[Run], instance=None) -> int:
+    """Make the runs in order; returns the number of failed checks, raises CommandError on a failed run."""
+    import dagster as dg
+
+    from .definitions import build_definitions
+
+    defs = build_definitions(config, check_files=False)
+    assets = list(defs.assets or [])
+    resources = dict(defs.resources or {})
+    instance = instance or dg.DagsterInstance.get()
+    failed_checks = 0
+    handler = _ProgressHandler()
+    progress = logging.getLogger("activation_assets.progress")
+    progress.addHandler(handler)
+    progress.setLevel(logging.INFO)
+    try:
+        for number, run in enumerate(runs, 1):
+            first, last = run.periods[0].isoformat(), run.periods[-1].isoformat()
+            say(f"[{number}/{len(runs)}] {run.label}: {len(run.periods)} partition(s) {first}..{last}")
+            began = time.monotonic()
+            result = dg.materialize(
+                assets,
+                selection=run.keys,
+                instance=instance,
+                resources=resources,
+                tags={RANGE_START: first, RANGE_END: last},
+                raise_on_error=False,
+                run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+            )
+            if not result.success:
+                raise CommandError(f"{run.label} failed: {_failure_message(result)}")
+            evaluations = result.get_asset_check_evaluations()
+            bad = [e for e in evaluations if not e.passed]
+            failed_checks += len(bad)
+            say(f"      done in {time.monotonic() - began:.1f} s; checks: {len(evaluations) - len(bad)}"
+                f"/{len(evaluations)} passed")
+            for evaluation in bad:
+                summary = evaluation.metadata.get("summary")
+                say(f"      CHECK FAILED {evaluation.asset_key.to_user_string()}.{evaluation.check_name}:"
+                    f" {summary.value if summary else ''}")
+    finally:
+        progress.removeHandler(handler)
+    return failed_checks
+
+
+def summary(config: ActivationConfig, behaviors: list[BehaviorConfig]) -> None:
+    from . import sql
+    from .periods import existing_periods
+    from .warehouse import connect_database, table_exists
+
+    if not Path(config.database).exists():
+        return
+    say("\nLast complete period of each grain:")
+    say(f"  {'behavior':<14} {'grain':<8} {'period':<11} {'active':>8} {'new':>7} {'retained':>9}"
+        f" {'reactiv.':>9} {'churned':>8} {'users':>8}")
+    with connect_database(config.database, read_only=True) as conn:
+        for behavior in behaviors:
+            for grain in behavior.grains:
+                table = sql.activation_table(behavior.name, grain)
+                periods = existing_periods(behavior, grain)
+                if not periods or not table_exists(conn, table):
+                    continue
+                row = conn.execute(sql.state_counts(table, periods[-1])).fetchone()
+                n = dict(zip(("users", *sql.STATES, "churned"), row))
+                active = n["new"] + n["retained"] + n["reactivated"]
+                say(f"  {behavior.name:<14} {grain.value:<8} {periods[-1]!s:<11} {active:>8} {n['new']:>7}"
+                    f" {n['retained']:>9} {n['reactivated']:>9} {n['churned']:>8} {n['users']:>8}")
+
+
+# --- commands ------------------------------------------------------------------------------------
+
+
+def _load(args) -> ActivationConfig:
+    config = load_config(args.config)
+    problems = missing_source_files(config)
+    if problems:
+        raise ConfigError(f"{config.path}:\n  - " + "\n  - ".join(problems))
+    return config
+
+
+def cmd_validate(args) -> int:
+    config = _load(args)
+    from .steps import check_source_columns, describe_source
+    from .warehouse import connect_database
+
+    with connect_database(config.database) as conn:
+        for behavior in config.behaviors:
+            check_source_columns(behavior, describe_source(conn, behavior))
+    names = ", ".join(f"{b.name} ({'/'.join(g.value for g in b.grains)})" for b in config.behaviors)
+    say(f"{config.path}: valid; behaviors: {names}")
+    return 0
+
+
+def cmd_materialize(args) -> int:
+    config = _load(args)
+    behaviors = [config.behavior(name) for name in args.behavior] if args.behavior else list(config.behaviors)
+    grains = [Grain(g) for g in args.grain] if args.grain else None
+    start = dt.date.fromisoformat(args.date_from) if args.date_from else None
+    end = dt.date.fromisoformat(args.date_to) if args.date_to else None
+    if start and end and end < start:
+        raise CommandError(f"--to {end} is before --from {start}")
+    home = ensure_dagster_home(config)
+    import dagster as dg
+
+    say(f"config {config.path}; warehouse {config.database}; DAGSTER_HOME {home}")
+    instance = dg.DagsterInstance.get()
+    done = _materialized(instance, config.database)
+    runs = plan(config, behaviors, grains, start, end, done)
+    if not runs:
+        say("Nothing to do: every selected partition is already materialized."
+            " (Use --from/--to to recompute a window.)")
+    else:
+        total = sum(len(r.periods) * len(r.keys) for r in runs)
+        say(f"{len(runs)} run(s), {total} asset partition(s) to materialize")
+        began = time.monotonic()
+        failed = execute(config, runs)
+        say(f"All runs finished in {time.monotonic() - began:.1f} s.")
+        if failed:
+            summary(config, behaviors)
+            raise CommandError(f"{failed} asset check(s) failed; see above and the checks in the UI")
+    summary(config, behaviors)
+    return 0
+
+
+def cmd_sample_data(args) -> int:
+    from .sample_data import SampleSpec, generate
+
+    out = Path(args.out)
+    if (out / "events").exists() and (out / "community_posts.csv").exists() and not args.force:
+        say(f"Sample data already in {out} (use --force to generate it again).")
+        return 0
+    began = time.monotonic()
+    counts = generate(out, SampleSpec(users=args.users, days=args.days, seed=args.seed))
+    say(f"Sample data written to {out} in {time.monotonic() - began:.1f} s: {counts['users']} users,"
+        f" {counts['events']} events, {counts['posts']} posts.")
+    return 0
+
+
+def cmd_ui(args) -> int:
+    config = _load(args)
+    home = ensure_dagster_home(config)
+    os.environ["ACTIVATION_CONFIG"] = str(config.path)
+    command = [str(Path(sys.executable).parent / "dagster"), "dev", "-w", str(REPO_ROOT / "workspace.yaml"),
+               "-p", str(args.port)]
+    say(f"DAGSTER_HOME={home} {' '.join(command)}")
+    os.execv(command[0], command)
+    return 0  # not reached
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="activation", description="The user activation layer, as Dagster assets.")
+    commands = top.add_subparsers(dest="command", required=True)
+
+    def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--config", help="activation config (default: $ACTIVATION_CONFIG or ./activation.yaml)")
+        return p
+
+    m = with_config(commands.add_parser("materialize", help="materialize the graph (what is missing, in order)"))
+    m.add_argument("--behavior", action="append", help="only this behavior (repeatable)")
+    m.add_argument("--grain", action="append", choices=[g.value for g in Grain], help="only this grain (repeatable)")
+    m.add_argument("--from", dest="date_from", help="first day (YYYY-MM-DD) of a window to recompute")
+    m.add_argument("--to", dest="date_to", help="last day (YYYY-MM-DD) of a window to recompute")
+    m.set_defaults(handler=cmd_materialize)
+
+    v = with_config(commands.add_parser("validate", help="check the config and its sources"))
+    v.set_defaults(handler=cmd_validate)
+
+    s = commands.add_parser("sample-data", help="generate the bundled sample marketplace data")
+    s.add_argument("--out", default=str(REPO_ROOT / "data" / "raw"))
+    s.add_argument("--users", type=int, default=30_000)
+    s.add_argument("--days", type=int, default=365)
+    s.add_argument("--seed", type=int, default=20250101)
+    s.add_argument("--force", action="store_true", help="regenerate even if present")
+    s.set_defaults(handler=cmd_sample_data)
+
+    u = with_config(commands.add_parser("ui", help="open the Dagster UI (dagster dev) on the project instance"))
+    u.add_argument("--port", type=int, default=3000)
+    u.set_defaults(handler=cmd_ui)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except (ConfigError, CommandError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # ActivationError and friends: a message, not a trace
+        from .warehouse import ActivationError
+
+        if isinstance(exc, ActivationError):
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,358 @@
+"""SQL that implements the activation contract, built by small pure functions (no Dagster here).
+
+Every function returns SQL text for DuckDB. Dates are passed as literals computed in Python, so
+each statement reads like the definition it implements for one period `p` (and its predecessor
+`q`).
+
+The incremental state, FirstLast(p), holds per user ever seen by the end of p:
+
+    first_active_period   start of first(u)
+    last_active_period    start of the latest active period <= p
+    streak_start_period   start of the run of consecutive active periods that ends at last_active_period
+    prior_active_period   the latest active period before that run began (NULL if none)
+    active_periods        active periods from first(u) to p
+
+FirstLast(p) is FirstLast(q) joined with the users active in p, nothing else. Every activation
+column of (u, p) — including prev_state, the state in q — is a function of that one row, so the
+activation table is a projection of FirstLast(p), and no step ever reads the fact history.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from .config import Grain, SourceConfig
+
+STATES = ("new", "retained", "reactivated", "inactive")
+ACTIVE_STATES = ("new", "retained", "reactivated")
+# The nine (prev_state -> state) transitions of the contract; None is the null before `new`.
+TRANSITIONS = (
+    (None, "new"),
+    ("new", "retained"),
+    ("new", "inactive"),
+    ("retained", "retained"),
+    ("retained", "inactive"),
+    ("reactivated", "retained"),
+    ("reactivated", "inactive"),
+    ("inactive", "reactivated"),
+    ("inactive", "inactive"),
+)
+
+PARTITION_LOG = "_activation_partitions"
+
+
+# --- names and literals -----------------------------------------------------------------------
+
+
+def ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def date_lit(day: dt.date) -> str:
+    return f"DATE '{day.isoformat()}'"
+
+
+def fact_table(behavior: str) -> str:
+    return f"fact_{behavior}"
+
+
+def firstlast_table(behavior: str, grain: Grain | str) -> str:
+    return f"{behavior}_firstlast_{grain}"
+
+
+def activation_table(behavior: str, grain: Grain | str) -> str:
+    return f"{behavior}_activation_{grain}"
+
+
+def transitions_table(behavior: str, grain: Grain | str) -> str:
+    return f"{behavior}_transitions_{grain}"
+
+
+def periods_between(grain: Grain, earlier: str, later: str) -> str:
+    """Number of whole periods from the period starting at `earlier` to the one at `later`."""
+    if grain is Grain.daily:
+        return f"date_diff('day', {earlier}, {later})"
+    if grain is Grain.weekly:
+        return f"(date_diff('day', {earlier}, {later}) // 7)"
+    return f"date_diff('month', {earlier}, {later})"
+
+
+# --- the fact ---------------------------------------------------------------------------------
+
+
+def source_relation(source: SourceConfig) -> str:
+    """The configured source as a relation, with its `where:` filter applied."""
+    if source.kind == "parquet":
+        relation = f"read_parquet({literal(source.location)}, union_by_name = true)"
+    elif source.kind == "csv":
+        relation = f"read_csv({literal(source.location)}, union_by_name = true)"
+    else:
+        relation = ".".join(ident(part) for part in source.location.split("."))
+    if source.where:
+        return f"(SELECT * FROM {relation} WHERE ({source.where}))"
+    return relation
+
+
+TIMESTAMP_TYPES = ("TIMESTAMP", "TIMESTAMP_S", "TIMESTAMP_MS", "TIMESTAMP_NS", "TIMESTAMP WITH TIME ZONE")
+
+
+def instant_expr(column: str, column_type: str) -> str:
+    """The time column as a TIMESTAMPTZ; a timestamp without a zone is UTC (the contract).
+
+    Strings are parsed with TRY_CAST under the session time zone, which the warehouse pins to
+    UTC, so a naive string is UTC too and an unparseable one becomes NULL (counted, then refused).
+    """
+    col = ident(column)
+    if column_type == "TIMESTAMP WITH TIME ZONE":
+        return col
+    if column_type in TIMESTAMP_TYPES:
+        return f"timezone('UTC', CAST({col} AS TIMESTAMP))"
+    return f"TRY_CAST({col} AS TIMESTAMPTZ)"
+
+
+def local_date_expr(instant: str, timezone: str) -> str:
+    return f"CAST(timezone({literal(timezone)}, {instant}) AS DATE)"
+
+
+def source_profile(
+    source: SourceConfig, user_column: str, time_column: str, time_type: str, timezone: str,
+    start_date: dt.date, end_date: dt.date | None,
+) -> str:
+    """One scan of the source: the rows that can never be activity, counted by reason."""
+    instant = instant_expr(time_column, time_type)
+    local = local_date_expr("instant", timezone)
+    after_end = f"count(*) FILTER (WHERE {local} > {date_lit(end_date)})" if end_date else "0"
+    return f"""
+        WITH rows AS (
+            SELECT {ident(time_column)} AS raw_time, {instant} AS instant FROM {source_relation(source)}
+        )
+        SELECT
+            count(*) AS source_rows,
+            count(*) FILTER (WHERE raw_time IS NULL) AS null_occurred_at,
+            count(*) FILTER (WHERE raw_time IS NOT NULL AND instant IS NULL) AS unparseable_occurred_at,
+            count(*) FILTER (WHERE {local} < {date_lit(start_date)}) AS before_start_date,
+            {after_end} AS after_end_date
+        FROM rows
+    """
+
+
+def unparseable_examples(source: SourceConfig, time_column: str, time_type: str, limit: int = 3) -> str:
+    instant = instant_expr(time_column, time_type)
+    return f"""
+        SELECT DISTINCT CAST({ident(time_column)} AS VARCHAR) AS value FROM {source_relation(source)}
+        WHERE {ident(time_column)} IS NOT NULL AND {instant} IS NULL LIMIT {limit}
+    """
+
+
+def stage_fact(
+    source: SourceConfig, user_column: str, time_column: str, time_type: str, timezone: str,
+    first_day: dt.date, last_day: dt.date, stage: str = "fact_stage",
+) -> str:
+    """The source rows whose local date falls in [first_day, last_day], renamed to the contract.
+
+    Kept in a temporary table so that one scan of the source serves every day of a range.
+    """
+    local = local_date_expr(instant_expr(time_column, time_type), timezone)
+    others = f"* EXCLUDE ({ident(user_column)}, {ident(time_column)})"
+    return f"""
+        CREATE OR REPLACE TEMP TABLE {stage} AS
+        SELECT * FROM (
+            SELECT
+                {local} AS period_start,
+                {ident(user_column)} AS user_id,
+                {ident(time_column)} AS occurred_at,
+                {local} AS activity_date,
+                {others}
+            FROM {source_relation(source)}
+        )
+        WHERE period_start BETWEEN {date_lit(first_day)} AND {date_lit(last_day)}
+    """
+
+
+def stage_day_counts(stage: str = "fact_stage") -> str:
+    """Per local day: rows read and rows without a user (duplicates are what the insert then drops)."""
+    return f"""
+        SELECT period_start, count(*) AS rows_read, count(*) FILTER (WHERE user_id IS NULL) AS null_user_id
+        FROM {stage}
+        GROUP BY period_start
+    """
+
+
+def rows_per_period(table: str, first: dt.date, last: dt.date) -> str:
+    return f"""
+        SELECT period_start, count(*) AS rows FROM {ident(table)}
+        WHERE period_start BETWEEN {date_lit(first)} AND {date_lit(last)}
+        GROUP BY period_start
+    """
+
+
+def insert_fact(fact: str, stage: str = "fact_stage") -> str:
+    """Valid rows only (a user and a time; the window was applied when staging), exact duplicates once."""
+    return f"""
+        INSERT INTO {ident(fact)}
+        SELECT DISTINCT * FROM {stage} WHERE user_id IS NOT NULL
+        ORDER BY period_start, user_id, occurred_at
+    """
+
+
+def delete_range(table: str, first: dt.date, last: dt.date) -> str:
+    return f"DELETE FROM {ident(table)} WHERE period_start BETWEEN {date_lit(first)} AND {date_lit(last)}"
+
+
+# --- FirstLast, activation, transitions ---------------------------------------------------------
+
+
+def create_firstlast(table: str, user_type: str) -> str:
+    return f"""
+        CREATE TABLE IF NOT EXISTS {ident(table)} (
+            period_start DATE NOT NULL,
+            user_id {user_type} NOT NULL,
+            first_active_period DATE NOT NULL,
+            last_active_period DATE NOT NULL,
+            streak_start_period DATE NOT NULL,
+            prior_active_period DATE,
+            active_periods INTEGER NOT NULL
+        )
+    """
+
+
+def create_activation(table: str, user_type: str) -> str:
+    return f"""
+        CREATE TABLE IF NOT EXISTS {ident(table)} (
+            period_start DATE NOT NULL,
+            user_id {user_type} NOT NULL,
+            state VARCHAR NOT NULL,
+            prev_state VARCHAR,
+            first_active_period DATE NOT NULL,
+            last_active_period DATE NOT NULL,
+            streak INTEGER NOT NULL,
+            inactive_streak INTEGER NOT NULL,
+            return_gap INTEGER,
+            active_periods INTEGER NOT NULL
+        )
+    """
+
+
+def create_transitions(table: str) -> str:
+    return f"""
+        CREATE TABLE IF NOT EXISTS {ident(table)} (
+            period_start DATE NOT NULL,
+            from_state VARCHAR,
+            to_state VARCHAR NOT NULL,
+            users BIGINT NOT NULL
+        )
+    """
+
+
+def active_users(fact: str, period: dt.date, next_period: dt.date) -> str:
+    """Distinct users with at least one valid fact row whose local date lies in the period."""
+    return f"""
+        SELECT DISTINCT user_id FROM {ident(fact)}
+        WHERE period_start >= {date_lit(period)} AND period_start < {date_lit(next_period)}
+    """
+
+
+def firstlast_step(
+    firstlast: str, fact: str, period: dt.date, previous: dt.date, next_period: dt.date, is_first: bool,
+) -> str:
+    """FirstLast(p) = FirstLast(q) updated with the users active in p (new users are added)."""
+    p, q = date_lit(period), date_lit(previous)
+    prior = "FALSE" if is_first else f"period_start = {q}"
+    return f"""
+        INSERT INTO {ident(firstlast)}
+        WITH active AS ({active_users(fact, period, next_period)}),
+        prior_state AS (SELECT * FROM {ident(firstlast)} WHERE {prior})
+        SELECT
+            {p} AS period_start,
+            coalesce(prior_state.user_id, active.user_id) AS user_id,
+            coalesce(prior_state.first_active_period, {p}) AS first_active_period,
+            CASE WHEN active.user_id IS NULL THEN prior_state.last_active_period ELSE {p} END
+                AS last_active_period,
+            CASE
+                WHEN active.user_id IS NULL THEN prior_state.streak_start_period  -- away: unchanged
+                WHEN prior_state.last_active_period = {q} THEN prior_state.streak_start_period  -- streak goes on
+                ELSE {p}  -- first activity, or a return: a streak starts here
+            END AS streak_start_period,
+            CASE
+                WHEN active.user_id IS NULL OR prior_state.last_active_period = {q}
+                    THEN prior_state.prior_active_period
+                ELSE prior_state.last_active_period  -- NULL for a new user
+            END AS prior_active_period,
+            coalesce(prior_state.active_periods, 0) + CASE WHEN active.user_id IS NULL THEN 0 ELSE 1 END
+                AS active_periods
+        FROM prior_state FULL OUTER JOIN active ON prior_state.user_id = active.user_id
+        ORDER BY user_id
+    """
+
+
+def activation_select(firstlast: str, grain: Grain, period: dt.date, previous: dt.date) -> str:
+    """The states of period p, read off FirstLast(p) alone (see the module docstring).
+
+    active(p)       <=> last_active_period = p
+    active(q)       <=> last_active_period = q, or active(p) with a streak that began before p
+    retained(x)     <=> active in x with a streak that began before x (and x is not first(u))
+    """
+    p, q = date_lit(period), date_lit(previous)
+    between = lambda a, b: periods_between(grain, a, b)  # noqa: E731
+    return f"""
+        SELECT
+            period_start,
+            user_id,
+            CASE
+                WHEN first_active_period = {p} THEN 'new'
+                WHEN last_active_period < {p} THEN 'inactive'
+                WHEN streak_start_period < {p} THEN 'retained'
+                ELSE 'reactivated'
+            END AS state,
+            CASE
+                WHEN first_active_period = {p} THEN NULL
+                WHEN first_active_period = {q} THEN 'new'
+                WHEN last_active_period < {q} OR streak_start_period = {p} THEN 'inactive'
+                WHEN streak_start_period < {q} THEN 'retained'
+                ELSE 'reactivated'
+            END AS prev_state,
+            first_active_period,
+            last_active_period,
+            CAST(CASE WHEN last_active_period = {p}
+                THEN {between('streak_start_period', p)} + 1 ELSE 0 END AS INTEGER) AS streak,
+            CAST(CASE WHEN last_active_period = {p}
+                THEN 0 ELSE {between('last_active_period', p)} END AS INTEGER) AS inactive_streak,
+            CAST(CASE WHEN first_active_period < {p} AND streak_start_period = {p}
+                THEN {between('prior_active_period', p)} - 1 END AS INTEGER) AS return_gap,
+            active_periods
+        FROM {ident(firstlast)}
+        WHERE period_start = {p}
+    """
+
+
+def insert_activation(activation: str, firstlast: str, grain: Grain, period: dt.date, previous: dt.date) -> str:
+    return f"INSERT INTO {ident(activation)} {activation_select(firstlast, grain, period, previous)} ORDER BY user_id"
+
+
+def insert_transitions(transitions: str, activation: str, period: dt.date) -> str:
+    return f"""
+        INSERT INTO {ident(transitions)}
+        SELECT period_start, prev_state AS from_state, state AS to_state, count(*) AS users
+        FROM {ident(activation)}
+        WHERE period_start = {date_lit(period)}
+        GROUP BY period_start, prev_state, state
+        ORDER BY from_state NULLS FIRST, to_state
+    """
+
+
+def state_counts(activation: str, period: dt.date) -> str:
+    """Rows per state, plus the churned users (active in q, inactive in p)."""
+    active_list = ", ".join(literal(s) for s in ACTIVE_STATES)
+    counts = ",\n".join(f"count(*) FILTER (WHERE state = {literal(s)}) AS {s}" for s in STATES)
+    return f"""
+        SELECT
+            count(*) AS users,
+            {counts},
+            count(*) FILTER (WHERE state = 'inactive' AND prev_state IN ({active_list})) AS churned
+        FROM {ident(activation)}
+        WHERE period_start = {date_lit(period)}
+    """

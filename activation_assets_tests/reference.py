@@ -1,0 +1,139 @@
+"""A brute-force reference of the activation contract, written from the spec and nothing else.
+
+It works on Python objects (no DuckDB, no SQL, nothing from `activation_assets`): local dates via
+zoneinfo, periods by walking the calendar day by day, and every column of (u, p) by looking back
+through the user's whole history. Slow and obviously right is the point.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter
+from dataclasses import dataclass
+from zoneinfo import ZoneInfo
+
+UTC = dt.timezone.utc
+ACTIVE = {"new", "retained", "reactivated"}
+WEEKDAYS = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
+
+
+@dataclass(frozen=True)
+class Spec:
+    timezone: str
+    start_date: dt.date
+    end_date: dt.date
+    week_start: str = "monday"
+
+
+def local_date(value, timezone: str) -> dt.date | None:
+    """A naive timestamp is UTC; an aware one is converted; a string is parsed first."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = dt.datetime.fromisoformat(value)
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(ZoneInfo(timezone)).date()
+
+
+def period_of(day: dt.date, grain: str, week_start: str) -> dt.date:
+    if grain == "daily":
+        return day
+    if grain == "monthly":
+        return dt.date(day.year, day.month, 1)
+    # Walk back to the configured weekday.
+    while WEEKDAYS[day.weekday()] != week_start:
+        day -= dt.timedelta(days=1)
+    return day
+
+
+def periods(spec: Spec, grain: str) -> list[dt.date]:
+    """Every period that contains a day of [start_date, end_date] and ends on or before end_date."""
+    days = [spec.start_date + dt.timedelta(days=i) for i in range((spec.end_date - spec.start_date).days + 1)]
+    starts = sorted({period_of(d, grain, spec.week_start) for d in days})
+    complete = []
+    for start in starts:
+        # Last day of the period: the day before the next period starts.
+        day = start
+        while period_of(day + dt.timedelta(days=1), grain, spec.week_start) == start:
+            day += dt.timedelta(days=1)
+        if day <= spec.end_date:
+            complete.append(start)
+    return complete
+
+
+def valid_days(rows: list[tuple], spec: Spec) -> dict:
+    """user -> set of local dates of valid fact rows."""
+    out: dict = {}
+    for user, when in rows:
+        day = local_date(when, spec.timezone)
+        if user is None or day is None or not (spec.start_date <= day <= spec.end_date):
+            continue
+        out.setdefault(user, set()).add(day)
+    return out
+
+
+def activation(rows: list[tuple], spec: Spec, grain: str) -> list[dict]:
+    """One dict per (user, period) with every column of <b>_activation_<g>."""
+    days = valid_days(rows, spec)
+    plist = periods(spec, grain)
+    index = {p: i for i, p in enumerate(plist)}
+    out = []
+    for user, user_days in days.items():
+        active = [False] * len(plist)
+        for day in user_days:
+            p = period_of(day, grain, spec.week_start)
+            if p in index:  # a day in an incomplete trailing period is activity of no period
+                active[index[p]] = True
+        if not any(active):
+            continue
+        first = active.index(True)
+        states: list[str] = []
+        for i in range(first, len(plist)):
+            if i == first:
+                state = "new"
+            elif active[i]:
+                state = "retained" if active[i - 1] else "reactivated"
+            else:
+                state = "inactive"
+            states.append(state)
+            streak = 0
+            while i - streak >= first and active[i - streak]:
+                streak += 1
+            away = 0
+            while i - away >= first and not active[i - away]:
+                away += 1
+            gap = None
+            if state == "reactivated":
+                gap = 0
+                while not active[i - 1 - gap]:
+                    gap += 1
+            last = max(j for j in range(first, i + 1) if active[j])
+            out.append({
+                "period_start": plist[i],
+                "user_id": user,
+                "state": state,
+                "prev_state": states[-2] if len(states) > 1 else None,
+                "first_active_period": plist[first],
+                "last_active_period": plist[last],
+                "streak": streak,
+                "inactive_streak": away,
+                "return_gap": gap,
+                "active_periods": sum(active[first:i + 1]),
+            })
+    return out
+
+
+def transitions(activation_rows: list[dict]) -> list[dict]:
+    counts = Counter((r["period_start"], r["prev_state"], r["state"]) for r in activation_rows)
+    return [{"period_start": p, "from_state": f, "to_state": t, "users": n} for (p, f, t), n in counts.items()]
+
+
+def fact_rows(rows: list[tuple], spec: Spec) -> int:
+    """How many rows the fact keeps: valid, exact duplicates once."""
+    kept = set()
+    for user, when in rows:
+        day = local_date(when, spec.timezone)
+        if user is not None and day is not None and spec.start_date <= day <= spec.end_date:
+            kept.add((user, when))
+    return len(kept)
