@@ -75,33 +75,37 @@ def plan(
     config: ActivationConfig, behaviors: list[BehaviorConfig], grains: list[Grain] | None,
     start: dt.date | None, end: dt.date | None, done, today: dt.date | None = None,
 ) -> list[Run]:
-    """The runs to make, in order. `done(table)` is the set of partitions already materialized."""
+    """The runs to make, in order. `done(table)` is the set of partitions already materialized.
+
+    Without a window: the missing fact days, and for each grain everything from the first period
+    that is missing or reads a fact day written now. With --from/--to: the fact days of the window,
+    and for each grain the periods from the one containing --from that end by --to, plus every later
+    period already materialized (each builds on its predecessor, so all of them change).
+    """
     from . import sql
     from .periods import existing_periods, periods_for
 
     runs: list[Run] = []
-    force = start is not None or end is not None
+    windowed = start is not None or end is not None
     for behavior in behaviors:
-        def window(periods: list[dt.date], grain: Grain) -> list[dt.date]:
-            calendar = periods_for(behavior, grain)
-            return [p for p in periods
-                    if (start is None or calendar.last_day(p) >= start) and (end is None or p <= end)]
-
-        days = window(existing_periods(behavior, Grain.daily, today), Grain.daily)
+        daily = periods_for(behavior, Grain.daily)
+        days = [d for d in existing_periods(behavior, Grain.daily, today)
+                if (start is None or d >= start) and (end is None or d <= end)]
         fact = sql.fact_table(behavior.name)
-        fact_days = days if force else [d for d in days if d not in done(fact)]
-        for group in _contiguous(fact_days, periods_for(behavior, Grain.daily).next):
+        fact_days = days if windowed else [d for d in days if d not in done(fact)]
+        for group in _contiguous(fact_days, daily.next):
             runs.append(Run(behavior, fact, [fact], group))
         for grain in [g for g in behavior.grains if grains is None or g in grains]:
             calendar = periods_for(behavior, grain)
-            periods = window(existing_periods(behavior, grain, today), grain)
+            periods = existing_periods(behavior, grain, today)
             keys = [sql.firstlast_table(behavior.name, grain), sql.activation_table(behavior.name, grain),
                     sql.transitions_table(behavior.name, grain)]
-            if force:
-                todo = periods
+            materialized = set.union(*(done(k) for k in keys))
+            if windowed:
+                first = calendar.start_of(start) if start else periods[0] if periods else None
+                todo = [p for p in periods if first is not None and p >= first
+                        and (end is None or calendar.last_day(p) <= end or p in materialized)]
             else:
-                # From the first period that is missing anywhere, or that reads a fact day written now,
-                # to the end: every later partition builds on it.
                 touched = {calendar.start_of(d) for d in fact_days}
                 stale = [p for p in periods if p in touched or any(p not in done(k) for k in keys)]
                 todo = [p for p in periods if stale and p >= stale[0]]

@@ -11,6 +11,7 @@ metadata so the UI plots it over partitions. The Dagster code here stays thin: t
 import datetime as dt
 import logging
 import time
+import warnings
 from collections.abc import Callable, Sequence
 
 import dagster as dg
@@ -25,8 +26,13 @@ from .warehouse import ActivationError, connect
 POOL = "duckdb"
 SINGLE_RUN = dg.BackfillPolicy.single_run()
 PREVIOUS_PARTITION = dg.TimeWindowPartitionMapping(start_offset=-1, end_offset=-1)
-# A weekly or monthly period may begin before start_date: its missing first days are not an error.
-DAYS_OF_PERIOD = dg.TimeWindowPartitionMapping(allow_nonexistent_upstream_partitions=True)
+
+
+def days_of_period() -> dg.TimeWindowPartitionMapping:
+    """A weekly or monthly period may begin before start_date: its missing first days are no error."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dg.BetaWarning)  # this beta parameter is what we need
+        return dg.TimeWindowPartitionMapping(allow_nonexistent_upstream_partitions=True)
 KINDS = {"duckdb", "sql"}
 
 progress_log = logging.getLogger("activation_assets.progress")
@@ -213,7 +219,7 @@ def firstlast_asset(behavior: BehaviorConfig, grain: Grain) -> dg.AssetsDefiniti
         name=name,
         partitions_def=partitions_def(behavior, grain),
         deps=[
-            dg.AssetDep(sql.fact_table(behavior.name), partition_mapping=DAYS_OF_PERIOD),
+            dg.AssetDep(sql.fact_table(behavior.name), partition_mapping=days_of_period()),
             dg.AssetDep(key, partition_mapping=PREVIOUS_PARTITION),
         ],
         check_specs=_specs(key, inv.FIRSTLAST_CHECKS, grain, blocking=True),

@@ -71,7 +71,8 @@ def write_parquet_source(path: Path, rows: list[tuple], naive: bool = True) -> N
         # Derived from the row itself, so that duplicated rows are exact duplicates.
         "platform": ["ios" if (u or 0) % 2 else "web" for u, _ in rows],
     })
-    noise = frame.head(20).assign(event_name="other", uid=pd.array([999_999] * 20, dtype="Int64"))
+    noise = frame.head(20)
+    noise = noise.assign(event_name="other", uid=pd.array([999_999] * len(noise), dtype="Int64"))
     path.parent.mkdir(parents=True, exist_ok=True)
     pd.concat([frame, noise]).to_parquet(path, index=False)
 
@@ -142,3 +143,33 @@ def python_bin() -> str:
     import sys
 
     return os.path.dirname(sys.executable)
+
+
+def materialize(config_path: Path, keys: list[str], first: str, last: str | None = None, instance=None):
+    """One Dagster run of `keys` over the partition range first..last (a range run, single-run policy)."""
+    import dagster as dg
+
+    from activation_assets.config import load_config
+    from activation_assets.definitions import build_definitions
+
+    defs = build_definitions(load_config(config_path))
+    return dg.materialize(
+        list(defs.assets), selection=keys, resources=dict(defs.resources),
+        instance=instance or dg.DagsterInstance.ephemeral(), raise_on_error=False,
+        tags={"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last or first},
+    )
+
+
+def failure_message(result) -> str:
+    return " ".join(e.event_specific_data.error.message for e in result.all_events
+                    if e.event_type_value == "STEP_FAILURE")
+
+
+def small_behavior(directory: Path, spec, rows, name: str = "visited", **extra) -> Path:
+    """A one-behavior config over a Parquet source of `rows`."""
+    write_parquet_source(directory / "events" / "part-1.parquet", rows)
+    return write_config(directory, [{
+        "name": name, "source": {"parquet": "events/*.parquet", "where": "event_name = 'visit'"},
+        "user_column": "uid", "time_column": "ts", "start_date": spec.start_date, "end_date": spec.end_date,
+        "timezone": spec.timezone, "week_start": spec.week_start, **extra,
+    }])
