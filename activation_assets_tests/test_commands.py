@@ -1,0 +1,92 @@
+"""The command lines as a user runs them: `activation ...` and Dagster's own `dagster asset materialize`."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from . import reference
+from .conftest import ACTIVATION_COLUMNS, TRANSITION_COLUMNS, as_set, edge_events, small_behavior, table_rows
+
+SPEC = reference.Spec("America/New_York", dt.date(2025, 3, 1), dt.date(2025, 4, 12), "monday")
+BIN = Path(sys.executable).parent
+
+
+def run(args: list[str], cwd: Path, **env) -> subprocess.CompletedProcess:
+    environment = {k: v for k, v in os.environ.items() if k not in ("DAGSTER_HOME", "ACTIVATION_CONFIG")}
+    environment.update(env)
+    return subprocess.run(args, cwd=cwd, env=environment, capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.slow
+def test_activation_materialize_end_to_end(tmp_path):
+    rows = edge_events(SPEC, seed=21, users=list(range(1, 30)))
+    config = small_behavior(tmp_path, SPEC, rows)
+    first = run([str(BIN / "activation"), "materialize", "--config", str(config)], cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert "checks: " in first.stdout and "CHECK FAILED" not in first.stdout
+    assert "Last complete period of each grain" in first.stdout
+    # The project-local instance sits next to the config, with the shipped pool limit.
+    home = tmp_path / ".dagster_home"
+    assert "default_limit: 1" in (home / "dagster.yaml").read_text()
+    assert (home / "history").exists() or (home / "storage").exists()
+    db = tmp_path / "warehouse.duckdb"
+    for grain in ("daily", "weekly", "monthly"):
+        expected = reference.activation(rows, SPEC, grain)
+        assert as_set(table_rows(db, f"visited_activation_{grain}"), ACTIVATION_COLUMNS) == as_set(
+            expected, ACTIVATION_COLUMNS)
+        assert as_set(table_rows(db, f"visited_transitions_{grain}"), TRANSITION_COLUMNS) == as_set(
+            reference.transitions(expected), TRANSITION_COLUMNS)
+
+    again = run([str(BIN / "activation"), "materialize", "--config", str(config)], cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "Nothing to do" in again.stdout and "[1/" not in again.stdout
+
+
+def test_explicit_dagster_home_wins(tmp_path):
+    rows = edge_events(SPEC, seed=22, users=list(range(1, 6)))
+    config = small_behavior(tmp_path, SPEC, rows)
+    mine = tmp_path / "my_home"
+    mine.mkdir()
+    result = run([str(BIN / "activation"), "materialize", "--config", str(config), "--grain", "monthly"],
+                 cwd=tmp_path, DAGSTER_HOME=str(mine))
+    assert result.returncode == 0, result.stderr
+    assert f"DAGSTER_HOME {mine}" in result.stdout
+    assert not (tmp_path / ".dagster_home").exists()
+
+
+def test_a_failing_run_exits_non_zero_with_the_reason(tmp_path):
+    rows = edge_events(SPEC, seed=23, users=list(range(1, 6)))
+    config = small_behavior(tmp_path, SPEC, rows, user_column="no_such_column")
+    result = run([str(BIN / "activation"), "materialize", "--config", str(config)], cwd=tmp_path)
+    assert result.returncode == 1
+    assert "has no column 'no_such_column'" in result.stderr and "user_column" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_dagster_asset_materialize_partition_range(tmp_path, monkeypatch):
+    rows = edge_events(SPEC, seed=24, users=list(range(1, 30)))
+    config = small_behavior(tmp_path, SPEC, rows)
+    home = tmp_path / "home"
+    home.mkdir()
+    keys = "fact_visited,visited_firstlast_daily,visited_activation_daily,visited_transitions_daily"
+    result = run([str(BIN / "dagster"), "asset", "materialize", "-m", "activation_assets.definitions",
+                  "--select", keys, "--partition-range", "2025-03-01...2025-03-31"],
+                 cwd=tmp_path, DAGSTER_HOME=str(home), ACTIVATION_CONFIG=str(config))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    db = tmp_path / "warehouse.duckdb"
+    march = [r for r in reference.activation(rows, SPEC, "daily") if r["period_start"] <= dt.date(2025, 3, 31)]
+    assert as_set(table_rows(db, "visited_activation_daily"), ACTIVATION_COLUMNS) == as_set(march, ACTIVATION_COLUMNS)
+    # One run for the whole month, recorded in the instance, every partition materialized.
+    import dagster as dg
+
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    instance = dg.DagsterInstance.get()
+    assert len(instance.get_runs()) == 1
+    assert len(instance.get_materialized_partitions(dg.AssetKey("visited_activation_daily"))) == 31
