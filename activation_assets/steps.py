@@ -7,6 +7,8 @@ transaction (delete the window, insert, log it), and returns per-partition numbe
 from __future__ import annotations
 
 import datetime as dt
+import glob
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -50,13 +52,42 @@ class FactOutcome:
 def describe_source(conn: duckdb.DuckDBPyConnection, behavior: BehaviorConfig) -> dict[str, str]:
     source = behavior.source
     try:
-        return column_types(conn, sql.source_relation(source))
+        columns = column_types(conn, sql.source_relation(source))
     except duckdb.Error as exc:
         raise ActivationError(
             f"behavior {behavior.name!r}: cannot read its source ({source.describe()}): "
             f"{_duckdb_message(exc)}. Check `source:` in the config (paths are relative to the config file;"
             " a table must exist in the database; `where:` must be valid SQL over the source's columns)."
         ) from None
+    _refuse_mixed_types(conn, behavior)
+    return columns
+
+
+def _refuse_mixed_types(conn: duckdb.DuckDBPyConnection, behavior: BehaviorConfig) -> None:
+    """Files of one source must agree on the user and time columns' types.
+
+    Reading a glob unifies differing types (an integer id in one file and a string in another
+    become strings), which would quietly change which ids are the same user.
+    """
+    source = behavior.source
+    if source.kind == "table":
+        return
+    files = sorted(glob.glob(source.location, recursive=True))
+    if len(files) < 2:
+        return
+    reader = "read_parquet" if source.kind == "parquet" else "read_csv"
+    seen: dict[str, dict[str, list[str]]] = {}
+    for path in files:
+        types = column_types(conn, f"{reader}({sql.literal(path)})")
+        for column in (behavior.user_column, behavior.time_column):
+            seen.setdefault(column, {}).setdefault(types.get(column, "absent"), []).append(path)
+    for column, by_type in seen.items():
+        if len(by_type) > 1:
+            detail = "; ".join(f"{t} in {len(p)} file(s), e.g. {os.path.basename(p[0])}" for t, p in by_type.items())
+            raise ActivationError(
+                f"behavior {behavior.name!r}: the files of {source.describe()} disagree on the type of column"
+                f" {column!r} ({detail}). Rewrite the odd files with the same type; nothing was written."
+            )
 
 
 def check_source_columns(behavior: BehaviorConfig, columns: dict[str, str]) -> str:

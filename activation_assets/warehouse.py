@@ -54,9 +54,14 @@ def connect(resource: DuckDBResource) -> Iterator[duckdb.DuckDBPyConnection]:
     """The assets' connection: held under the cross-process lock, with the session time zone
     pinned to UTC (so a timestamp without a zone means UTC, as the contract says)."""
     with database_lock(resource.database), resource.get_connection() as conn:
-        conn.execute("SET TimeZone = 'UTC'")
-        ensure_partition_log(conn)
-        yield conn
+        # DuckDBResource closes its connection only when the block succeeds; a failed step would
+        # otherwise keep the database file open (and locked) until garbage collection.
+        try:
+            conn.execute("SET TimeZone = 'UTC'")
+            ensure_partition_log(conn)
+            yield conn
+        finally:
+            conn.close()
 
 
 @contextmanager

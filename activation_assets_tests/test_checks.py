@@ -1,0 +1,161 @@
+"""Every invariant check catches the corruption it exists for, and a clean run passes them all."""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+
+import dagster as dg
+import duckdb
+import pytest
+
+from activation_assets import checks as inv
+from activation_assets.config import Grain, load_config
+
+from . import reference
+from .conftest import edge_events, materialize, run_graph, small_behavior
+
+SPEC = reference.Spec("Asia/Seoul", dt.date(2025, 3, 3), dt.date(2025, 4, 13), "monday")
+DAY = dt.date(2025, 4, 2)    # a daily partition well inside the range
+WEEK = dt.date(2025, 3, 24)  # a weekly partition with a predecessor
+
+# One row of the given state in a partition, as a SQL predicate that picks exactly one user.
+def one_user(table: str, period: dt.date, where: str) -> str:
+    return (f"user_id = (SELECT min(user_id) FROM {table} WHERE period_start = DATE '{period}' AND {where})"
+            f" AND period_start = DATE '{period}'")
+
+
+CORRUPTIONS = {
+    # name: (table prefix, grain, partition, SQL, check that must fail, words the message must contain)
+    "duplicated user": (
+        "activation", Grain.daily, DAY,
+        "INSERT INTO visited_activation_daily SELECT * FROM visited_activation_daily WHERE {one}",
+        "one_row_per_user", "1 duplicated rows"),
+    "activation disagrees with the fact": (
+        "activation", Grain.daily, DAY,
+        "INSERT INTO fact_visited SELECT * REPLACE (123456789 AS user_id) FROM fact_visited"
+        " WHERE period_start = DATE '{period}' LIMIT 1",
+        "active_users_match_fact", "the fact has"),
+    "a churned user un-churned": (
+        "activation", Grain.daily, DAY,
+        "UPDATE visited_activation_daily SET prev_state = 'inactive' WHERE {one_churned}",
+        "retained_plus_churned_is_previous_active", "vs active before"),
+    "a user missing from a later period": (
+        "activation", Grain.daily, DAY,
+        "DELETE FROM visited_activation_daily WHERE {one_inactive}",
+        "nobody_disappears", "users of the previous period missing"),
+    "previous period's states rewritten": (
+        "activation", Grain.daily, DAY,
+        "UPDATE visited_activation_daily SET state = 'reactivated' WHERE {one_retained_before}",
+        "prev_state_is_previous_state", "retained"),
+    "inactive -> retained": (
+        "activation", Grain.daily, DAY,
+        "UPDATE visited_activation_daily SET state = 'retained' WHERE {one_dormant}",
+        "only_valid_transitions", "impossible transition"),
+    "a wrong streak": (
+        "activation", Grain.daily, DAY,
+        "UPDATE visited_activation_daily SET streak = 0 WHERE {one_active}",
+        "columns_consistent", "contradict"),
+    "transitions off by one": (
+        "transitions", Grain.daily, DAY,
+        "UPDATE visited_transitions_daily SET users = users + 1"
+        " WHERE period_start = DATE '{period}' AND to_state = 'inactive' AND from_state = 'inactive'",
+        "equals_grouped_activation", "disagree"),
+    "a weekly row that disagrees with its days": (
+        "activation", Grain.weekly, WEEK,
+        "UPDATE visited_activation_weekly SET user_id = 424242 WHERE {one_new_weekly}",
+        "matches_days", "not active on any day"),
+    "firstlast duplicated user": (
+        "firstlast", Grain.daily, DAY,
+        "INSERT INTO visited_firstlast_daily SELECT * FROM visited_firstlast_daily"
+        " WHERE period_start = DATE '{period}' LIMIT 1",
+        "one_row_per_user", "duplicated"),
+    "firstlast lost a user": (
+        "firstlast", Grain.daily, DAY,
+        "DELETE FROM visited_firstlast_daily WHERE {one_fl}",
+        "nobody_disappears", "are missing"),
+    "firstlast last active after the period": (
+        "firstlast", Grain.daily, DAY,
+        "UPDATE visited_firstlast_daily SET last_active_period = DATE '2030-01-01' WHERE {one_fl}",
+        "periods_in_order", "out of order"),
+}
+CHECKS = {"activation": inv.ACTIVATION_CHECKS, "firstlast": inv.FIRSTLAST_CHECKS,
+          "transitions": inv.TRANSITIONS_CHECKS}
+
+
+@pytest.fixture(scope="module")
+def clean(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("checks")
+    config = small_behavior(directory, SPEC, edge_events(SPEC, seed=31, users=list(range(1, 40))))
+    assert run_graph(config) == 0  # a clean run: every check of every partition passes
+    return load_config(config)
+
+
+def _evaluate(conn, config, table: str, grain: Grain, period: dt.date) -> dict[str, inv.CheckOutcome]:
+    outcomes: dict[str, inv.CheckOutcome] = {}
+    inv.evaluate(conn, CHECKS[table], config.behaviors[0], grain, period, outcomes)
+    return outcomes
+
+
+def _fill(sql: str, period: dt.date) -> str:
+    act, prev = "visited_activation_daily", DAY - dt.timedelta(days=1)
+    return sql.format(
+        period=period,
+        one=one_user(act, DAY, "state = 'inactive'"),
+        one_churned=one_user(act, DAY, "state = 'inactive' AND prev_state IN ('new', 'retained', 'reactivated')"),
+        one_inactive=one_user(act, DAY, "state = 'inactive'"),
+        one_retained_before=one_user(act, prev, "state = 'retained'"),
+        one_dormant=one_user(act, DAY, "state = 'inactive' AND prev_state = 'inactive'"),
+        one_active=one_user(act, DAY, "state IN ('retained', 'reactivated')"),
+        one_new_weekly=one_user("visited_activation_weekly", WEEK, "state = 'new'"),
+        one_fl=one_user("visited_firstlast_daily", DAY, "last_active_period < period_start"),
+    )
+
+
+def test_the_clean_graph_passes_every_check(clean):
+    with duckdb.connect(clean.database, read_only=True) as conn:
+        for table, grain, period in [("activation", Grain.daily, DAY), ("firstlast", Grain.daily, DAY),
+                                     ("transitions", Grain.daily, DAY), ("activation", Grain.weekly, WEEK)]:
+            outcomes = _evaluate(conn, clean, table, grain, period)
+            assert outcomes and all(o.passed for o in outcomes.values()), outcomes
+
+
+@pytest.mark.parametrize("case", sorted(CORRUPTIONS))
+def test_corruption_is_caught(clean, tmp_path, case):
+    table, grain, period, corruption, check_name, words = CORRUPTIONS[case]
+    copy = tmp_path / "corrupt.duckdb"
+    shutil.copy(clean.database, copy)
+    with duckdb.connect(str(copy)) as conn:
+        changed = conn.execute(_fill(corruption, period)).fetchone()[0]
+        assert changed == 1, "the corruption must touch exactly one row"
+        outcome = _evaluate(conn, clean, table, grain, period)[check_name]
+    assert not outcome.passed
+    assert outcome.violations >= 1
+    assert words in outcome.summary()
+    assert str(period) in outcome.summary()
+
+
+def test_a_failing_check_reports_and_blocks_downstream(tmp_path):
+    """Through Dagster: the result carries counts and examples, and transitions do not run on it."""
+    config = small_behavior(tmp_path, SPEC, edge_events(SPEC, seed=32, users=list(range(1, 30))))
+    instance = dg.DagsterInstance.ephemeral()
+    keys = ["visited_firstlast_daily", "visited_activation_daily", "visited_transitions_daily"]
+    assert materialize(config, ["fact_visited"], "2025-03-03", "2025-04-13", instance).success
+    assert materialize(config, keys, "2025-03-03", "2025-04-01", instance).success
+    with duckdb.connect(str(tmp_path / "warehouse.duckdb")) as conn:  # corrupt the predecessor of 04-02
+        conn.execute("UPDATE visited_activation_daily SET state = 'reactivated'"
+                     " WHERE period_start = DATE '2025-04-01' AND state = 'retained'")
+    result = materialize(config, keys, "2025-04-02", "2025-04-04", instance)
+    evaluations = {e.check_name: e for e in result.get_asset_check_evaluations()
+                   if e.asset_key == dg.AssetKey("visited_activation_daily")}
+    failed = evaluations["prev_state_is_previous_state"]
+    assert not failed.passed
+    assert failed.metadata["failing_partitions"].value == ["2025-04-02"]
+    assert failed.metadata["partitions_checked"].value == 3
+    assert "reactivated" in failed.metadata["summary"].value
+    assert evaluations["one_row_per_user"].passed
+    # Blocking: Dagster fails the activation step, and transitions never run on the bad partitions.
+    assert not result.success
+    assert [e.step_key for e in result.get_step_failure_events()] == ["visited_activation_daily"]
+    assert "visited_transitions_daily" not in {
+        e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
