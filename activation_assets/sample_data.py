@@ -124,3 +124,21 @@ def generate(out: str | Path, spec: SampleSpec = SampleSpec()) -> dict[str, int]
     posts_frame = posts_frame.sort_values("created_at", kind="stable")
     posts_frame.to_csv(out / "community_posts.csv", index=False)
     return {"events": len(events), "posts": len(posts_frame), "users": spec.users}
+
+
+def write_benchmark_events(path: str | Path, spec: SampleSpec) -> int:
+    """The same activity model at benchmark scale, lean: only `user_id` and `occurred_at` (naive UTC),
+    written with Arrow (no Python objects per row). Returns the number of events."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(spec.seed)
+    users, days, _ = _activity(spec, rng)
+    opens = 1 + rng.poisson(0.4, size=users.size)
+    users, days = np.repeat(users, opens) + 1, np.repeat(days, opens)
+    times = _times(spec, days, rng)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table = pa.table({"user_id": pa.array(users, pa.int64()), "occurred_at": pa.array(times, pa.timestamp("us"))})
+    pq.write_table(table, path, row_group_size=1_000_000)
+    return table.num_rows
