@@ -13,10 +13,12 @@ $(BIN)/activation: pyproject.toml
 
 install: $(BIN)/activation
 
-## The first command: install, generate the sample data, materialize every behavior, grain and partition.
+## The first command: install, generate the sample data, materialize every behavior, grain and partition,
+## and write the HTML report.
 demo: install
 	$(BIN)/activation sample-data
 	$(BIN)/activation materialize
+	$(BIN)/activation report
 
 ## The second command: the whole test suite (slow tests included), as CI runs it.
 test: install
@@ -28,6 +30,10 @@ test-fast: install
 ## The Dagster UI (dagster dev) on the project-local instance, at http://localhost:3000
 ui: install
 	$(BIN)/activation ui
+
+## The benchmark harness (2M users x 180 days by default; see docs/benchmarks.md). Not part of CI.
+bench: install
+	$(BIN)/python -m benchmarks
 
 clean:
 	rm -rf data/raw data/*.duckdb data/*.duckdb.wal data/*.lock .dagster_home

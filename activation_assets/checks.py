@@ -20,7 +20,9 @@ from .periods import first_period, periods_for
 from .sql import date_lit, ident, literal
 
 ACTIVE = "(" + ", ".join(literal(s) for s in sql.ACTIVE_STATES) + ")"
-NINE = ", ".join(f"({literal(a) if a else 'NULL'}, {literal(b)})" for a, b in sql.TRANSITIONS)
+# A transition as one string, so that checking it against the nine is a vectorised IN list.
+PAIR = "coalesce(prev_state, 'null') || ' -> ' || state"
+NINE = "(" + ", ".join(literal(f"{a or 'null'} -> {b}") for a, b in sql.TRANSITIONS) + ")"
 EXAMPLE_ROWS = 5
 
 
@@ -61,6 +63,14 @@ class Period:
     @property
     def transitions(self) -> str:
         return ident(sql.transitions_table(self.behavior.name, self.grain))
+
+    @property
+    def growth(self) -> str:
+        return ident(sql.growth_table(self.behavior.name, self.grain))
+
+    @property
+    def cohorts(self) -> str:
+        return ident(sql.cohorts_table(self.behavior.name, self.grain))
 
 
 SqlFor = Callable[[Period], str]
@@ -213,12 +223,10 @@ ACTIVATION_CHECKS = (
         "Invariant 6: only the nine (prev_state -> state) transitions of the contract occur.",
         lambda c: f"""
             SELECT count(*), count(*) || ' rows with an impossible transition'
-            FROM {c.activation} AS a WHERE period_start = {c.p} AND NOT EXISTS (
-                SELECT 1 FROM (VALUES {NINE}) AS t(f, s) WHERE t.f IS NOT DISTINCT FROM a.prev_state AND t.s = a.state)""",
+            FROM {c.activation} WHERE period_start = {c.p} AND {PAIR} NOT IN {NINE}""",
         lambda c: f"""
             SELECT prev_state, state, count(*) AS users
-            FROM {c.activation} AS a WHERE period_start = {c.p} AND NOT EXISTS (
-                SELECT 1 FROM (VALUES {NINE}) AS t(f, s) WHERE t.f IS NOT DISTINCT FROM a.prev_state AND t.s = a.state)
+            FROM {c.activation} WHERE period_start = {c.p} AND {PAIR} NOT IN {NINE}
             GROUP BY ALL LIMIT {EXAMPLE_ROWS}""",
     ),
     Check(
@@ -274,6 +282,53 @@ TRANSITIONS_CHECKS = (
                    g.u AS activation_users, tr.u AS transitions_users
             FROM g FULL OUTER JOIN tr ON g.f IS NOT DISTINCT FROM tr.f AND g.t = tr.t
             WHERE g.u IS DISTINCT FROM tr.u LIMIT {EXAMPLE_ROWS}""",
+    ),
+)
+
+
+# --- growth accounting and cohorts ------------------------------------------------------------------
+
+GROWTH_CHECKS = (
+    Check(
+        "identities",
+        "One row; active = new + retained + reactivated; active_prev = retained + churned;"
+        " users_ever = active + churned + dormant; active_change = active - active_prev.",
+        lambda c: f"""
+            SELECT coalesce(sum(
+                       abs(active - new - retained - reactivated) + abs(active_prev - retained - churned)
+                       + abs(users_ever - active - churned - dormant) + abs(active_change - active + active_prev)), 0)
+                   + abs(count(*) - 1),
+                   count(*) || ' row(s); active ' || any_value(active) || ' = ' || any_value(new) || ' + '
+                   || any_value(retained) || ' + ' || any_value(reactivated) || '; active_prev '
+                   || any_value(active_prev) || ' = ' || any_value(retained) || ' + ' || any_value(churned)
+            FROM {c.growth} WHERE period_start = {c.p}""",
+    ),
+    Check(
+        "active_prev_is_previous_active",
+        "active_prev equals the active users of the previous period's activation partition.",
+        lambda c: f"""
+            SELECT abs(g.active_prev - {_active_count(c.activation, c.q)}),
+                   'active_prev ' || g.active_prev || ' vs ' || {_active_count(c.activation, c.q)}
+                   || ' active users in the previous period'
+            FROM {c.growth} AS g WHERE period_start = {c.p}""",
+    ),
+)
+
+COHORTS_CHECKS = (
+    Check(
+        "cohort_sizes_stable",
+        "A cohort's size never changes from one period to the next, and the sizes add up to the"
+        " period's users.",
+        lambda c: f"""
+            WITH now AS (SELECT cohort, cohort_size FROM {c.cohorts} WHERE period_start = {c.p}),
+                 before AS (SELECT cohort, cohort_size FROM {c.cohorts} WHERE period_start = {c.q}),
+                 changed AS (SELECT count(*) AS n FROM before LEFT JOIN now USING (cohort)
+                             WHERE now.cohort_size IS DISTINCT FROM before.cohort_size),
+                 total AS (SELECT (SELECT coalesce(sum(cohort_size), 0) FROM now)
+                                  - (SELECT count(*) FROM {c.activation} WHERE period_start = {c.p}) AS d)
+            SELECT changed.n + abs(total.d),
+                   changed.n || ' cohorts changed size; sizes minus users: ' || total.d
+            FROM changed, total""",
     ),
 )
 

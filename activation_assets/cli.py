@@ -3,6 +3,7 @@
     activation sample-data [--out DIR] [--users N] [--days N] [--seed N] [--force]
     activation validate    [--config PATH]
     activation materialize [--config PATH] [--behavior B ...] [--grain G ...] [--from DATE] [--to DATE]
+    activation report      [--config PATH] [--behavior B ...] [--grain G ...] [--out DIR] [--png DIR]
     activation ui          [--config PATH] [--port N]
 
 `materialize` runs the selected part of the graph in dependency order through Dagster (recorded in
@@ -83,6 +84,7 @@ def plan(
     period already materialized (each builds on its predecessor, so all of them change).
     """
     from . import sql
+    from .factory import grain_tables
     from .periods import existing_periods, periods_for
 
     runs: list[Run] = []
@@ -98,8 +100,7 @@ def plan(
         for grain in [g for g in behavior.grains if grains is None or g in grains]:
             calendar = periods_for(behavior, grain)
             periods = existing_periods(behavior, grain, today)
-            keys = [sql.firstlast_table(behavior.name, grain), sql.activation_table(behavior.name, grain),
-                    sql.transitions_table(behavior.name, grain)]
+            keys = grain_tables(behavior.name, grain)
             materialized = set.union(*(done(k) for k in keys))
             if windowed:
                 first = calendar.start_of(start) if start else periods[0] if periods else None
@@ -296,6 +297,19 @@ def cmd_sample_data(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    config = _load(args)
+    from .report import write_reports
+
+    behaviors = [config.behavior(name) for name in args.behavior] if args.behavior else list(config.behaviors)
+    grains = [Grain(g) for g in args.grain] if args.grain else None
+    out = Path(args.out) if args.out else config.base_dir / "reports"
+    began = time.monotonic()
+    index = write_reports(config, behaviors, grains, out, Path(args.png) if args.png else None)
+    say(f"Report written in {time.monotonic() - began:.1f} s: {index}")
+    return 0
+
+
 def cmd_ui(args) -> int:
     config = _load(args)
     home = ensure_dagster_home(config)
@@ -332,6 +346,13 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=20250101)
     s.add_argument("--force", action="store_true", help="regenerate even if present")
     s.set_defaults(handler=cmd_sample_data)
+
+    r = with_config(commands.add_parser("report", help="write the HTML growth-accounting report"))
+    r.add_argument("--behavior", action="append", help="only this behavior (repeatable)")
+    r.add_argument("--grain", action="append", choices=[g.value for g in Grain], help="only this grain (repeatable)")
+    r.add_argument("--out", help="output folder (default: reports/ next to the config)")
+    r.add_argument("--png", help="also save each chart as a PNG in this folder")
+    r.set_defaults(handler=cmd_report)
 
     u = with_config(commands.add_parser("ui", help="open the Dagster UI (dagster dev) on the project instance"))
     u.add_argument("--port", type=int, default=3000)

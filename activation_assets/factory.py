@@ -287,46 +287,132 @@ def activation_asset(behavior: BehaviorConfig, grain: Grain) -> dg.AssetsDefinit
     return _activation
 
 
-def transitions_asset(behavior: BehaviorConfig, grain: Grain) -> dg.AssetsDefinition:
-    name = sql.transitions_table(behavior.name, grain)
+GROWTH_COLUMNS = [
+    _col("period_start", "DATE", "start of the period"),
+    _col("active", "BIGINT", "new + retained + reactivated"),
+    _col("new", "BIGINT", "first active period"),
+    _col("retained", "BIGINT", "active in p and p-1"),
+    _col("reactivated", "BIGINT", "active in p, not in p-1 (resurrected)"),
+    _col("churned", "BIGINT", "active in p-1, inactive in p"),
+    _col("dormant", "BIGINT", "inactive in p-1 and p"),
+    _col("users_ever", "BIGINT", "all users seen by the end of p (rows of the activation partition)"),
+    _col("active_prev", "BIGINT", "active in p-1 (= retained + churned)"),
+    _col("active_change", "BIGINT", "new + reactivated - churned (= active - active_prev)"),
+    _col("retention_rate", "DOUBLE", "retained / active_prev"),
+    _col("quick_ratio", "DOUBLE", "(new + reactivated) / churned; null when churned is 0"),
+]
+COHORTS_COLUMNS = [
+    _col("period_start", "DATE", "the period p"),
+    _col("cohort", "DATE", "first active period of the cohort's users"),
+    _col("age", "INTEGER", "periods from the cohort to p"),
+    _col("cohort_size", "BIGINT", "users in the cohort"),
+    _col("active_users", "BIGINT", "of them, active in p"),
+    _col("retention", "DOUBLE", "active_users / cohort_size"),
+]
+DISTRIBUTIONS_COLUMNS = [
+    _col("period_start", "DATE", "the period p"),
+    _col("measure", "VARCHAR", "return_gap (reactivated users) or streak (active users)"),
+    _col("bucket", "VARCHAR", "1, 2, 3-6, 7-13, 14-29, 30+ periods"),
+    _col("bucket_start", "INTEGER", "first value of the bucket, for ordering"),
+    _col("users", "BIGINT", "users in the bucket"),
+]
+
+
+def _derived_asset(
+    behavior: BehaviorConfig, grain: Grain, name: str, layer: str, description: str,
+    columns: list[dg.TableColumn], step: Callable, checks: Sequence[inv.Check], order: str,
+    partition_metadata: Callable[[object], dict],
+) -> dg.AssetsDefinition:
+    """An asset computed from the activation partition of the same period alone."""
     key = dg.AssetKey(name)
 
     @dg.asset(
         name=name,
         partitions_def=partitions_def(behavior, grain),
         deps=[dg.AssetDep(sql.activation_table(behavior.name, grain))],
-        check_specs=_specs(key, inv.TRANSITIONS_CHECKS, grain, blocking=False),
-        description=(
-            f"How `{behavior.name}` users moved into each {grain.value} period: users per"
-            " (from_state, to_state) pair, the activation table grouped by (prev_state, state)."
-        ),
-        metadata=_schema(TRANSITIONS_COLUMNS),
-        **_common(behavior, "transitions", grain),
+        check_specs=_specs(key, checks, grain, blocking=False),
+        description=description,
+        metadata=_schema(columns),
+        **_common(behavior, layer, grain),
     )
-    def _transitions(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> dg.MaterializeResult:
+    def _derived(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> dg.MaterializeResult:
         periods = _periods(context)
         try:
             with connect(duckdb) as conn:
-                pairs = steps.materialize_transitions(conn, behavior, grain, periods, _progress(context, name))
-                results = _check_results(behavior, grain, conn, inv.TRANSITIONS_CHECKS, periods)
-                preview = _preview(conn, name, periods[-1], "from_state NULLS FIRST, to_state")
+                numbers = step(conn, behavior, grain, periods, _progress(context, name))
+                results = _check_results(behavior, grain, conn, checks, periods)
+                preview = _preview(conn, name, periods[-1], order)
         except ActivationError as exc:
             raise _failure(exc) from None
-        for period, numbers in pairs.items():
-            context.add_asset_metadata(
-                {"dagster/row_count": len(numbers), **numbers}, partition_key=period.isoformat())
+        for period, value in numbers.items():
+            context.add_asset_metadata(partition_metadata(value), partition_key=period.isoformat())
         return dg.MaterializeResult(check_results=results, metadata={"preview": preview})
 
-    return _transitions
+    return _derived
+
+
+def _numbers(values: dict) -> dict:
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def transitions_asset(behavior: BehaviorConfig, grain: Grain) -> dg.AssetsDefinition:
+    return _derived_asset(
+        behavior, grain, sql.transitions_table(behavior.name, grain), "transitions",
+        f"How `{behavior.name}` users moved into each {grain.value} period: users per"
+        " (from_state, to_state) pair, the activation table grouped by (prev_state, state).",
+        TRANSITIONS_COLUMNS, steps.materialize_transitions, inv.TRANSITIONS_CHECKS,
+        "from_state NULLS FIRST, to_state",
+        lambda pairs: {"dagster/row_count": sum(1 for v in pairs.values() if v), **pairs},
+    )
+
+
+def growth_asset(behavior: BehaviorConfig, grain: Grain) -> dg.AssetsDefinition:
+    return _derived_asset(
+        behavior, grain, sql.growth_table(behavior.name, grain), "growth",
+        f"Growth accounting of `{behavior.name}` per {grain.value} period: active = new + retained +"
+        " reactivated, active_prev = retained + churned, with dormant users, retention rate and quick"
+        " ratio. One row per period; the UI plots each number over partitions.",
+        GROWTH_COLUMNS, steps.materialize_growth, inv.GROWTH_CHECKS, "period_start",
+        lambda row: {"dagster/row_count": 1, **_numbers(row)},
+    )
+
+
+def cohorts_asset(behavior: BehaviorConfig, grain: Grain) -> dg.AssetsDefinition:
+    return _derived_asset(
+        behavior, grain, sql.cohorts_table(behavior.name, grain), "cohorts",
+        f"Retention by cohort for `{behavior.name}` at the {grain.value} grain: for each cohort (first"
+        " active period) its size and the users active at the age this period is for it — the data"
+        " behind the retention triangle, one diagonal per partition.",
+        COHORTS_COLUMNS, steps.materialize_cohorts, inv.COHORTS_CHECKS, "cohort DESC",
+        lambda rows: {"dagster/row_count": rows},
+    )
+
+
+def distributions_asset(behavior: BehaviorConfig, grain: Grain) -> dg.AssetsDefinition:
+    return _derived_asset(
+        behavior, grain, sql.distributions_table(behavior.name, grain), "distributions",
+        f"Bucketed distributions of `{behavior.name}` per {grain.value} period: the return gap of"
+        " reactivated users and the streak of active users, in periods.",
+        DISTRIBUTIONS_COLUMNS, steps.materialize_distributions, (), "measure, bucket_start",
+        lambda buckets: {"dagster/row_count": sum(1 for v in buckets.values() if v), **buckets},
+    )
 
 
 GRAIN_ASSETS: tuple[Callable[[BehaviorConfig, Grain], dg.AssetsDefinition], ...] = (
-    firstlast_asset, activation_asset, transitions_asset,
+    firstlast_asset, activation_asset, transitions_asset, growth_asset, cohorts_asset, distributions_asset,
 )
+GRAIN_TABLES = (sql.firstlast_table, sql.activation_table, sql.transitions_table, sql.growth_table,
+                sql.cohorts_table, sql.distributions_table)
+
+
+def grain_tables(behavior: str, grain: Grain) -> list[str]:
+    """The assets of one grain, in dependency order."""
+    return [table(behavior, grain) for table in GRAIN_TABLES]
 
 
 def behavior_assets(behavior: BehaviorConfig) -> list[dg.AssetsDefinition]:
-    """The whole graph of one behavior: its fact, then FirstLast, activation, transitions per grain."""
+    """The whole graph of one behavior: its fact, then per grain FirstLast, activation, and what is
+    read off activation (transitions, growth, cohorts, distributions)."""
     return [fact_asset(behavior)] + [
         build(behavior, grain) for grain in behavior.grains for build in GRAIN_ASSETS
     ]

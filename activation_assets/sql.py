@@ -285,7 +285,6 @@ def firstlast_step(
             coalesce(prior_state.active_periods, 0) + CASE WHEN active.user_id IS NULL THEN 0 ELSE 1 END
                 AS active_periods
         FROM prior_state FULL OUTER JOIN active ON prior_state.user_id = active.user_id
-        ORDER BY user_id
     """
 
 
@@ -330,7 +329,7 @@ def activation_select(firstlast: str, grain: Grain, period: dt.date, previous: d
 
 
 def insert_activation(activation: str, firstlast: str, grain: Grain, period: dt.date, previous: dt.date) -> str:
-    return f"INSERT INTO {ident(activation)} {activation_select(firstlast, grain, period, previous)} ORDER BY user_id"
+    return f"INSERT INTO {ident(activation)} {activation_select(firstlast, grain, period, previous)}"
 
 
 def insert_transitions(transitions: str, activation: str, period: dt.date) -> str:
@@ -355,4 +354,126 @@ def state_counts(activation: str, period: dt.date) -> str:
             count(*) FILTER (WHERE state = 'inactive' AND prev_state IN ({active_list})) AS churned
         FROM {ident(activation)}
         WHERE period_start = {date_lit(period)}
+    """
+
+
+# --- growth accounting, cohorts, distributions (all read one activation partition) ----------------
+
+GROWTH_COLUMNS = ("active", "new", "retained", "reactivated", "churned", "dormant", "users_ever", "active_prev",
+                  "active_change", "retention_rate", "quick_ratio")
+BUCKETS = ((1, "1"), (2, "2"), (3, "3-6"), (7, "7-13"), (14, "14-29"), (30, "30+"))
+
+
+def growth_table(behavior: str, grain: Grain | str) -> str:
+    return f"{behavior}_growth_{grain}"
+
+
+def cohorts_table(behavior: str, grain: Grain | str) -> str:
+    return f"{behavior}_cohorts_{grain}"
+
+
+def distributions_table(behavior: str, grain: Grain | str) -> str:
+    return f"{behavior}_distributions_{grain}"
+
+
+def create_growth(table: str) -> str:
+    return f"""
+        CREATE TABLE IF NOT EXISTS {ident(table)} (
+            period_start DATE NOT NULL,
+            active BIGINT NOT NULL, new BIGINT NOT NULL, retained BIGINT NOT NULL, reactivated BIGINT NOT NULL,
+            churned BIGINT NOT NULL, dormant BIGINT NOT NULL, users_ever BIGINT NOT NULL,
+            active_prev BIGINT NOT NULL, active_change BIGINT NOT NULL,
+            retention_rate DOUBLE, quick_ratio DOUBLE
+        )
+    """
+
+
+def insert_growth(growth: str, activation: str, period: dt.date) -> str:
+    """Growth accounting of one period: active(p) = new + retained + reactivated, and
+    active(p-1) = retained + churned, read off prev_state (every user of p-1 is still a row in p)."""
+    active = "(" + ", ".join(literal(s) for s in ACTIVE_STATES) + ")"
+    return f"""
+        INSERT INTO {ident(growth)}
+        WITH counts AS (
+            SELECT
+                count(*) FILTER (WHERE state IN {active}) AS active,
+                count(*) FILTER (WHERE state = 'new') AS new,
+                count(*) FILTER (WHERE state = 'retained') AS retained,
+                count(*) FILTER (WHERE state = 'reactivated') AS reactivated,
+                count(*) FILTER (WHERE state = 'inactive' AND prev_state IN {active}) AS churned,
+                count(*) FILTER (WHERE state = 'inactive' AND prev_state = 'inactive') AS dormant,
+                count(*) AS users_ever,
+                count(*) FILTER (WHERE prev_state IN {active}) AS active_prev
+            FROM {ident(activation)} WHERE period_start = {date_lit(period)}
+        )
+        SELECT {date_lit(period)}, active, new, retained, reactivated, churned, dormant, users_ever, active_prev,
+               new + reactivated - churned AS active_change,
+               retained / nullif(active_prev, 0) AS retention_rate,
+               (new + reactivated) / nullif(churned, 0) AS quick_ratio
+        FROM counts
+    """
+
+
+def create_cohorts(table: str) -> str:
+    return f"""
+        CREATE TABLE IF NOT EXISTS {ident(table)} (
+            period_start DATE NOT NULL,
+            cohort DATE NOT NULL,
+            age INTEGER NOT NULL,
+            cohort_size BIGINT NOT NULL,
+            active_users BIGINT NOT NULL,
+            retention DOUBLE NOT NULL
+        )
+    """
+
+
+def insert_cohorts(cohorts: str, activation: str, grain: Grain, period: dt.date) -> str:
+    """One row per cohort (first active period) at its age in p: the diagonal of the retention
+    triangle that period p adds. Cohort sizes never shrink: users are never dropped."""
+    active = "(" + ", ".join(literal(s) for s in ACTIVE_STATES) + ")"
+    return f"""
+        INSERT INTO {ident(cohorts)}
+        SELECT period_start, first_active_period AS cohort,
+               CAST({periods_between(grain, 'first_active_period', 'period_start')} AS INTEGER) AS age,
+               count(*) AS cohort_size,
+               count(*) FILTER (WHERE state IN {active}) AS active_users,
+               count(*) FILTER (WHERE state IN {active}) / count(*) AS retention
+        FROM {ident(activation)} WHERE period_start = {date_lit(period)}
+        GROUP BY period_start, first_active_period
+        ORDER BY cohort
+    """
+
+
+def create_distributions(table: str) -> str:
+    return f"""
+        CREATE TABLE IF NOT EXISTS {ident(table)} (
+            period_start DATE NOT NULL,
+            measure VARCHAR NOT NULL,
+            bucket VARCHAR NOT NULL,
+            bucket_start INTEGER NOT NULL,
+            users BIGINT NOT NULL
+        )
+    """
+
+
+def _bucket(column: str) -> tuple[str, str]:
+    starts = [start for start, _ in BUCKETS]
+    start = "CASE " + " ".join(f"WHEN {column} >= {s} THEN {s}" for s in reversed(starts)) + " END"
+    label = "CASE " + " ".join(f"WHEN {column} >= {s} THEN {literal(name)}" for s, name in reversed(BUCKETS)) + " END"
+    return start, label
+
+
+def insert_distributions(table: str, activation: str, period: dt.date) -> str:
+    """Bucketed return gaps of the period's reactivated users and streaks of its active users."""
+    gap_start, gap_label = _bucket("return_gap")
+    streak_start, streak_label = _bucket("streak")
+    p = date_lit(period)
+    return f"""
+        INSERT INTO {ident(table)}
+        SELECT period_start, 'return_gap', {gap_label}, {gap_start}, count(*)
+        FROM {ident(activation)} WHERE period_start = {p} AND state = 'reactivated' GROUP BY ALL
+        UNION ALL
+        SELECT period_start, 'streak', {streak_label}, {streak_start}, count(*)
+        FROM {ident(activation)} WHERE period_start = {p} AND streak >= 1 GROUP BY ALL
+        ORDER BY 2, 4
     """

@@ -291,32 +291,84 @@ def materialize_activation(
     return counts
 
 
+def _from_activation(
+    conn: duckdb.DuckDBPyConnection, behavior: BehaviorConfig, grain: Grain, periods: Sequence[dt.date],
+    table: str, create: str, insert: Callable[[dt.date], str], progress: Progress,
+) -> dict[dt.date, int]:
+    """Write `table` for each period from that period's activation partition alone."""
+    periods = sorted(periods)
+    activation = sql.activation_table(behavior.name, grain)
+    require_recorded(
+        conn, activation, periods,
+        why=f"cannot materialize {table} for {periods[0]}..{periods[-1]}: it is computed from {activation}",
+        how=f"Materialize {activation} for those periods first.",
+    )
+    conn.execute(create)
+    rows: dict[dt.date, int] = {}
+    for i, period in enumerate(periods):
+        with transaction(conn):
+            conn.execute(sql.delete_range(table, period, period))
+            conn.execute(insert(period))
+            rows[period] = conn.execute(
+                f"SELECT count(*) FROM {sql.ident(table)} WHERE period_start = ?", [period]).fetchone()[0]
+            record_partitions(conn, table, {period: rows[period]})
+        progress(i + 1, len(periods), period)
+    return rows
+
+
 def materialize_transitions(
     conn: duckdb.DuckDBPyConnection, behavior: BehaviorConfig, grain: Grain, periods: Sequence[dt.date],
     progress: Progress = _no_progress,
 ) -> dict[dt.date, dict[str, int]]:
-    periods = sorted(periods)
-    table = sql.transitions_table(behavior.name, grain)
-    activation = sql.activation_table(behavior.name, grain)
-    require_recorded(
-        conn, activation, periods,
-        why=f"cannot materialize {table} for {periods[0]}..{periods[-1]}: it counts the rows of {activation}",
-        how=f"Materialize {activation} for those periods first.",
-    )
-    conn.execute(sql.create_transitions(table))
+    table, activation = sql.transitions_table(behavior.name, grain), sql.activation_table(behavior.name, grain)
+    _from_activation(conn, behavior, grain, periods, table, sql.create_transitions(table),
+                     lambda period: sql.insert_transitions(table, activation, period), progress)
     out: dict[dt.date, dict[str, int]] = {}
-    for i, period in enumerate(periods):
-        with transaction(conn):
-            conn.execute(sql.delete_range(table, period, period))
-            conn.execute(sql.insert_transitions(table, activation, period))
-            pairs = conn.execute(
-                f"SELECT from_state, to_state, users FROM {sql.ident(table)} WHERE period_start = ?", [period]
-            ).fetchall()
-            record_partitions(conn, table, {period: len(pairs)})
+    for period in periods:
         # All nine pairs, zeros included, so the UI plots continuous series.
         out[period] = {transition_label(src, dst): 0 for src, dst in sql.TRANSITIONS}
-        out[period].update({transition_label(src, dst): users for src, dst, users in pairs})
-        progress(i + 1, len(periods), period)
+        for src, dst, users in conn.execute(
+                f"SELECT from_state, to_state, users FROM {sql.ident(table)} WHERE period_start = ?", [period]
+        ).fetchall():
+            out[period][transition_label(src, dst)] = users
+    return out
+
+
+def materialize_growth(
+    conn: duckdb.DuckDBPyConnection, behavior: BehaviorConfig, grain: Grain, periods: Sequence[dt.date],
+    progress: Progress = _no_progress,
+) -> dict[dt.date, dict[str, float | int | None]]:
+    table, activation = sql.growth_table(behavior.name, grain), sql.activation_table(behavior.name, grain)
+    _from_activation(conn, behavior, grain, periods, table, sql.create_growth(table),
+                     lambda period: sql.insert_growth(table, activation, period), progress)
+    cursor = conn.execute(
+        f"SELECT period_start, {', '.join(sql.GROWTH_COLUMNS)} FROM {sql.ident(table)}"
+        " WHERE period_start BETWEEN ? AND ?", [min(periods), max(periods)])
+    return {row[0]: dict(zip(sql.GROWTH_COLUMNS, row[1:])) for row in cursor.fetchall()}
+
+
+def materialize_cohorts(
+    conn: duckdb.DuckDBPyConnection, behavior: BehaviorConfig, grain: Grain, periods: Sequence[dt.date],
+    progress: Progress = _no_progress,
+) -> dict[dt.date, int]:
+    table, activation = sql.cohorts_table(behavior.name, grain), sql.activation_table(behavior.name, grain)
+    return _from_activation(conn, behavior, grain, periods, table, sql.create_cohorts(table),
+                            lambda period: sql.insert_cohorts(table, activation, grain, period), progress)
+
+
+def materialize_distributions(
+    conn: duckdb.DuckDBPyConnection, behavior: BehaviorConfig, grain: Grain, periods: Sequence[dt.date],
+    progress: Progress = _no_progress,
+) -> dict[dt.date, dict[str, int]]:
+    table, activation = sql.distributions_table(behavior.name, grain), sql.activation_table(behavior.name, grain)
+    _from_activation(conn, behavior, grain, periods, table, sql.create_distributions(table),
+                     lambda period: sql.insert_distributions(table, activation, period), progress)
+    out: dict[dt.date, dict[str, int]] = {
+        p: {f"{m}_{name}": 0 for m in ("return_gap", "streak") for _, name in sql.BUCKETS} for p in periods}
+    for period, measure, bucket, users in conn.execute(
+            f"SELECT period_start, measure, bucket, users FROM {sql.ident(table)} WHERE period_start BETWEEN ? AND ?",
+            [min(periods), max(periods)]).fetchall():
+        out[period][f"{measure}_{bucket}"] = users
     return out
 
 

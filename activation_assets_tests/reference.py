@@ -137,3 +137,53 @@ def fact_rows(rows: list[tuple], spec: Spec) -> int:
         if user is not None and day is not None and spec.start_date <= day <= spec.end_date:
             kept.add((user, when))
     return len(kept)
+
+
+def active_sets(rows: list[tuple], spec: Spec, grain: str) -> tuple[list[dt.date], dict[dt.date, set]]:
+    """The complete periods, and the users active in each, straight from the facts."""
+    plist = periods(spec, grain)
+    active: dict[dt.date, set] = {p: set() for p in plist}
+    for user, days in valid_days(rows, spec).items():
+        for day in days:
+            p = period_of(day, grain, spec.week_start)
+            if p in active:
+                active[p].add(user)
+    return plist, active
+
+
+def classic_growth(rows: list[tuple], spec: Spec, grain: str) -> list[dict]:
+    """Growth accounting as Tribe Capital / Social Capital define it, from the facts alone:
+    MAU(t) = retained + new + resurrected, MAU(t-1) = retained + churned."""
+    plist, active = active_sets(rows, spec, grain)
+    seen: set = set()
+    out = []
+    for i, p in enumerate(plist):
+        now, before = active[p], active[plist[i - 1]] if i else set()
+        new = now - seen
+        retained = now & before
+        resurrected = now - before - new
+        churned = before - now
+        seen |= now
+        out.append({"period_start": p, "active": len(now), "new": len(new), "retained": len(retained),
+                    "reactivated": len(resurrected), "churned": len(churned),
+                    "dormant": len(seen - now - before), "users_ever": len(seen), "active_prev": len(before),
+                    "active_change": len(now) - len(before),
+                    "retention_rate": len(retained) / len(before) if before else None,
+                    "quick_ratio": (len(new) + len(resurrected)) / len(churned) if churned else None})
+    return out
+
+
+def cohorts(rows: list[tuple], spec: Spec, grain: str) -> list[dict]:
+    plist, active = active_sets(rows, spec, grain)
+    first: dict = {}
+    for p in plist:
+        for user in active[p]:
+            first.setdefault(user, p)
+    out = []
+    for i, p in enumerate(plist):
+        for j, cohort in enumerate(plist[:i + 1]):
+            members = {u for u, f in first.items() if f == cohort}
+            if members:
+                out.append({"period_start": p, "cohort": cohort, "age": i - j, "cohort_size": len(members),
+                            "active_users": len(members & active[p])})
+    return out

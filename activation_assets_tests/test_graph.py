@@ -29,6 +29,9 @@ def graph():
     return defs.resolve_asset_graph()
 
 
+MODELS = ("firstlast", "activation", "transitions", "growth", "cohorts", "distributions")
+
+
 def _key(name: str) -> dg.AssetKey:
     return dg.AssetKey(name)
 
@@ -36,9 +39,8 @@ def _key(name: str) -> dg.AssetKey:
 def test_keys_and_groups(graph):
     expected = {
         "sold_item": ["fact_sold_item"] + [f"sold_item_{m}_{g}" for g in ("daily", "weekly", "monthly")
-                                           for m in ("firstlast", "activation", "transitions")],
-        "wrote_post": ["fact_wrote_post", "wrote_post_firstlast_weekly", "wrote_post_activation_weekly",
-                       "wrote_post_transitions_weekly"],
+                                           for m in MODELS],
+        "wrote_post": ["fact_wrote_post"] + [f"wrote_post_{m}_weekly" for m in MODELS],
     }
     actual: dict[str, list[str]] = {}
     for key in graph.get_all_asset_keys():
@@ -53,7 +55,8 @@ def test_dependencies(graph):
     assert parents("fact_sold_item") == []
     assert parents("sold_item_firstlast_weekly") == ["fact_sold_item", "sold_item_firstlast_weekly"]
     assert parents("sold_item_activation_weekly") == ["sold_item_activation_weekly", "sold_item_firstlast_weekly"]
-    assert parents("sold_item_transitions_weekly") == ["sold_item_activation_weekly"]
+    for model in ("transitions", "growth", "cohorts", "distributions"):
+        assert parents(f"sold_item_{model}_weekly") == ["sold_item_activation_weekly"]
     # Self-dependencies map to the previous partition, the fact to every day of the period.
     spec = {dep.asset_key.to_user_string(): dep for dep in graph.get(_key("sold_item_firstlast_weekly")).assets_def
             .specs_by_key[_key("sold_item_firstlast_weekly")].deps}
@@ -94,6 +97,8 @@ def test_policies_pools_kinds_and_checks(graph):
     assert ("sold_item_activation_daily", "matches_days") not in checks  # the daily grain is the days
     assert ("sold_item_transitions_monthly", "equals_grouped_activation") in checks
     assert ("sold_item_firstlast_daily", "nobody_disappears") in checks
+    assert ("sold_item_growth_daily", "identities") in checks
+    assert ("sold_item_cohorts_monthly", "cohort_sizes_stable") in checks
     assert graph.get(_key("wrote_post_activation_weekly")).owners == ["team:community"]
     assert graph.get(_key("wrote_post_activation_weekly")).tags["grain"] == "weekly"
 

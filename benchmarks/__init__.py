@@ -1,0 +1,1 @@
+"""Benchmarks of activation-assets; see harness.py and docs/benchmarks.md."""

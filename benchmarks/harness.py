@@ -1,0 +1,359 @@
+"""The benchmark: the incremental layer against the floor, a naive recompute and classic growth
+accounting, measured side by side in one run on one synthetic fact.
+
+    python -m benchmarks [--users 2000000] [--days 180] [--reps 3] [--report docs/benchmarks.md]
+
+Every comparison is also a correctness check: the naive recompute must produce exactly the
+activation partition the incremental step wrote, and the classic growth accounting the same counts.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import platform
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+
+from activation_assets import sql, steps
+from activation_assets.checks import ACTIVATION_CHECKS, FIRSTLAST_CHECKS, TRANSITIONS_CHECKS, evaluate
+from activation_assets.config import ActivationConfig, Grain, parse_config
+from activation_assets.periods import existing_periods
+from activation_assets.sample_data import SampleSpec, write_benchmark_events
+
+ROOT = Path(__file__).resolve().parent.parent
+START = dt.date(2025, 1, 1)
+BEHAVIOR = "bench"
+
+
+@dataclass
+class Results:
+    rows: list[tuple[str, str, str]] = field(default_factory=list)  # (measure, value, note)
+    facts: dict[str, object] = field(default_factory=dict)
+
+    def add(self, measure: str, value: str, note: str = "") -> None:
+        self.rows.append((measure, value, note))
+        print(f"  {measure:<58} {value:>12}  {note}", flush=True)
+
+
+def median_time(fn, reps: int) -> float:
+    times = []
+    for _ in range(reps):
+        began = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - began)
+    return statistics.median(times)
+
+
+def config_for(events: Path, database: Path, days: int) -> ActivationConfig:
+    return parse_config({
+        "database": str(database),
+        "behaviors": [{"name": BEHAVIOR, "source": {"parquet": str(events)}, "start_date": START.isoformat(),
+                       "end_date": (START + dt.timedelta(days=days - 1)).isoformat(), "timezone": "UTC"}],
+    }, database.parent / "bench.yaml")
+
+
+# --- the side-by-side queries --------------------------------------------------------------------
+
+
+def floor_sql(day: dt.date, previous: dt.date) -> list[str]:
+    """The least any correct step does: the day's distinct users, the previous state's users, and
+    one (narrow) row per user ever seen, written."""
+    fact, firstlast = sql.fact_table(BEHAVIOR), sql.firstlast_table(BEHAVIOR, Grain.daily)
+    return [
+        "CREATE TABLE IF NOT EXISTS floor_rows (period_start DATE, user_id BIGINT)",
+        f"DELETE FROM floor_rows WHERE period_start = {sql.date_lit(day)}",
+        f"""INSERT INTO floor_rows SELECT {sql.date_lit(day)}, user_id FROM (
+                SELECT user_id FROM {firstlast} WHERE period_start = {sql.date_lit(previous)}
+                UNION SELECT DISTINCT user_id FROM {fact} WHERE period_start = {sql.date_lit(day)})""",
+    ]
+
+
+def naive_sql(day: dt.date) -> str:
+    """The activation partition of `day` from the whole fact history, as a team writes it without
+    the layer: distinct active days, islands of consecutive days by window function, aggregates."""
+    d = sql.date_lit(day)
+    return f"""
+        CREATE OR REPLACE TEMP TABLE naive AS
+        WITH days AS (
+            SELECT DISTINCT user_id, period_start AS day FROM {sql.fact_table(BEHAVIOR)} WHERE period_start <= {d}
+        ),
+        islands AS (
+            SELECT user_id, day,
+                   date_diff('day', DATE '2000-01-01', day) - row_number() OVER (PARTITION BY user_id ORDER BY day) AS island
+            FROM days
+        ),
+        current_run AS (
+            SELECT user_id, min(day) AS run_start FROM islands GROUP BY user_id, island HAVING max(day) = {d}
+        ),
+        per_user AS (
+            SELECT user_id, min(day) AS first, max(day) AS last, count(*) AS active_periods,
+                   bool_or(day = {d} - 1) AS active_1, bool_or(day = {d} - 2) AS active_2,
+                   max(day) FILTER (WHERE day < {d}) AS before
+            FROM days GROUP BY user_id
+        )
+        SELECT {d} AS period_start, user_id,
+            CASE WHEN first = {d} THEN 'new' WHEN last < {d} THEN 'inactive'
+                 WHEN active_1 THEN 'retained' ELSE 'reactivated' END AS state,
+            CASE WHEN first = {d} THEN NULL WHEN first = {d} - 1 THEN 'new'
+                 WHEN NOT active_1 THEN 'inactive' WHEN active_2 THEN 'retained' ELSE 'reactivated' END AS prev_state,
+            first AS first_active_period, last AS last_active_period,
+            CAST(CASE WHEN last = {d} THEN date_diff('day', run_start, {d}) + 1 ELSE 0 END AS INTEGER) AS streak,
+            CAST(CASE WHEN last = {d} THEN 0 ELSE date_diff('day', last, {d}) END AS INTEGER) AS inactive_streak,
+            CAST(CASE WHEN last = {d} AND first < {d} AND NOT active_1
+                 THEN date_diff('day', before, {d}) - 1 END AS INTEGER) AS return_gap,
+            CAST(active_periods AS INTEGER) AS active_periods
+        FROM per_user LEFT JOIN current_run USING (user_id)
+    """
+
+
+def classic_growth_sql(day: dt.date) -> str:
+    """Growth accounting as in Tribe Capital's published SQL: the whole history of daily active
+    users, full-outer-joined with itself shifted by one day, classified, counted for `day`."""
+    d = sql.date_lit(day)
+    return f"""
+        WITH dau AS (SELECT DISTINCT user_id, period_start AS dt FROM {sql.fact_table(BEHAVIOR)}),
+        first_dt AS (SELECT user_id, min(dt) AS first_dt FROM dau GROUP BY user_id),
+        joined AS (
+            SELECT coalesce(t.user_id, y.user_id) AS user_id, coalesce(t.dt, y.dt + 1) AS dt,
+                   t.user_id IS NOT NULL AS active, y.user_id IS NOT NULL AS active_before
+            FROM dau AS t FULL OUTER JOIN dau AS y ON t.user_id = y.user_id AND t.dt = y.dt + 1
+        ),
+        classified AS (
+            SELECT joined.dt,
+                CASE WHEN active AND first_dt = joined.dt THEN 'new'
+                     WHEN active AND active_before THEN 'retained'
+                     WHEN active THEN 'resurrected'
+                     WHEN active_before THEN 'churned' END AS kind
+            FROM joined JOIN first_dt USING (user_id)
+        )
+        SELECT count(*) FILTER (WHERE kind = 'new'), count(*) FILTER (WHERE kind = 'retained'),
+               count(*) FILTER (WHERE kind = 'resurrected'), count(*) FILTER (WHERE kind = 'churned')
+        FROM classified WHERE dt = {d}
+    """
+
+
+def our_growth(conn, day: dt.date) -> tuple:
+    return conn.execute(f"""
+        SELECT count(*) FILTER (WHERE state = 'new'), count(*) FILTER (WHERE state = 'retained'),
+               count(*) FILTER (WHERE state = 'reactivated'),
+               count(*) FILTER (WHERE state = 'inactive' AND prev_state <> 'inactive')
+        FROM {sql.activation_table(BEHAVIOR, Grain.daily)} WHERE period_start = {sql.date_lit(day)}""").fetchone()
+
+
+def naive_differs(conn, day: dt.date) -> int:
+    table = sql.activation_table(BEHAVIOR, Grain.daily)
+    ours = f"SELECT * FROM {table} WHERE period_start = {sql.date_lit(day)}"
+    return conn.execute(
+        f"SELECT (SELECT count(*) FROM ({ours} EXCEPT SELECT * FROM naive))"
+        f" + (SELECT count(*) FROM (SELECT * FROM naive EXCEPT {ours}))").fetchone()[0]
+
+
+# --- the backfill, in a child process so its peak memory is its own -------------------------------
+
+
+def backfill_child(config_path: str, report_path: str) -> None:
+    """Run by the child: every partition of every grain, as single-run backfill runs do."""
+    import dagster as dg
+
+    from activation_assets import cli
+    from activation_assets.config import load_config
+
+    config = load_config(config_path)
+    instance = dg.DagsterInstance.get()
+    runs = cli.plan(config, list(config.behaviors), None, None, None, done=lambda table: set())
+    timings = []
+    for run in runs:
+        began = time.perf_counter()
+        failed = cli.execute(config, [run], instance)
+        timings.append({"run": run.label, "partitions": len(run.periods), "seconds": time.perf_counter() - began,
+                        "failed_checks": failed})
+    Path(report_path).write_text(json.dumps(timings))
+
+
+def run_backfill(config: ActivationConfig, workdir: Path) -> dict:
+    import yaml
+
+    config_path = workdir / "bench.yaml"
+    config_path.write_text(yaml.safe_dump({
+        "database": config.database,
+        "behaviors": [json.loads(b.model_dump_json(exclude={"owners", "description"})) for b in config.behaviors],
+    }))
+    home = Path(tempfile.mkdtemp(prefix="bench_dagster_home_", dir=workdir))
+    shutil.copy(ROOT / "activation_assets" / "instance" / "dagster.yaml", home / "dagster.yaml")
+    report = workdir / "backfill.json"
+    began = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "benchmarks", "_backfill", str(config_path), str(report)],
+                   check=True, env={**os.environ, "DAGSTER_HOME": str(home)}, stdout=subprocess.DEVNULL)
+    wall = time.perf_counter() - began
+    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    shutil.rmtree(home, ignore_errors=True)
+    return {"wall": wall, "peak_rss_gb": peak_kb / 1024 / 1024, "runs": json.loads(report.read_text())}
+
+
+# --- storage -------------------------------------------------------------------------------------
+
+
+def table_bytes(conn, table: str) -> int:
+    """Bytes of the blocks a table's column segments occupy (DuckDB's 256 KiB blocks)."""
+    block_size = conn.execute("SELECT block_size FROM pragma_database_size()").fetchone()[0]
+    blocks = conn.execute(
+        f"SELECT count(DISTINCT block_id) FROM pragma_storage_info('{table}') WHERE block_id >= 0").fetchone()[0]
+    return blocks * block_size
+
+
+# --- the run -------------------------------------------------------------------------------------
+
+
+def machine() -> str:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor() or "unknown CPU")
+    memory_kb = int(next(line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines()
+                         if line.startswith("MemTotal")))
+    return f"{os.cpu_count()} cores ({cpu}), {memory_kb / 1024 / 1024:.0f} GB RAM, {platform.system()}"
+
+
+def commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def run(users: int, days: int, reps: int, workdir: Path, report: Path | None) -> Results:
+    results = Results()
+    workdir.mkdir(parents=True, exist_ok=True)
+    events = workdir / f"events_{users}x{days}.parquet"
+    print(f"benchmark: {users:,} users x {days} days on {machine()}", flush=True)
+    if not events.exists():
+        began = time.perf_counter()
+        write_benchmark_events(events, SampleSpec(users=users, days=days, start=START, seed=7))
+        print(f"  generated {events.name} in {time.perf_counter() - began:.0f} s", flush=True)
+    database = workdir / f"bench_{users}x{days}.duckdb"
+    for stale in workdir.glob(f"bench_{users}x{days}.duckdb*"):
+        stale.unlink()
+    config = config_for(events, database, days)
+    behavior = config.behaviors[0]
+
+    print("backfill (through Dagster, every grain, single-run ranges):", flush=True)
+    backfill = run_backfill(config, workdir)
+    for item in backfill["runs"]:
+        results.add(f"backfill run: {item['run']} ({item['partitions']} partitions)", f"{item['seconds']:.1f} s")
+    results.add("backfill: all grains, wall time", f"{backfill['wall']:.1f} s", "target <= 240 s at 2M x 180")
+    results.add("backfill: peak RSS of the process", f"{backfill['peak_rss_gb']:.2f} GB", "target <= 3 GB")
+    results.facts["failed_checks"] = sum(item["failed_checks"] for item in backfill["runs"])
+
+    conn = duckdb.connect(str(database))
+    conn.execute("SET TimeZone = 'UTC'")
+    all_days = existing_periods(behavior, Grain.daily)
+    fact_rows, fact_users = conn.execute(
+        f"SELECT count(*), count(DISTINCT user_id) FROM {sql.fact_table(BEHAVIOR)}").fetchone()
+    results.facts.update(events=fact_rows, users=fact_users)
+    marks = sorted({min(k, len(all_days)) for k in (30, 90, days)})
+    print(f"side by side at days {marks} (median of {reps}):", flush=True)
+    for k in marks:
+        day, previous = all_days[k - 1], all_days[k - 2]
+        actives, ever = conn.execute(
+            f"SELECT (SELECT count(DISTINCT user_id) FROM {sql.fact_table(BEHAVIOR)} WHERE period_start = ?),"
+            f" (SELECT count(*) FROM {sql.firstlast_table(BEHAVIOR, Grain.daily)} WHERE period_start = ?)",
+            [day, day]).fetchone()
+
+        def floor():
+            conn.execute("BEGIN")
+            for statement in floor_sql(day, previous):
+                conn.execute(statement)
+            conn.execute("COMMIT")
+
+        def step():
+            steps.materialize_firstlast(conn, behavior, Grain.daily, [day])
+            steps.materialize_activation(conn, behavior, Grain.daily, [day])
+            steps.materialize_transitions(conn, behavior, Grain.daily, [day])
+
+        def checks():
+            outcomes = {}
+            for group in (FIRSTLAST_CHECKS, ACTIVATION_CHECKS, TRANSITIONS_CHECKS):
+                evaluate(conn, group, behavior, Grain.daily, day, outcomes)
+            assert all(o.passed for o in outcomes.values())
+
+        floor_s, step_s, checks_s = median_time(floor, reps), median_time(step, reps), median_time(checks, reps)
+        naive_s = median_time(lambda: conn.execute(naive_sql(day)), reps)
+        differs = naive_differs(conn, day)
+        results.facts[f"naive_differs_day_{k}"] = differs
+        label = f"day {k} ({actives:,} active, {ever:,} ever seen)"
+        results.add(f"{label}: floor", f"{floor_s:.3f} s")
+        results.add(f"{label}: incremental step (3 assets)", f"{step_s:.3f} s", f"{step_s / floor_s:.1f}x floor")
+        results.add(f"{label}: its checks (12)", f"{checks_s:.3f} s")
+        results.add(f"{label}: naive recompute", f"{naive_s:.3f} s",
+                    f"{naive_s / step_s:.1f}x the step; {'identical rows' if differs == 0 else f'{differs} rows differ!'}")
+        if k == marks[-1]:
+            classic_s = median_time(lambda: conn.execute(classic_growth_sql(day)).fetchone(), reps)
+            classic, ours = conn.execute(classic_growth_sql(day)).fetchone(), our_growth(conn, day)
+            results.facts["classic_matches"] = tuple(classic) == tuple(ours)
+            results.add(f"{label}: classic growth accounting", f"{classic_s:.3f} s",
+                        f"{classic_s / step_s:.1f}x the step; counts {'equal' if classic == ours else 'DIFFER'}")
+    conn.close()
+
+    last_day = all_days[-1].isoformat()
+    dagster_s = median_time(lambda: _dagster_partition(config, last_day), reps)
+    results.add(f"day {len(all_days)}: in-process Dagster materialization (3 assets + checks)",
+                f"{dagster_s:.2f} s", "target <= 2 s")
+
+    conn = duckdb.connect(str(database), read_only=True)
+    size = database.stat().st_size
+    results.add("DuckDB file size", f"{size / 1e9:.2f} GB", "target < 4 GB at 2M x 180")
+    for grain in Grain:
+        for table in (sql.firstlast_table(BEHAVIOR, grain), sql.activation_table(BEHAVIOR, grain)):
+            rows = conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+            results.add(f"storage: {table}", f"{table_bytes(conn, table) / max(rows, 1):.2f} B/row", f"{rows:,} rows")
+    fact_bytes = table_bytes(conn, sql.fact_table(BEHAVIOR))
+    results.add(f"storage: {sql.fact_table(BEHAVIOR)}", f"{fact_bytes / max(fact_rows, 1):.2f} B/row",
+                f"{fact_rows:,} rows")
+    conn.close()
+    if report:
+        write_report(report, results, users, days, reps)
+    return results
+
+
+def _dagster_partition(config: ActivationConfig, partition: str) -> None:
+    import dagster as dg
+
+    from activation_assets.definitions import build_definitions
+
+    defs = build_definitions(config, check_files=False)
+    keys = [sql.firstlast_table(BEHAVIOR, Grain.daily), sql.activation_table(BEHAVIOR, Grain.daily),
+            sql.transitions_table(BEHAVIOR, Grain.daily)]
+    result = dg.materialize(list(defs.assets), selection=keys, resources=dict(defs.resources),
+                            instance=dg.DagsterInstance.ephemeral(), partition_key=partition,
+                            run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}})
+    assert result.success
+
+
+def write_report(path: Path, results: Results, users: int, days: int, reps: int) -> None:
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Written by `python -m benchmarks --users {users} --days {days} --reps {reps}` on"
+        f" {dt.date.today()}, commit `{commit()}`.",
+        "",
+        f"Machine: {machine()}. Fact: {results.facts.get('events', 0):,} events of"
+        f" {results.facts.get('users', 0):,} users over {days} days. Times are medians of {reps} repetitions,"
+        " measured side by side in one run.",
+        "",
+        "| measure | value | note |",
+        "| --- | ---: | --- |",
+        *[f"| {m} | {v} | {n} |" for m, v, n in results.rows],
+        "",
+    ]
+    path.write_text("\n".join(lines))
+    print(f"report written to {path}", flush=True)
