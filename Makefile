@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test test-fast ui install bench clean
+.PHONY: demo test test-fast ui install browser bench clean
 
 $(BIN)/activation: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,12 +20,16 @@ demo: install
 	$(BIN)/activation materialize
 	$(BIN)/activation report
 
-## The second command: the whole test suite (slow tests included), as CI runs it.
-test: install
+## The second command: the whole test suite (slow, UI and browser tests included), as CI runs it.
+test: install browser
 	$(BIN)/python -m pytest -q
 
+## Debian's Chromium for the browser tests (Playwright drives it; it downloads no browser of its own).
+browser:
+	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
+
 test-fast: install
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -m "not slow and not ui"
 
 ## The Dagster UI (dagster dev) on the project-local instance, at http://localhost:3000
 ui: install

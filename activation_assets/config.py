@@ -150,6 +150,9 @@ class BehaviorConfig(_Strict):
 
 class ActivationConfig(_Strict):
     database: str = "data/activation.duckdb"
+    # DuckDB's memory_limit (e.g. "2GB"); beyond it DuckDB spills to disk. Default: DuckDB's own
+    # (80% of the machine's memory).
+    memory_limit: str | None = None
     timezone: str = "UTC"
     week_start: str = "monday"
     behaviors: tuple[BehaviorConfig, ...] = Field(min_length=1)

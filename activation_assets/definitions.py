@@ -30,9 +30,22 @@ def build_definitions(config: ActivationConfig, check_files: bool = True) -> dg.
         # built on; Dagster flags them as beta once per asset, which is noise to a user.
         warnings.simplefilter("ignore", dg.BetaWarning)
         assets = [asset for behavior in config.behaviors for asset in behavior_assets(behavior)]
+    automation = dg.AutomationConditionSensorDefinition(
+        "activation_automation",
+        target=dg.AssetSelection.all(),
+        default_status=dg.DefaultSensorStatus.STOPPED,  # opt in from the UI: Automation -> activation_automation
+        # A self-dependent asset advances one partition per evaluation: tick often.
+        minimum_interval_seconds=10,
+        description="Materializes new fact days as they end and propagates every fact update (late data"
+        " included) through FirstLast, activation and the models read off it.",
+    )
     return dg.Definitions(
         assets=assets,
-        resources={"duckdb": DuckDBResource(database=config.database)},
+        sensors=[automation],
+        resources={"duckdb": DuckDBResource(
+            database=config.database,
+            connection_config={"memory_limit": config.memory_limit} if config.memory_limit else {},
+        )},
         executor=dg.in_process_executor,
     )
 

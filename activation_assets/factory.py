@@ -37,6 +37,19 @@ KINDS = {"duckdb", "sql"}
 
 progress_log = logging.getLogger("activation_assets.progress")
 
+# Declarative automation (evaluated only while the `activation_automation` sensor runs):
+# - a fact materializes its newest day once that day has ended;
+# - everything downstream follows any updated dependency, in *any* partition — Dagster's eager()
+#   looks at the latest time window only, which would leave late corrections unpropagated. A
+#   correction at day d requests the whole self-dependent chain after it in the same tick.
+FACT_AUTOMATION = dg.AutomationCondition.on_missing()
+PROPAGATE = (
+    (dg.AutomationCondition.newly_missing() | dg.AutomationCondition.any_deps_updated()).since_last_handled()
+    & ~dg.AutomationCondition.any_deps_missing()
+    & ~dg.AutomationCondition.any_deps_in_progress()
+    & ~dg.AutomationCondition.in_progress()
+).with_label("propagate updates to every partition")
+
 
 def _col(name: str, type_: str, description: str) -> dg.TableColumn:
     return dg.TableColumn(name=name, type=type_, description=description)
@@ -155,6 +168,7 @@ def _specs(key: dg.AssetKey, checks: Sequence[inv.Check], grain: Grain, blocking
 
 def _common(behavior: BehaviorConfig, layer: str, grain: Grain | None) -> dict:
     tags = {"behavior": behavior.name, "layer": layer}
+    automation = FACT_AUTOMATION if grain is None else PROPAGATE
     if grain is not None:
         tags["grain"] = grain.value
     return dict(
@@ -164,6 +178,7 @@ def _common(behavior: BehaviorConfig, layer: str, grain: Grain | None) -> dict:
         tags=tags,
         pool=POOL,
         backfill_policy=SINGLE_RUN,
+        automation_condition=automation,
     )
 
 

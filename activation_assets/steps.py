@@ -204,6 +204,23 @@ def materialize_fact(
 # --- FirstLast, activation, transitions ---------------------------------------------------------
 
 
+def _replace_partitions(
+    conn: duckdb.DuckDBPyConnection, table: str, periods: Sequence[dt.date], insert: Callable[[dt.date], str],
+    progress: Progress,
+) -> dict[dt.date, int]:
+    """Each partition whole, in order, in a transaction of its own: delete its window, insert, log it."""
+    rows: dict[dt.date, int] = {}
+    for i, period in enumerate(periods):
+        with transaction(conn):
+            conn.execute(sql.delete_range(table, period, period))
+            conn.execute(insert(period))
+            rows[period] = conn.execute(
+                f"SELECT count(*) FROM {sql.ident(table)} WHERE period_start = ?", [period]).fetchone()[0]
+            record_partitions(conn, table, {period: rows[period]})
+        progress(i + 1, len(periods), period)
+    return rows
+
+
 def fact_days(behavior: BehaviorConfig, grain: Grain, period: dt.date) -> list[dt.date]:
     """The days of a period that are inside [start_date, end_date], i.e. the fact partitions it reads."""
     periods = periods_for(behavior, grain)
@@ -251,17 +268,8 @@ def materialize_firstlast(
     )
     conn.execute(sql.create_firstlast(table, user_type))
     first = first_period(behavior, grain)
-    rows: dict[dt.date, int] = {}
-    for i, period in enumerate(periods):
-        with transaction(conn):
-            conn.execute(sql.delete_range(table, period, period))
-            conn.execute(sql.firstlast_step(
-                table, fact, period, calendar.previous(period), calendar.next(period), is_first=period == first))
-            rows[period] = conn.execute(
-                f"SELECT count(*) FROM {sql.ident(table)} WHERE period_start = ?", [period]).fetchone()[0]
-            record_partitions(conn, table, {period: rows[period]})
-        progress(i + 1, len(periods), period)
-    return rows
+    return _replace_partitions(conn, table, periods, lambda period: sql.firstlast_step(
+        table, fact, period, calendar.previous(period), calendar.next(period), is_first=period == first), progress)
 
 
 def materialize_activation(
@@ -279,16 +287,10 @@ def materialize_activation(
         how=f"Materialize {firstlast} for those periods first.",
     )
     conn.execute(sql.create_activation(table, _user_type(conn, behavior)))
-    counts: dict[dt.date, dict[str, int]] = {}
-    for i, period in enumerate(periods):
-        with transaction(conn):
-            conn.execute(sql.delete_range(table, period, period))
-            conn.execute(sql.insert_activation(table, firstlast, grain, period, calendar.previous(period)))
-            row = conn.execute(sql.state_counts(table, period)).fetchone()
-            counts[period] = dict(zip(("users", *sql.STATES, "churned"), row))
-            record_partitions(conn, table, {period: counts[period]["users"]})
-        progress(i + 1, len(periods), period)
-    return counts
+    _replace_partitions(conn, table, periods, lambda period: sql.insert_activation(
+        table, firstlast, grain, period, calendar.previous(period)), progress)
+    return {period: dict(zip(("users", *sql.STATES, "churned"), conn.execute(sql.state_counts(table, period)).fetchone()))
+            for period in periods}
 
 
 def _from_activation(
@@ -304,16 +306,7 @@ def _from_activation(
         how=f"Materialize {activation} for those periods first.",
     )
     conn.execute(create)
-    rows: dict[dt.date, int] = {}
-    for i, period in enumerate(periods):
-        with transaction(conn):
-            conn.execute(sql.delete_range(table, period, period))
-            conn.execute(insert(period))
-            rows[period] = conn.execute(
-                f"SELECT count(*) FROM {sql.ident(table)} WHERE period_start = ?", [period]).fetchone()[0]
-            record_partitions(conn, table, {period: rows[period]})
-        progress(i + 1, len(periods), period)
-    return rows
+    return _replace_partitions(conn, table, periods, insert, progress)
 
 
 def materialize_transitions(

@@ -65,9 +65,12 @@ def connect(resource: DuckDBResource) -> Iterator[duckdb.DuckDBPyConnection]:
 
 
 @contextmanager
-def connect_database(database: str, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+def connect_database(
+    database: str, read_only: bool = False, memory_limit: str | None = None,
+) -> Iterator[duckdb.DuckDBPyConnection]:
     """The same, outside Dagster (the CLI's planning, validation and summary)."""
-    with database_lock(database), duckdb.connect(database, read_only=read_only) as conn:
+    config = {"memory_limit": memory_limit} if memory_limit else {}
+    with database_lock(database), duckdb.connect(database, read_only=read_only, config=config) as conn:
         conn.execute("SET TimeZone = 'UTC'")
         yield conn
 

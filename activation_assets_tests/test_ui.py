@@ -1,0 +1,278 @@
+"""The UI path, end to end: a real `dagster dev` (webserver + daemon), driven over GraphQL as the UI
+drives it — backfills, late data and staleness, automation, failure and re-execution."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import pytest
+
+from activation_assets.config import load_config
+from activation_assets.definitions import build_definitions
+from activation_assets.warehouse import connect_database
+
+from . import reference
+from .conftest import (
+    edge_events, local_instant, run_graph, write_config, write_csv_source, write_parquet_source,
+)
+from .dagster_dev import DagsterDev
+
+pytestmark = [pytest.mark.slow, pytest.mark.ui]
+
+SEOUL = reference.Spec("Asia/Seoul", dt.date(2025, 3, 3), dt.date(2025, 4, 13), "monday")
+UTC = reference.Spec("UTC", dt.date(2025, 3, 1), dt.date(2025, 4, 13), "monday")
+TIMINGS: dict[str, float] = {}
+
+
+def _behaviors(directory: Path) -> list[dict]:
+    return [
+        {"name": "visited", "source": {"parquet": "events/*.parquet", "where": "event_name = 'visit'"},
+         "user_column": "uid", "time_column": "ts", "start_date": SEOUL.start_date, "end_date": SEOUL.end_date,
+         "timezone": SEOUL.timezone},
+        {"name": "posted", "source": {"csv": "posts.csv"}, "user_column": "author", "time_column": "created",
+         "start_date": UTC.start_date, "end_date": UTC.end_date, "timezone": UTC.timezone},
+        {"name": "fragile", "source": {"parquet": "fragile/*.parquet", "where": "event_name = 'visit'"},
+         "user_column": "uid", "time_column": "ts", "start_date": UTC.start_date, "end_date": UTC.end_date,
+         "timezone": UTC.timezone, "grains": ["monthly"]},
+    ]
+
+
+@pytest.fixture(scope="module")
+def ui(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("ui")
+    visited = edge_events(SEOUL, seed=61, users=list(range(1, 30)))
+    posted = edge_events(UTC, seed=62, users=[f"p{i}" for i in range(1, 20)])
+    fragile = edge_events(UTC, seed=63, users=list(range(1, 10)))
+    write_parquet_source(directory / "events" / "part-1.parquet", visited)
+    write_csv_source(directory / "posts.csv", posted, "UTC")
+    write_parquet_source(directory / "fragile" / "good.parquet", fragile)
+    (directory / "fragile" / "broken.parquet").write_bytes(b"this file was cut off in transfer")
+    config = write_config(directory, _behaviors(directory))
+    dev = DagsterDev(config, directory / "dagster_home", directory / "dagster_dev.log").start()
+    state = {"dir": directory, "config": config, "dev": dev, "visited": visited, "posted": posted,
+             "fragile": fragile}
+    yield state
+    dev.stop()
+    assert dev.process.poll() is not None
+
+
+def _keys(config: Path, behaviors: tuple[str, ...]) -> list[str]:
+    defs = build_definitions(load_config(config))
+    return [k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()
+            if any(k.to_user_string().startswith(b) or k.to_user_string() == f"fact_{b}" for b in behaviors)]
+
+
+def _tables(database: Path | str, prefix: tuple[str, ...]) -> dict[str, list[str]]:
+    with connect_database(str(database), read_only=True) as conn:
+        names = [r[0] for r in conn.execute("SELECT table_name FROM information_schema.tables").fetchall()
+                 if r[0].startswith(prefix) or r[0].removeprefix("fact_").startswith(prefix)]
+        return {t: sorted(map(repr, conn.execute(f'SELECT * FROM "{t}"').fetchall())) for t in names}
+
+
+def _fresh_cli_tables(ui, behaviors: tuple[str, ...]) -> dict[str, list[str]]:
+    """What `activation materialize` makes of the same sources, in a database of its own."""
+    directory = ui["dir"]
+    fresh = directory / f"fresh_{time.monotonic_ns()}.yaml"
+    fresh.write_text(ui["config"].read_text().replace("warehouse.duckdb", f"{fresh.stem}.duckdb"))
+    assert run_graph(fresh, behaviors=list(behaviors)) == 0
+    return _tables(directory / f"{fresh.stem}.duckdb", behaviors)
+
+
+def test_backfill_of_everything_from_the_ui(ui):
+    dev = ui["dev"]
+    keys = _keys(ui["config"], ("visited", "posted"))
+    began = time.monotonic()
+    backfill = dev.wait_for_backfill(dev.backfill_all(keys))
+    TIMINGS["backfill"] = time.monotonic() - began
+    assert backfill["status"] == "COMPLETED_SUCCESS"
+    graph = build_definitions(load_config(ui["config"])).resolve_asset_graph()
+    partitions = sum(len(graph.get(dg.AssetKey(k)).partitions_def.get_partition_keys()) for k in keys)
+    runs = backfill["runs"]
+    print(f"UI backfill: {len(keys)} assets, {partitions} asset partitions, {len(runs)} runs,"
+          f" {TIMINGS['backfill']:.0f} s")
+    assert all(r["status"] == "SUCCESS" for r in runs)
+    assert len(runs) <= len(keys) < partitions / 10  # a handful of runs, not one per partition
+    log = (ui["dir"] / "dagster_dev.log").read_text()
+    assert "Could not set lock" not in log and "Conflicting lock" not in log
+    assert _tables(ui["dir"] / "warehouse.duckdb", ("visited", "posted")) == _fresh_cli_tables(ui, ("visited", "posted"))
+
+
+def _late_rows(ui, day: dt.date, users: list) -> None:
+    late = [(u, local_instant(day, 3600 * (i + 1), SEOUL.timezone)) for i, u in enumerate(users)]
+    ui["visited"] = ui["visited"] + late
+    write_parquet_source(ui["dir"] / "events" / f"late-{day}.parquet", late)
+
+
+def _downstream_ranges(ui, day: dt.date) -> dict[str, tuple[str, str]]:
+    graph = build_definitions(load_config(ui["config"])).resolve_asset_graph()
+    ranges = {}
+    for key in _keys(ui["config"], ("visited",)):
+        if key.startswith("fact_"):
+            continue
+        partitions = graph.get(dg.AssetKey(key)).partitions_def.get_partition_keys()
+        later = [p for p in partitions if dt.date.fromisoformat(p) + _length(key, p) > day]
+        ranges[key] = (later[0], partitions[-1])
+    return ranges
+
+
+def _length(key: str, partition: str) -> dt.timedelta:
+    start = dt.date.fromisoformat(partition)
+    if key.endswith("_daily"):
+        return dt.timedelta(days=1)
+    if key.endswith("_weekly"):
+        return dt.timedelta(days=7)
+    following = dt.date(start.year + start.month // 12, start.month % 12 + 1, 1)
+    return following - start
+
+
+def test_late_data_makes_later_partitions_stale_and_one_backfill_fixes_them(ui):
+    dev, day = ui["dev"], dt.date(2025, 3, 20)
+    _late_rows(ui, day, [3, 4, 777])
+    assert dev.wait_for_backfill(dev.backfill_ranges({"fact_visited": (str(day), str(day))}))["status"] == \
+        "COMPLETED_SUCCESS"
+    # Dagster's own staleness is one hop (1.13): the partitions that read the corrected day directly
+    # are stale, in every grain; the ones before are not. (Later partitions read it through their
+    # predecessors, which Dagster does not follow; the backfill below, or the automation sensor, does.)
+    assert dev.stale_status("visited_firstlast_daily", ["2025-03-19", "2025-03-20"]) == ["FRESH", "STALE"]
+    assert dev.stale_status("visited_firstlast_weekly", ["2025-03-10", "2025-03-17"]) == ["FRESH", "STALE"]
+    assert dev.stale_status("visited_firstlast_monthly", ["2025-03-01"]) == ["STALE"]
+    ranges = _downstream_ranges(ui, day)
+    backfill = dev.wait_for_backfill(dev.backfill_ranges(ranges))
+    assert backfill["status"] == "COMPLETED_SUCCESS"
+    # The partitions that read the corrected day are fresh again. (Later ones of a self-dependent asset
+    # may show stale after a range re-run: Dagster records every partition's inputs at step start.)
+    assert dev.stale_status("visited_firstlast_daily", ["2025-03-19", "2025-03-20"]) == ["FRESH", "FRESH"]
+    assert dev.stale_status("visited_firstlast_weekly", ["2025-03-17"]) == ["FRESH"]
+    assert _tables(ui["dir"] / "warehouse.duckdb", ("visited",)) == _fresh_cli_tables(ui, ("visited",))
+
+
+def test_the_automation_sensor_propagates_a_late_correction(ui):
+    # A correction near the end: a self-dependent chain advances one partition per sensor tick.
+    dev, day = ui["dev"], dt.date(2025, 4, 10)
+    dev.set_sensor("activation_automation", running=True)
+    try:
+        time.sleep(15)  # let the sensor take its first look at a settled graph
+        _late_rows(ui, day, [5, 888])
+        assert dev.wait_for_backfill(dev.backfill_ranges({"fact_visited": (str(day), str(day))}))["status"] == \
+            "COMPLETED_SUCCESS"
+        expected = _fresh_cli_tables(ui, ("visited",))
+        deadline = time.monotonic() + 480
+        while time.monotonic() < deadline:
+            if _tables(ui["dir"] / "warehouse.duckdb", ("visited",)) == expected and dev.stale_status(
+                    "visited_distributions_daily", ["2025-04-13"]) == ["FRESH"]:
+                break
+            time.sleep(10)
+        else:
+            pytest.fail("the automation sensor did not propagate the correction within 8 minutes")
+    finally:
+        dev.set_sensor("activation_automation", running=False)
+
+
+def test_a_backfill_on_a_missing_predecessor_fails_naming_it(ui):
+    """Through the UI's path (a backfill run): never start from an empty state."""
+    dev = ui["dev"]
+    backfill = dev.wait_for_backfill(dev.backfill_ranges({"fragile_firstlast_monthly": ("2025-03-01", "2025-03-01")}))
+    assert backfill["status"] in ("COMPLETED_FAILED", "FAILED")
+    messages = " ".join(m for run in backfill["runs"] for m in dev.step_failures(run["id"]))
+    assert "partition 2025-03-01 of fact_fragile has not been materialized" in messages, messages
+    assert "Materialize fact_fragile for those days first" in messages
+
+
+def test_a_failure_stops_only_its_behavior_and_reexecution_finishes(ui):
+    dev = ui["dev"]
+    keys = _keys(ui["config"], ("fragile", "posted"))
+    first = dev.wait_for_backfill(dev.backfill_all(keys))
+    assert first["status"] in ("COMPLETED_FAILED", "FAILED")
+    statuses = sorted(r["status"] for r in first["runs"])
+    assert "FAILURE" in statuses and "SUCCESS" in statuses  # posted completed, fragile did not
+    with duckdb.connect(str(ui["dir"] / "warehouse.duckdb"), read_only=True) as conn:
+        tables = {r[0] for r in conn.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+    assert "fact_fragile" not in tables and "fragile_activation_monthly" not in tables
+    # The file is fixed (it arrives whole), and the backfill is re-executed from its failure.
+    (ui["dir"] / "fragile" / "broken.parquet").unlink()
+    write_parquet_source(ui["dir"] / "fragile" / "broken.parquet", [(42, local_instant(UTC.start_date, 60, "UTC"))])
+    ui["fragile"] = ui["fragile"] + [(42, local_instant(UTC.start_date, 60, "UTC"))]
+    again = dev.wait_for_backfill(dev.reexecute_backfill_from_failure(first["id"]))
+    assert again["status"] == "COMPLETED_SUCCESS"
+    assert _tables(ui["dir"] / "warehouse.duckdb", ("fragile",)) == _fresh_cli_tables(ui, ("fragile",))
+
+
+
+# --- in a browser ----------------------------------------------------------------------------------
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def _dismiss_popups(page) -> None:
+    for label in ("Skip", "Dismiss", "Got it", "Close"):
+        button = page.get_by_role("button", name=label)
+        if button.count() and button.first.is_visible():
+            button.first.click()
+
+
+def _open(page, url: str, wait_for: str) -> None:
+    page.goto(url)
+    page.wait_for_load_state("networkidle")
+    _dismiss_popups(page)
+    page.get_by_text(wait_for, exact=False).first.wait_for(timeout=60_000)
+    page.wait_for_timeout(1500)  # let the graph layout and charts settle before a screenshot
+
+
+def test_lineage_partitions_checks_and_plots_in_a_browser(ui):
+    import os
+
+    from playwright.sync_api import sync_playwright
+
+    assert Path(CHROMIUM).exists(), "Debian's chromium is installed by `make test` (make browser)"
+    shots = Path(os.environ.get("ACTIVATION_SCREENSHOTS") or ui["dir"] / "screenshots")
+    shots.mkdir(parents=True, exist_ok=True)
+    url = ui["dev"].url
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1700, "height": 1000})
+        try:
+            # Lineage: the behavior's group shows its fact and every model of every grain.
+            _open(page, f"{url}/locations/activation_assets/asset-groups/visited", "visited_firstlast_daily")
+            names = ["fact_visited"] + [f"visited_{m}_{g}" for g in ("daily", "weekly", "monthly")
+                                        for m in ("firstlast", "activation", "transitions", "growth")]
+            for name in names:
+                assert page.get_by_text(name, exact=True).count() >= 1, name
+            edges = page.locator("svg path[stroke]").count()
+            assert edges >= 1 + 3 * 5, f"expected the graph's edges to be drawn, found {edges} paths"
+            page.screenshot(path=str(shots / "lineage.png"))
+
+            # An activation asset: every partition materialized ...
+            key = "visited_activation_weekly"
+            _open(page, f"{url}/assets/{key}?view=partitions", "Materialized")
+            weeks = len(reference.periods(SEOUL, "weekly"))
+            body = page.inner_text("body")
+            assert f"{weeks} Partitions" in body or f"{weeks} partitions" in body.lower()
+            assert "0 Failed" in body or "Failed" not in body
+            page.screenshot(path=str(shots / "activation_partitions.png"))
+
+            # ... its checks passed ...
+            _open(page, f"{url}/assets/{key}?view=checks", "one_row_per_user")
+            body = page.inner_text("body")
+            for check in ("one_row_per_user", "active_users_match_fact", "only_valid_transitions", "matches_days"):
+                assert check in body, check
+            assert "Passed" in body and "Failed" not in body
+            page.screenshot(path=str(shots / "activation_checks.png"))
+
+            # ... and its plots show the per-state counts over partitions.
+            _open(page, f"{url}/assets/{key}?view=plots", "retained")
+            body = page.inner_text("body")
+            for series in ("new", "retained", "reactivated", "inactive", "churned"):
+                assert series in body, series
+            assert page.locator("canvas").count() >= 3
+            page.screenshot(path=str(shots / "activation_plots.png"))
+
+            _open(page, f"{url}/assets/{key}", "Description")
+            page.screenshot(path=str(shots / "activation_overview.png"))
+        finally:
+            browser.close()
