@@ -259,14 +259,13 @@ def materialize_firstlast(
     periods = sorted(periods)
     table, fact = sql.firstlast_table(behavior.name, grain), sql.fact_table(behavior.name)
     calendar = periods_for(behavior, grain)
-    user_type = _user_type(conn, behavior)
     _require_previous(conn, behavior, grain, table, periods)
     require_recorded(
         conn, fact, [day for p in periods for day in fact_days(behavior, grain, p)],
         why=f"cannot materialize {table} for {periods[0]}..{periods[-1]}: it reads every day of its periods",
         how=f"Materialize {fact} for those days first.",
     )
-    conn.execute(sql.create_firstlast(table, user_type))
+    conn.execute(sql.create_firstlast(table, _user_type(conn, behavior)))
     first = first_period(behavior, grain)
     return _replace_partitions(conn, table, periods, lambda period: sql.firstlast_step(
         table, fact, period, calendar.previous(period), calendar.next(period), is_first=period == first), progress)
