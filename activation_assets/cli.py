@@ -128,15 +128,12 @@ def _materialized(instance, database: str):
     import dagster as dg
 
     from .sql import PARTITION_LOG
-    from .warehouse import connect_database
+    from .warehouse import connect_database, table_exists
 
     logged: dict[str, set[dt.date]] = {}
     if Path(database).exists():
         with connect_database(database, read_only=True) as conn:
-            has_log = conn.execute(
-                "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [PARTITION_LOG]
-            ).fetchone()[0]
-            if has_log:
+            if table_exists(conn, PARTITION_LOG):
                 for table, day in conn.execute(f"SELECT table_name, period_start FROM {PARTITION_LOG}").fetchall():
                     logged.setdefault(table, set()).add(day)
     cache: dict[str, set[dt.date]] = {}
