@@ -105,3 +105,32 @@ def test_report_pages_are_self_contained(graph, tmp_path):
     latest = reference.classic_growth(graph["rows"], SPEC, "weekly")[-1]
     assert f"{latest['active']:,} active = {latest['new']:,} new" in page
     assert len(list((tmp_path / "png").glob("*.png"))) == 15
+
+
+@pytest.mark.slow
+@pytest.mark.ui
+def test_report_renders_offline_in_chromium(graph, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    from .test_ui import CHROMIUM, CHROMIUM_ARGS
+
+    config = graph["config"]
+    index = write_reports(config, list(config.behaviors), None, tmp_path / "reports")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        context = browser.new_context(offline=True)  # nothing may come from the network
+        page = context.new_page()
+        requests: list[str] = []
+        page.on("request", lambda request: requests.append(request.url))
+        try:
+            page.goto(index.as_uri())
+            page.get_by_text("visited — monthly").click()
+            page.wait_for_load_state("load")
+            sizes = page.eval_on_selector_all(
+                "img.chart", "imgs => imgs.map(i => [i.dataset.chart, i.complete, i.naturalWidth, i.naturalHeight])")
+            page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
+        finally:
+            browser.close()
+    assert [s[0] for s in sizes] == ["growth", "quick_ratio", "transitions", "cohorts", "return_gap"]
+    assert all(complete and width > 300 and height > 200 for _, complete, width, height in sizes), sizes
+    assert all(url.startswith(("file://", "data:")) for url in requests), requests
