@@ -19,7 +19,7 @@ from .config import BehaviorConfig, Grain
 from .periods import first_period, periods_for
 from .sql import date_lit, ident, literal
 
-ACTIVE = "(" + ", ".join(literal(s) for s in sql.ACTIVE_STATES) + ")"
+ACTIVE = sql.ACTIVE_LIST
 # A transition as one string, so that checking it against the nine is a vectorised IN list.
 PAIR = "coalesce(prev_state, 'null') || ' -> ' || state"
 NINE = "(" + ", ".join(literal(f"{a or 'null'} -> {b}") for a, b in sql.TRANSITIONS) + ")"

@@ -52,6 +52,9 @@ def literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
+ACTIVE_LIST = "(" + ", ".join(literal(s) for s in ACTIVE_STATES) + ")"  # for `state IN ACTIVE_LIST`
+
+
 def date_lit(day: dt.date) -> str:
     return f"DATE '{day.isoformat()}'"
 
@@ -345,13 +348,12 @@ def insert_transitions(transitions: str, activation: str, period: dt.date) -> st
 
 def state_counts(activation: str, period: dt.date) -> str:
     """Rows per state, plus the churned users (active in q, inactive in p)."""
-    active_list = ", ".join(literal(s) for s in ACTIVE_STATES)
     counts = ",\n".join(f"count(*) FILTER (WHERE state = {literal(s)}) AS {s}" for s in STATES)
     return f"""
         SELECT
             count(*) AS users,
             {counts},
-            count(*) FILTER (WHERE state = 'inactive' AND prev_state IN ({active_list})) AS churned
+            count(*) FILTER (WHERE state = 'inactive' AND prev_state IN {ACTIVE_LIST}) AS churned
         FROM {ident(activation)}
         WHERE period_start = {date_lit(period)}
     """
@@ -391,7 +393,7 @@ def create_growth(table: str) -> str:
 def insert_growth(growth: str, activation: str, period: dt.date) -> str:
     """Growth accounting of one period: active(p) = new + retained + reactivated, and
     active(p-1) = retained + churned, read off prev_state (every user of p-1 is still a row in p)."""
-    active = "(" + ", ".join(literal(s) for s in ACTIVE_STATES) + ")"
+    active = ACTIVE_LIST
     return f"""
         INSERT INTO {ident(growth)}
         WITH counts AS (
@@ -430,7 +432,7 @@ def create_cohorts(table: str) -> str:
 def insert_cohorts(cohorts: str, activation: str, grain: Grain, period: dt.date) -> str:
     """One row per cohort (first active period) at its age in p: the diagonal of the retention
     triangle that period p adds. Cohort sizes never shrink: users are never dropped."""
-    active = "(" + ", ".join(literal(s) for s in ACTIVE_STATES) + ")"
+    active = ACTIVE_LIST
     return f"""
         INSERT INTO {ident(cohorts)}
         SELECT period_start, first_active_period AS cohort,
