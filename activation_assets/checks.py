@@ -12,12 +12,11 @@ import datetime as dt
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-import duckdb
-
 from . import sql
 from .config import BehaviorConfig, Grain
 from .periods import first_period, periods_for
 from .sql import date_lit, ident, literal
+from .warehouse import Warehouse, as_warehouse
 
 ACTIVE = sql.ACTIVE_LIST
 # A transition as one string, so that checking it against the nine is a vectorised IN list.
@@ -372,23 +371,22 @@ def period_context(behavior: BehaviorConfig, grain: Grain, period: dt.date) -> P
 
 
 def evaluate(
-    conn: duckdb.DuckDBPyConnection, checks: Sequence[Check], behavior: BehaviorConfig, grain: Grain,
+    conn: Warehouse, checks: Sequence[Check], behavior: BehaviorConfig, grain: Grain,
     period: dt.date, outcomes: dict[str, CheckOutcome],
 ) -> None:
     """Evaluate `checks` on one partition, accumulating into `outcomes` (keyed by check name)."""
+    wh = as_warehouse(conn)
     context = period_context(behavior, grain, period)
     for check in checks_for(checks, grain):
         outcome = outcomes.setdefault(check.name, CheckOutcome(check))
         outcome.partitions.append(period)
-        violations, detail = conn.execute(check.violations(context)).fetchone()
+        violations, detail = wh.query_one(check.violations(context))
         if violations:
             outcome.failing[period] = (int(violations), detail)
             if check.examples and not outcome.examples:
-                cursor = conn.execute(check.examples(context))
-                names = [d[0] for d in cursor.description]
+                names, rows = wh.query_named(check.examples(context))
                 outcome.examples = [
-                    {"period_start": str(period), **{n: _plain(v) for n, v in zip(names, row)}}
-                    for row in cursor.fetchall()
+                    {"period_start": str(period), **{n: _plain(v) for n, v in zip(names, row)}} for row in rows
                 ]
 
 

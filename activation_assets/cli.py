@@ -123,19 +123,16 @@ class _ProgressHandler(logging.Handler):
         say(f"      {record.getMessage()}")
 
 
-def _materialized(instance, database: str):
+def _materialized(instance, config: ActivationConfig):
     """Partitions materialized according to both Dagster and the warehouse's own log."""
     import dagster as dg
 
-    from .sql import PARTITION_LOG
-    from .warehouse import connect_database, table_exists
+    from .warehouse import open_warehouse
 
     logged: dict[str, set[dt.date]] = {}
-    if Path(database).exists():
-        with connect_database(database, read_only=True) as conn:
-            if table_exists(conn, PARTITION_LOG):
-                for table, day in conn.execute(f"SELECT table_name, period_start FROM {PARTITION_LOG}").fetchall():
-                    logged.setdefault(table, set()).add(day)
+    with open_warehouse(config, read_only=True) as warehouse:
+        for table, day in warehouse.all_recorded() if warehouse else []:
+            logged.setdefault(table, set()).add(day)
     cache: dict[str, set[dt.date]] = {}
 
     def done(table: str) -> set[dt.date]:
@@ -204,21 +201,21 @@ def execute(config: ActivationConfig, runs: list[Run], instance=None) -> int:
 def summary(config: ActivationConfig, behaviors: list[BehaviorConfig]) -> None:
     from . import sql
     from .periods import existing_periods
-    from .warehouse import connect_database, table_exists
+    from .warehouse import open_warehouse
 
-    if not Path(config.database).exists():
-        return
-    say("\nLast complete period of each grain:")
-    say(f"  {'behavior':<14} {'grain':<8} {'period':<11} {'active':>8} {'new':>7} {'retained':>9}"
-        f" {'reactiv.':>9} {'churned':>8} {'users':>8}")
-    with connect_database(config.database, read_only=True) as conn:
+    with open_warehouse(config, read_only=True) as warehouse:
+        if warehouse is None:
+            return
+        say("\nLast complete period of each grain:")
+        say(f"  {'behavior':<14} {'grain':<8} {'period':<11} {'active':>8} {'new':>7} {'retained':>9}"
+            f" {'reactiv.':>9} {'churned':>8} {'users':>8}")
         for behavior in behaviors:
             for grain in behavior.grains:
                 table = sql.activation_table(behavior.name, grain)
                 periods = existing_periods(behavior, grain)
-                if not periods or not table_exists(conn, table):
+                if not periods or not warehouse.table_exists(table):
                     continue
-                row = conn.execute(sql.state_counts(table, periods[-1])).fetchone()
+                row = warehouse.query_one(sql.state_counts(table, periods[-1]))
                 n = dict(zip(("users", *sql.STATES, "churned"), row))
                 active = n["new"] + n["retained"] + n["reactivated"]
                 say(f"  {behavior.name:<14} {grain.value:<8} {periods[-1]!s:<11} {active:>8} {n['new']:>7}"
@@ -239,11 +236,11 @@ def _load(args) -> ActivationConfig:
 def cmd_validate(args) -> int:
     config = _load(args)
     from .steps import check_source_columns, describe_source
-    from .warehouse import connect_database
+    from .warehouse import open_warehouse
 
-    with connect_database(config.database) as conn:
+    with open_warehouse(config) as warehouse:
         for behavior in config.behaviors:
-            check_source_columns(behavior, describe_source(conn, behavior))
+            check_source_columns(behavior, describe_source(warehouse, behavior)[1])
     names = ", ".join(f"{b.name} ({'/'.join(g.value for g in b.grains)})" for b in config.behaviors)
     say(f"{config.path}: valid; behaviors: {names}")
     return 0
@@ -260,9 +257,9 @@ def cmd_materialize(args) -> int:
     home = ensure_dagster_home(config)
     import dagster as dg
 
-    say(f"config {config.path}; warehouse {config.database}; DAGSTER_HOME {home}")
+    say(f"config {config.path}; warehouse {config.warehouse.describe()}; DAGSTER_HOME {home}")
     instance = dg.DagsterInstance.get()
-    done = _materialized(instance, config.database)
+    done = _materialized(instance, config)
     runs = plan(config, behaviors, grains, start, end, done)
     if not runs:
         say("Nothing to do: every selected partition is already materialized."

@@ -47,7 +47,7 @@ class _Strict(BaseModel):
 
 
 class SourceConfig(_Strict):
-    """Exactly one of `parquet`, `csv` (a path or glob) or `table` (in the DuckDB database)."""
+    """Exactly one of `parquet`, `csv` (a path or glob) or `table` (in the warehouse)."""
 
     parquet: str | None = None
     csv: str | None = None
@@ -148,11 +148,67 @@ class BehaviorConfig(_Strict):
         return WEEKDAYS.index(self.week_start)
 
 
-class ActivationConfig(_Strict):
+class DuckDBWarehouseConfig(_Strict):
     database: str = "data/activation.duckdb"
     # DuckDB's memory_limit (e.g. "2GB"); beyond it DuckDB spills to disk. Default: DuckDB's own
     # (80% of the machine's memory).
     memory_limit: str | None = None
+
+
+class SparkWarehouseConfig(_Strict):
+    # e.g. "local[2]"; omitted, the session takes the cluster's (spark-submit, Databricks, EMR).
+    master: str | None = None
+    # Where managed tables live (spark.sql.warehouse.dir); a local path also holds the embedded
+    # Derby metastore. Omitted, the cluster's own.
+    warehouse_dir: str | None = None
+    database: str = "default"  # the schema that holds the activation tables
+    conf: dict[str, str] = Field(default_factory=dict)  # any other Spark setting, applied last
+
+    @field_validator("database")
+    @classmethod
+    def _schema_name(cls, value: str) -> str:
+        if not IDENTIFIER.match(value):
+            raise ValueError(f"database {value!r} is not a lowercase identifier, e.g. activation")
+        return value
+
+    @field_validator("conf", mode="before")
+    @classmethod
+    def _strings(cls, value: Any) -> Any:
+        # YAML turns `spark.sql.shuffle.partitions: 8` into an int; Spark settings are strings.
+        if isinstance(value, dict):
+            return {str(k): str(v).lower() if isinstance(v, bool) else str(v) for k, v in value.items()}
+        return value
+
+
+class WarehouseConfig(_Strict):
+    """Exactly one of `duckdb:` (the default) or `spark:`."""
+
+    duckdb: DuckDBWarehouseConfig | None = None
+    spark: SparkWarehouseConfig | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> WarehouseConfig:
+        given = [k for k in ("duckdb", "spark") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                "warehouse is exactly one of `duckdb: {database: PATH}` or `spark: {master: ..., warehouse_dir: ...}`"
+                f" (found {', '.join(given) or 'none'})")
+        return self
+
+    @property
+    def engine(self) -> str:
+        return "duckdb" if self.duckdb is not None else "spark"
+
+    def describe(self) -> str:
+        if self.duckdb is not None:
+            return f"duckdb {self.duckdb.database}"
+        spark = self.spark
+        return (f"spark {spark.master or '(cluster master)'}, database {spark.database},"
+                f" warehouse_dir {spark.warehouse_dir or '(cluster default)'}")
+
+
+class ActivationConfig(_Strict):
+    warehouse: WarehouseConfig = WarehouseConfig(duckdb=DuckDBWarehouseConfig())
     timezone: str = "UTC"
     week_start: str = "monday"
     behaviors: tuple[BehaviorConfig, ...] = Field(min_length=1)
@@ -178,13 +234,50 @@ class ActivationConfig(_Strict):
     def base_dir(self) -> Path:
         return self.path.parent if self.path else Path.cwd()
 
+    @property
+    def engine(self) -> str:
+        return self.warehouse.engine
+
+    @property
+    def database(self) -> str | None:
+        """The DuckDB database file (None on Spark)."""
+        return self.warehouse.duckdb.database if self.warehouse.duckdb else None
+
+    @property
+    def memory_limit(self) -> str | None:
+        return self.warehouse.duckdb.memory_limit if self.warehouse.duckdb else None
+
 
 def config_path_from_env() -> Path:
     return Path(os.environ.get(CONFIG_ENV_VAR) or DEFAULT_CONFIG_PATH)
 
 
 def _resolve(base: Path, location: str) -> str:
-    return location if os.path.isabs(location) else str((base / location).resolve())
+    """A path relative to the config file; absolute paths and URLs (s3://, dbfs:/ ...) as given."""
+    if os.path.isabs(location) or re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*:/", location):
+        return location
+    return str((base / location).resolve())
+
+
+def _warehouse_document(document: dict[str, Any], base: Path, path: Path) -> dict[str, Any]:
+    """`database:`/`memory_limit:` at the top level is the short form of `warehouse: {duckdb: ...}`."""
+    short = {key: document.pop(key) for key in ("database", "memory_limit") if key in document}
+    warehouse = document.get("warehouse")
+    if short and warehouse is not None:
+        raise ConfigError(
+            f"{path}: `{'`, `'.join(short)}` at the top level is the short form of `warehouse: {{duckdb: ...}}`;"
+            " use one or the other, not both")
+    if warehouse is None:
+        warehouse = {"duckdb": short}
+    if not isinstance(warehouse, dict):
+        return document | {"warehouse": warehouse}
+    warehouse = {k: (dict(v) if isinstance(v, dict) else v) for k, v in warehouse.items()}
+    duck, spark = warehouse.get("duckdb"), warehouse.get("spark")
+    if isinstance(duck, dict) and isinstance(duck.get("database"), str) and duck["database"] != ":memory:":
+        duck["database"] = _resolve(base, duck["database"])
+    if isinstance(spark, dict) and isinstance(spark.get("warehouse_dir"), str):
+        spark["warehouse_dir"] = _resolve(base, spark["warehouse_dir"])
+    return document | {"warehouse": warehouse}
 
 
 def _explain(error: ValidationError, raw: dict[str, Any], path: Path) -> str:
@@ -238,8 +331,7 @@ def parse_config(raw: Any, path: Path) -> ActivationConfig:
                     entry["source"] = source
             filled.append(entry)
         document["behaviors"] = filled
-    if isinstance(document.get("database"), str) and document["database"] != ":memory:":
-        document["database"] = _resolve(base, document["database"])
+    document = _warehouse_document(document, base, path)
     document["path"] = path
     try:
         return ActivationConfig.model_validate(document)
@@ -262,11 +354,14 @@ def load_config(path: str | Path | None = None) -> ActivationConfig:
 
 
 def missing_source_files(config: ActivationConfig) -> list[str]:
-    """File sources whose path or glob matches nothing, as readable lines (tables are checked at run time)."""
+    """Local file sources whose path or glob matches nothing, as readable lines (tables, and URLs
+    that Spark reads, are checked at run time)."""
     problems = []
     for behavior in config.behaviors:
         source = behavior.source
-        if source.kind in ("parquet", "csv") and not glob.glob(source.location, recursive=True):
+        if source.kind == "table" or "://" in source.location or source.location.startswith("dbfs:"):
+            continue
+        if not glob.glob(source.location, recursive=True):
             problems.append(
                 f"behavior {behavior.name!r}: source {source.kind} {source.location!r} matches no file"
                 " (generate the sample data with `activation sample-data`, or fix the path; relative"

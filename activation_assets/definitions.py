@@ -2,8 +2,10 @@
 
 A config that cannot be used makes the location fail to load with the config's own message.
 
-Resources and the executor are bound once here. The in-process executor runs a run's steps in one
-process: a subprocess per step only adds seconds, and DuckDB takes one writer at a time anyway.
+Resources and the executor are bound once here: the `warehouse` resource is a DuckDBResource (the
+default) or, with `warehouse: {spark: ...}`, a lazy PySpark session. The in-process executor runs a
+run's steps in one process: a subprocess per step only adds seconds (a JVM per step, on Spark), and
+the warehouse takes one writer at a time anyway.
 """
 
 from __future__ import annotations
@@ -15,7 +17,21 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 
 from .config import ActivationConfig, ConfigError, load_config, missing_source_files
-from .factory import behavior_assets
+from .factory import RESOURCE, behavior_assets
+
+
+def warehouse_resource(config: ActivationConfig) -> dg.ConfigurableResource:
+    duck = config.warehouse.duckdb
+    if duck is None:
+        from .spark import spark_resource  # pyspark is imported only by Spark projects
+
+        return spark_resource(config.warehouse.spark)
+    if duck.database != ":memory:":
+        Path(duck.database).parent.mkdir(parents=True, exist_ok=True)
+    return DuckDBResource(
+        database=duck.database,
+        connection_config={"memory_limit": duck.memory_limit} if duck.memory_limit else {},
+    )
 
 
 def build_definitions(config: ActivationConfig, check_files: bool = True) -> dg.Definitions:
@@ -23,13 +39,11 @@ def build_definitions(config: ActivationConfig, check_files: bool = True) -> dg.
         problems = missing_source_files(config)
         if problems:
             raise ConfigError(f"{config.path}: " + "; ".join(problems))
-    if config.database != ":memory:":
-        Path(config.database).parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
         # Single-run backfill policies and nonexistent-upstream mappings are what the graph is
         # built on; Dagster flags them as beta once per asset, which is noise to a user.
         warnings.simplefilter("ignore", dg.BetaWarning)
-        assets = [asset for behavior in config.behaviors for asset in behavior_assets(behavior)]
+        assets = [asset for behavior in config.behaviors for asset in behavior_assets(behavior, config.engine)]
     automation = dg.AutomationConditionSensorDefinition(
         "activation_automation",
         target=dg.AssetSelection.all(),
@@ -42,10 +56,7 @@ def build_definitions(config: ActivationConfig, check_files: bool = True) -> dg.
     return dg.Definitions(
         assets=assets,
         sensors=[automation],
-        resources={"duckdb": DuckDBResource(
-            database=config.database,
-            connection_config={"memory_limit": config.memory_limit} if config.memory_limit else {},
-        )},
+        resources={RESOURCE: warehouse_resource(config)},
         executor=dg.in_process_executor,
     )
 

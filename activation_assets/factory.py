@@ -3,7 +3,8 @@
     fact_<b>  ->  <b>_firstlast_<g>  ->  <b>_activation_<g>  ->  <b>_transitions_<g>     for each grain g
 
 Every asset has a single-run backfill policy (a range is processed in order inside one run, rather
-than one partition per daemon tick), runs in the `duckdb` concurrency pool, and reports per-partition
+than one partition per daemon tick), runs in its engine's concurrency pool (`duckdb` or `spark`: one
+writer at a time), and reports per-partition
 metadata so the UI plots it over partitions. The Dagster code here stays thin: the work is in
 `steps`, the SQL in `sql`, the invariants in `checks`.
 """
@@ -15,7 +16,6 @@ import warnings
 from collections.abc import Callable, Sequence
 
 import dagster as dg
-from dagster_duckdb import DuckDBResource
 
 from . import checks as inv
 from . import sql, steps
@@ -23,7 +23,7 @@ from .config import BehaviorConfig, Grain
 from .partitions import fact_partitions_def, partitions_def
 from .warehouse import ActivationError, connect
 
-POOL = "duckdb"
+RESOURCE = "warehouse"  # DuckDBResource or SparkResource, bound in definitions.py
 SINGLE_RUN = dg.BackfillPolicy.single_run()
 PREVIOUS_PARTITION = dg.TimeWindowPartitionMapping(start_offset=-1, end_offset=-1)
 
@@ -33,7 +33,6 @@ def days_of_period() -> dg.TimeWindowPartitionMapping:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", dg.BetaWarning)  # this beta parameter is what we need
         return dg.TimeWindowPartitionMapping(allow_nonexistent_upstream_partitions=True)
-KINDS = {"duckdb", "sql"}
 
 progress_log = logging.getLogger("activation_assets.progress")
 
@@ -152,11 +151,10 @@ def _markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def _preview(conn, table: str, period: dt.date, order: str, limit: int = 10) -> dg.MetadataValue:
-    cursor = conn.execute(
-        f"SELECT * FROM {sql.ident(table)} WHERE period_start = ? ORDER BY {order} LIMIT {limit}", [period])
-    names = [d[0] for d in cursor.description]
-    return dg.MetadataValue.md(_markdown([dict(zip(names, map(inv._plain, row))) for row in cursor.fetchall()]))
+def _preview(wh, table: str, period: dt.date, order: str, limit: int = 10) -> dg.MetadataValue:
+    names, rows = wh.query_named(
+        f"SELECT * FROM {sql.ident(table)} WHERE period_start = {sql.date_lit(period)} ORDER BY {order} LIMIT {limit}")
+    return dg.MetadataValue.md(_markdown([dict(zip(names, map(inv._plain, row))) for row in rows]))
 
 
 def _specs(key: dg.AssetKey, checks: Sequence[inv.Check], grain: Grain, blocking: bool) -> list[dg.AssetCheckSpec]:
@@ -166,23 +164,24 @@ def _specs(key: dg.AssetKey, checks: Sequence[inv.Check], grain: Grain, blocking
     ]
 
 
-def _common(behavior: BehaviorConfig, layer: str, grain: Grain | None) -> dict:
+def _common(behavior: BehaviorConfig, layer: str, grain: Grain | None, engine: str) -> dict:
     tags = {"behavior": behavior.name, "layer": layer}
     automation = FACT_AUTOMATION if grain is None else PROPAGATE
     if grain is not None:
         tags["grain"] = grain.value
     return dict(
         group_name=behavior.name,
-        kinds=KINDS,
+        kinds={engine, "sql"},
         owners=list(behavior.owners) or None,
         tags=tags,
-        pool=POOL,
+        pool=engine,
+        required_resource_keys={RESOURCE},
         backfill_policy=SINGLE_RUN,
         automation_condition=automation,
     )
 
 
-def fact_asset(behavior: BehaviorConfig) -> dg.AssetsDefinition:
+def fact_asset(behavior: BehaviorConfig, engine: str = "duckdb") -> dg.AssetsDefinition:
     name = sql.fact_table(behavior.name)
     window = f"[{behavior.start_date}, {behavior.end_date or 'open'}]"
 
@@ -196,12 +195,12 @@ def fact_asset(behavior: BehaviorConfig) -> dg.AssetsDefinition:
             f" {window}, and exact duplicates are dropped and counted in the metadata."
         ),
         metadata={**_schema(FACT_COLUMNS), "source": behavior.source.describe()},
-        **_common(behavior, "fact", None),
+        **_common(behavior, "fact", None, engine),
     )
-    def _fact(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> dg.MaterializeResult:
+    def _fact(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         days = _periods(context)
         try:
-            with connect(duckdb) as conn:
+            with connect(getattr(context.resources, RESOURCE)) as conn:
                 outcome = steps.materialize_fact(conn, behavior, days)
                 preview = _preview(conn, name, days[-1], "user_id, occurred_at")
         except ActivationError as exc:
@@ -226,7 +225,7 @@ def fact_asset(behavior: BehaviorConfig) -> dg.AssetsDefinition:
     return _fact
 
 
-def firstlast_asset(behavior: BehaviorConfig, grain: Grain) -> dg.AssetsDefinition:
+def firstlast_asset(behavior: BehaviorConfig, grain: Grain, engine: str = "duckdb") -> dg.AssetsDefinition:
     name = sql.firstlast_table(behavior.name, grain)
     key = dg.AssetKey(name)
 
@@ -244,12 +243,12 @@ def firstlast_asset(behavior: BehaviorConfig, grain: Grain) -> dg.AssetsDefiniti
             " Each partition is the previous one updated with the period's active users only."
         ),
         metadata=_schema(FIRSTLAST_COLUMNS),
-        **_common(behavior, "firstlast", grain),
+        **_common(behavior, "firstlast", grain, engine),
     )
-    def _firstlast(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> dg.MaterializeResult:
+    def _firstlast(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         periods = _periods(context)
         try:
-            with connect(duckdb) as conn:
+            with connect(getattr(context.resources, RESOURCE)) as conn:
                 rows = steps.materialize_firstlast(conn, behavior, grain, periods, _progress(context, name))
                 results = _check_results(behavior, grain, conn, inv.FIRSTLAST_CHECKS, periods)
         except ActivationError as exc:
@@ -261,7 +260,7 @@ def firstlast_asset(behavior: BehaviorConfig, grain: Grain) -> dg.AssetsDefiniti
     return _firstlast
 
 
-def activation_asset(behavior: BehaviorConfig, grain: Grain) -> dg.AssetsDefinition:
+def activation_asset(behavior: BehaviorConfig, grain: Grain, engine: str = "duckdb") -> dg.AssetsDefinition:
     name = sql.activation_table(behavior.name, grain)
     key = dg.AssetKey(name)
 
@@ -279,12 +278,12 @@ def activation_asset(behavior: BehaviorConfig, grain: Grain) -> dg.AssetsDefinit
             " active periods. Table and columns follow the activation contract."
         ),
         metadata=_schema(ACTIVATION_COLUMNS),
-        **_common(behavior, "activation", grain),
+        **_common(behavior, "activation", grain, engine),
     )
-    def _activation(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> dg.MaterializeResult:
+    def _activation(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         periods = _periods(context)
         try:
-            with connect(duckdb) as conn:
+            with connect(getattr(context.resources, RESOURCE)) as conn:
                 counts = steps.materialize_activation(conn, behavior, grain, periods, _progress(context, name))
                 results = _check_results(behavior, grain, conn, inv.ACTIVATION_CHECKS, periods)
                 preview = _preview(conn, name, periods[-1], "state, user_id")
@@ -336,7 +335,7 @@ DISTRIBUTIONS_COLUMNS = [
 def _derived_asset(
     behavior: BehaviorConfig, grain: Grain, name: str, layer: str, description: str,
     columns: list[dg.TableColumn], step: Callable, checks: Sequence[inv.Check], order: str,
-    partition_metadata: Callable[[object], dict],
+    partition_metadata: Callable[[object], dict], engine: str,
 ) -> dg.AssetsDefinition:
     """An asset computed from the activation partition of the same period alone."""
     key = dg.AssetKey(name)
@@ -348,12 +347,12 @@ def _derived_asset(
         check_specs=_specs(key, checks, grain, blocking=False),
         description=description,
         metadata=_schema(columns),
-        **_common(behavior, layer, grain),
+        **_common(behavior, layer, grain, engine),
     )
-    def _derived(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> dg.MaterializeResult:
+    def _derived(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         periods = _periods(context)
         try:
-            with connect(duckdb) as conn:
+            with connect(getattr(context.resources, RESOURCE)) as conn:
                 numbers = step(conn, behavior, grain, periods, _progress(context, name))
                 results = _check_results(behavior, grain, conn, checks, periods)
                 preview = _preview(conn, name, periods[-1], order)
@@ -370,7 +369,7 @@ def _numbers(values: dict) -> dict:
     return {k: v for k, v in values.items() if v is not None}
 
 
-def transitions_asset(behavior: BehaviorConfig, grain: Grain) -> dg.AssetsDefinition:
+def transitions_asset(behavior: BehaviorConfig, grain: Grain, engine: str = "duckdb") -> dg.AssetsDefinition:
     return _derived_asset(
         behavior, grain, sql.transitions_table(behavior.name, grain), "transitions",
         f"How `{behavior.name}` users moved into each {grain.value} period: users per"
@@ -378,10 +377,11 @@ def transitions_asset(behavior: BehaviorConfig, grain: Grain) -> dg.AssetsDefini
         TRANSITIONS_COLUMNS, steps.materialize_transitions, inv.TRANSITIONS_CHECKS,
         "from_state NULLS FIRST, to_state",
         lambda pairs: {"dagster/row_count": sum(1 for v in pairs.values() if v), **pairs},
+        engine,
     )
 
 
-def growth_asset(behavior: BehaviorConfig, grain: Grain) -> dg.AssetsDefinition:
+def growth_asset(behavior: BehaviorConfig, grain: Grain, engine: str = "duckdb") -> dg.AssetsDefinition:
     return _derived_asset(
         behavior, grain, sql.growth_table(behavior.name, grain), "growth",
         f"Growth accounting of `{behavior.name}` per {grain.value} period: active = new + retained +"
@@ -389,10 +389,11 @@ def growth_asset(behavior: BehaviorConfig, grain: Grain) -> dg.AssetsDefinition:
         " ratio. One row per period; the UI plots each number over partitions.",
         GROWTH_COLUMNS, steps.materialize_growth, inv.GROWTH_CHECKS, "period_start",
         lambda row: {"dagster/row_count": 1, **_numbers(row)},
+        engine,
     )
 
 
-def cohorts_asset(behavior: BehaviorConfig, grain: Grain) -> dg.AssetsDefinition:
+def cohorts_asset(behavior: BehaviorConfig, grain: Grain, engine: str = "duckdb") -> dg.AssetsDefinition:
     return _derived_asset(
         behavior, grain, sql.cohorts_table(behavior.name, grain), "cohorts",
         f"Retention by cohort for `{behavior.name}` at the {grain.value} grain: for each cohort (first"
@@ -400,20 +401,22 @@ def cohorts_asset(behavior: BehaviorConfig, grain: Grain) -> dg.AssetsDefinition
         " behind the retention triangle, one diagonal per partition.",
         COHORTS_COLUMNS, steps.materialize_cohorts, inv.COHORTS_CHECKS, "cohort DESC",
         lambda rows: {"dagster/row_count": rows},
+        engine,
     )
 
 
-def distributions_asset(behavior: BehaviorConfig, grain: Grain) -> dg.AssetsDefinition:
+def distributions_asset(behavior: BehaviorConfig, grain: Grain, engine: str = "duckdb") -> dg.AssetsDefinition:
     return _derived_asset(
         behavior, grain, sql.distributions_table(behavior.name, grain), "distributions",
         f"Bucketed distributions of `{behavior.name}` per {grain.value} period: the return gap of"
         " reactivated users and the streak of active users, in periods.",
         DISTRIBUTIONS_COLUMNS, steps.materialize_distributions, (), "measure, bucket_start",
         lambda buckets: {"dagster/row_count": sum(1 for v in buckets.values() if v), **buckets},
+        engine,
     )
 
 
-GRAIN_ASSETS: tuple[Callable[[BehaviorConfig, Grain], dg.AssetsDefinition], ...] = (
+GRAIN_ASSETS: tuple[Callable[[BehaviorConfig, Grain, str], dg.AssetsDefinition], ...] = (
     firstlast_asset, activation_asset, transitions_asset, growth_asset, cohorts_asset, distributions_asset,
 )
 GRAIN_TABLES = (sql.firstlast_table, sql.activation_table, sql.transitions_table, sql.growth_table,
@@ -425,9 +428,10 @@ def grain_tables(behavior: str, grain: Grain) -> list[str]:
     return [table(behavior, grain) for table in GRAIN_TABLES]
 
 
-def behavior_assets(behavior: BehaviorConfig) -> list[dg.AssetsDefinition]:
+def behavior_assets(behavior: BehaviorConfig, engine: str = "duckdb") -> list[dg.AssetsDefinition]:
     """The whole graph of one behavior: its fact, then per grain FirstLast, activation, and what is
-    read off activation (transitions, growth, cohorts, distributions)."""
-    return [fact_asset(behavior)] + [
-        build(behavior, grain) for grain in behavior.grains for build in GRAIN_ASSETS
+    read off activation (transitions, growth, cohorts, distributions). `engine` only labels the
+    assets (kind, pool): the resource bound in definitions.py decides where they run."""
+    return [fact_asset(behavior, engine)] + [
+        build(behavior, grain, engine) for grain in behavior.grains for build in GRAIN_ASSETS
     ]

@@ -14,7 +14,6 @@ import io
 from dataclasses import dataclass
 from pathlib import Path
 
-import duckdb
 import matplotlib
 
 matplotlib.use("Agg")  # no display: render to memory
@@ -24,7 +23,7 @@ import pandas as pd  # noqa: E402
 
 from . import sql  # noqa: E402
 from .config import ActivationConfig, BehaviorConfig, Grain  # noqa: E402
-from .warehouse import ActivationError, connect_database, table_exists  # noqa: E402
+from .warehouse import ActivationError, as_warehouse, open_warehouse  # noqa: E402
 
 COLORS = {"new": "#4C9F70", "reactivated": "#F2A541", "retained": "#3D6FB6", "churned": "#D1495B",
           "active": "#222222", "inactive": "#9AA0A6"}
@@ -124,26 +123,24 @@ def distribution_chart(distributions: pd.DataFrame, measure: str, title: str, la
     return _png(fig)
 
 
-def _frame(conn, query: str, params=()) -> pd.DataFrame:
-    return conn.execute(query, list(params)).df()
-
-
 def charts_for(conn, behavior: BehaviorConfig, grain: Grain) -> list[Chart]:
+    warehouse = as_warehouse(conn)
+    _frame = lambda query: warehouse.frame(query)  # noqa: E731
     b = behavior.name
     for table in (sql.growth_table(b, grain), sql.transitions_table(b, grain), sql.cohorts_table(b, grain),
                   sql.distributions_table(b, grain)):
-        if not table_exists(conn, table):
+        if not warehouse.table_exists(table):
             raise ActivationError(f"{table} has not been materialized; run `activation materialize` first.")
     label = {"daily": "day", "weekly": "week", "monthly": "month"}[grain.value]
-    growth = _frame(conn, f"SELECT * FROM {sql.ident(sql.growth_table(b, grain))} ORDER BY period_start")
+    growth = _frame(f"SELECT * FROM {sql.ident(sql.growth_table(b, grain))} ORDER BY period_start")
     if growth.empty:
         raise ActivationError(f"{sql.growth_table(b, grain)} is empty; materialize it first.")
     latest = growth["period_start"].iloc[-1]
     latest = latest.date() if hasattr(latest, "date") else latest
-    transitions = _frame(conn, f"SELECT * FROM {sql.ident(sql.transitions_table(b, grain))} WHERE period_start = ?",
-                         [latest])
-    cohorts = _frame(conn, f"SELECT * FROM {sql.ident(sql.cohorts_table(b, grain))}")
-    distributions = _frame(conn, f"SELECT * FROM {sql.ident(sql.distributions_table(b, grain))}")
+    transitions = _frame(
+        f"SELECT * FROM {sql.ident(sql.transitions_table(b, grain))} WHERE period_start = {sql.date_lit(latest)}")
+    cohorts = _frame(f"SELECT * FROM {sql.ident(sql.cohorts_table(b, grain))}")
+    distributions = _frame(f"SELECT * FROM {sql.ident(sql.distributions_table(b, grain))}")
     window = distributions[pd.to_datetime(distributions["period_start"]) > pd.Timestamp(latest) - pd.Timedelta(days=90)]
     last = growth.iloc[-1]
     return [
@@ -197,9 +194,11 @@ def write_reports(
     out.mkdir(parents=True, exist_ok=True)
     pages = [(b, g) for b in behaviors for g in b.grains if grains is None or g in grains]
     links = " ".join(f"<a href='{b.name}_{g.value}.html'>{b.name} {g.value}</a>" for b, g in pages)
-    with connect_database(config.database, read_only=True) as conn:
+    with open_warehouse(config, read_only=True) as warehouse:
+        if warehouse is None:
+            raise ActivationError(f"{config.database} does not exist; run `activation materialize` first.")
         for behavior, grain in pages:
-            charts = charts_for(conn, behavior, grain)
+            charts = charts_for(warehouse, behavior, grain)
             (out / f"{behavior.name}_{grain.value}.html").write_text(render_page(behavior, grain, charts, links))
             if png_dir is not None:
                 png_dir.mkdir(parents=True, exist_ok=True)

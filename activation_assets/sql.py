@@ -1,8 +1,10 @@
 """SQL that implements the activation contract, built by small pure functions (no Dagster here).
 
-Every function returns SQL text for DuckDB. Dates are passed as literals computed in Python, so
-each statement reads like the definition it implements for one period `p` (and its predecessor
-`q`).
+Every function returns SQL text in DuckDB's dialect; `dialect.render` turns it into Spark SQL, so
+the activation logic exists once. The models are SELECTs: how a partition is replaced (delete and
+insert in a DuckDB transaction, an INSERT OVERWRITE of one partition on Spark) belongs to the
+warehouse (`warehouse.py`, `spark.py`). Dates are passed as literals computed in Python, so each
+statement reads like the definition it implements for one period `p` (and its predecessor `q`).
 
 The incremental state, FirstLast(p), holds per user ever seen by the end of p:
 
@@ -88,16 +90,22 @@ def periods_between(grain: Grain, earlier: str, later: str) -> str:
 
 
 def source_relation(source: SourceConfig) -> str:
-    """The configured source as a relation, with its `where:` filter applied."""
+    """The configured source as a DuckDB relation, with its `where:` filter applied."""
     if source.kind == "parquet":
         relation = f"read_parquet({literal(source.location)}, union_by_name = true)"
     elif source.kind == "csv":
         relation = f"read_csv({literal(source.location)}, union_by_name = true)"
     else:
-        relation = ".".join(ident(part) for part in source.location.split("."))
-    if source.where:
-        return f"(SELECT * FROM {relation} WHERE ({source.where}))"
-    return relation
+        relation = table_name(source.location)
+    return filtered(relation, source.where)
+
+
+def table_name(dotted: str) -> str:
+    return ".".join(ident(part) for part in dotted.split("."))
+
+
+def filtered(relation: str, where: str | None) -> str:
+    return f"(SELECT * FROM {relation} WHERE ({where}))" if where else relation
 
 
 TIMESTAMP_TYPES = ("TIMESTAMP", "TIMESTAMP_S", "TIMESTAMP_MS", "TIMESTAMP_NS", "TIMESTAMP WITH TIME ZONE")
@@ -122,7 +130,7 @@ def local_date_expr(instant: str, timezone: str) -> str:
 
 
 def source_profile(
-    source: SourceConfig, user_column: str, time_column: str, time_type: str, timezone: str,
+    relation: str, user_column: str, time_column: str, time_type: str, timezone: str,
     start_date: dt.date, end_date: dt.date | None,
 ) -> str:
     """One scan of the source: the rows that can never be activity, counted by reason."""
@@ -131,7 +139,7 @@ def source_profile(
     after_end = f"count(*) FILTER (WHERE {local} > {date_lit(end_date)})" if end_date else "0"
     return f"""
         WITH rows AS (
-            SELECT {ident(time_column)} AS raw_time, {instant} AS instant FROM {source_relation(source)}
+            SELECT {ident(time_column)} AS raw_time, {instant} AS instant FROM {relation}
         )
         SELECT
             count(*) AS source_rows,
@@ -143,35 +151,34 @@ def source_profile(
     """
 
 
-def unparseable_examples(source: SourceConfig, time_column: str, time_type: str, limit: int = 3) -> str:
+def unparseable_examples(relation: str, time_column: str, time_type: str, limit: int = 3) -> str:
     instant = instant_expr(time_column, time_type)
     return f"""
-        SELECT DISTINCT CAST({ident(time_column)} AS VARCHAR) AS value FROM {source_relation(source)}
+        SELECT DISTINCT CAST({ident(time_column)} AS VARCHAR) AS value FROM {relation}
         WHERE {ident(time_column)} IS NOT NULL AND {instant} IS NULL LIMIT {limit}
     """
 
 
-def stage_fact(
-    source: SourceConfig, user_column: str, time_column: str, time_type: str, timezone: str,
-    first_day: dt.date, last_day: dt.date, stage: str = "fact_stage",
+def stage_select(
+    relation: str, user_column: str, time_column: str, other_columns: list[str], time_type: str, timezone: str,
+    first_day: dt.date, last_day: dt.date,
 ) -> str:
     """The source rows whose local date falls in [first_day, last_day], renamed to the contract.
 
-    Kept in a temporary table so that one scan of the source serves every day of a range.
+    The warehouse keeps it as a temporary stage, so that one scan of the source serves every day
+    of a range.
     """
     local = local_date_expr(instant_expr(time_column, time_type), timezone)
-    others = f"* EXCLUDE ({ident(user_column)}, {ident(time_column)})"
+    others = "".join(f",\n                {ident(c)}" for c in other_columns)
     return f"""
-        CREATE OR REPLACE TEMP TABLE {stage} AS
         SELECT * FROM (
             SELECT
                 {local} AS period_start,
                 {ident(user_column)} AS user_id,
                 {ident(time_column)} AS occurred_at,
-                {local} AS activity_date,
-                {others}
-            FROM {source_relation(source)}
-        )
+                {local} AS activity_date{others}
+            FROM {relation}
+        ) AS source_rows
         WHERE period_start BETWEEN {date_lit(first_day)} AND {date_lit(last_day)}
     """
 
@@ -193,10 +200,9 @@ def rows_per_period(table: str, first: dt.date, last: dt.date) -> str:
     """
 
 
-def insert_fact(fact: str, stage: str = "fact_stage") -> str:
+def fact_select(stage: str = "fact_stage") -> str:
     """Valid rows only (a user and a time; the window was applied when staging), exact duplicates once."""
     return f"""
-        INSERT INTO {ident(fact)}
         SELECT DISTINCT * FROM {stage} WHERE user_id IS NOT NULL
         ORDER BY period_start, user_id, occurred_at
     """
@@ -209,46 +215,48 @@ def delete_range(table: str, first: dt.date, last: dt.date) -> str:
 # --- FirstLast, activation, transitions ---------------------------------------------------------
 
 
-def create_firstlast(table: str, user_type: str) -> str:
-    return f"""
-        CREATE TABLE IF NOT EXISTS {ident(table)} (
-            period_start DATE NOT NULL,
-            user_id {user_type} NOT NULL,
-            first_active_period DATE NOT NULL,
-            last_active_period DATE NOT NULL,
-            streak_start_period DATE NOT NULL,
-            prior_active_period DATE,
-            active_periods INTEGER NOT NULL
-        )
-    """
+# Column lists of the models; USER stands for the user id's type, which is the source's.
+USER = "USER"
+Column = tuple[str, str, bool]  # name, DuckDB type, nullable
+
+FIRSTLAST_COLUMNS: tuple[Column, ...] = (
+    ("period_start", "DATE", False),
+    ("user_id", USER, False),
+    ("first_active_period", "DATE", False),
+    ("last_active_period", "DATE", False),
+    ("streak_start_period", "DATE", False),
+    ("prior_active_period", "DATE", True),
+    ("active_periods", "INTEGER", False),
+)
+ACTIVATION_COLUMNS: tuple[Column, ...] = (
+    ("period_start", "DATE", False),
+    ("user_id", USER, False),
+    ("state", "VARCHAR", False),
+    ("prev_state", "VARCHAR", True),
+    ("first_active_period", "DATE", False),
+    ("last_active_period", "DATE", False),
+    ("streak", "INTEGER", False),
+    ("inactive_streak", "INTEGER", False),
+    ("return_gap", "INTEGER", True),
+    ("active_periods", "INTEGER", False),
+)
+TRANSITIONS_COLUMNS: tuple[Column, ...] = (
+    ("period_start", "DATE", False),
+    ("from_state", "VARCHAR", True),
+    ("to_state", "VARCHAR", False),
+    ("users", "BIGINT", False),
+)
 
 
-def create_activation(table: str, user_type: str) -> str:
-    return f"""
-        CREATE TABLE IF NOT EXISTS {ident(table)} (
-            period_start DATE NOT NULL,
-            user_id {user_type} NOT NULL,
-            state VARCHAR NOT NULL,
-            prev_state VARCHAR,
-            first_active_period DATE NOT NULL,
-            last_active_period DATE NOT NULL,
-            streak INTEGER NOT NULL,
-            inactive_streak INTEGER NOT NULL,
-            return_gap INTEGER,
-            active_periods INTEGER NOT NULL
-        )
-    """
+def with_user_type(columns: tuple[Column, ...], user_type: str) -> tuple[Column, ...]:
+    return tuple((name, user_type if kind == USER else kind, nullable) for name, kind, nullable in columns)
 
 
-def create_transitions(table: str) -> str:
-    return f"""
-        CREATE TABLE IF NOT EXISTS {ident(table)} (
-            period_start DATE NOT NULL,
-            from_state VARCHAR,
-            to_state VARCHAR NOT NULL,
-            users BIGINT NOT NULL
-        )
-    """
+def create_table(table: str, columns: tuple[Column, ...]) -> str:
+    """DuckDB DDL; Spark renders it and adds its storage clause (`spark.py`)."""
+    body = ",\n            ".join(
+        f"{ident(name)} {kind}{'' if nullable else ' NOT NULL'}" for name, kind, nullable in columns)
+    return f"CREATE TABLE IF NOT EXISTS {ident(table)} (\n            {body}\n        )"
 
 
 def active_users(fact: str, period: dt.date, next_period: dt.date) -> str:
@@ -259,14 +267,13 @@ def active_users(fact: str, period: dt.date, next_period: dt.date) -> str:
     """
 
 
-def firstlast_step(
+def firstlast_select(
     firstlast: str, fact: str, period: dt.date, previous: dt.date, next_period: dt.date, is_first: bool,
 ) -> str:
     """FirstLast(p) = FirstLast(q) updated with the users active in p (new users are added)."""
     p, q = date_lit(period), date_lit(previous)
     prior = "FALSE" if is_first else f"period_start = {q}"
     return f"""
-        INSERT INTO {ident(firstlast)}
         WITH active AS ({active_users(fact, period, next_period)}),
         prior_state AS (SELECT * FROM {ident(firstlast)} WHERE {prior})
         SELECT
@@ -331,13 +338,8 @@ def activation_select(firstlast: str, grain: Grain, period: dt.date, previous: d
     """
 
 
-def insert_activation(activation: str, firstlast: str, grain: Grain, period: dt.date, previous: dt.date) -> str:
-    return f"INSERT INTO {ident(activation)} {activation_select(firstlast, grain, period, previous)}"
-
-
-def insert_transitions(transitions: str, activation: str, period: dt.date) -> str:
+def transitions_select(activation: str, period: dt.date) -> str:
     return f"""
-        INSERT INTO {ident(transitions)}
         SELECT period_start, prev_state AS from_state, state AS to_state, count(*) AS users
         FROM {ident(activation)}
         WHERE period_start = {date_lit(period)}
@@ -378,24 +380,19 @@ def distributions_table(behavior: str, grain: Grain | str) -> str:
     return f"{behavior}_distributions_{grain}"
 
 
-def create_growth(table: str) -> str:
-    return f"""
-        CREATE TABLE IF NOT EXISTS {ident(table)} (
-            period_start DATE NOT NULL,
-            active BIGINT NOT NULL, new BIGINT NOT NULL, retained BIGINT NOT NULL, reactivated BIGINT NOT NULL,
-            churned BIGINT NOT NULL, dormant BIGINT NOT NULL, users_ever BIGINT NOT NULL,
-            active_prev BIGINT NOT NULL, active_change BIGINT NOT NULL,
-            retention_rate DOUBLE, quick_ratio DOUBLE
-        )
-    """
+GROWTH_TABLE_COLUMNS: tuple[Column, ...] = (
+    ("period_start", "DATE", False),
+    *((name, "BIGINT", False) for name in GROWTH_COLUMNS[:-2]),
+    ("retention_rate", "DOUBLE", True),
+    ("quick_ratio", "DOUBLE", True),
+)
 
 
-def insert_growth(growth: str, activation: str, period: dt.date) -> str:
+def growth_select(activation: str, period: dt.date) -> str:
     """Growth accounting of one period: active(p) = new + retained + reactivated, and
     active(p-1) = retained + churned, read off prev_state (every user of p-1 is still a row in p)."""
     active = ACTIVE_LIST
     return f"""
-        INSERT INTO {ident(growth)}
         WITH counts AS (
             SELECT
                 count(*) FILTER (WHERE state IN {active}) AS active,
@@ -408,7 +405,7 @@ def insert_growth(growth: str, activation: str, period: dt.date) -> str:
                 count(*) FILTER (WHERE prev_state IN {active}) AS active_prev
             FROM {ident(activation)} WHERE period_start = {date_lit(period)}
         )
-        SELECT {date_lit(period)}, active, new, retained, reactivated, churned, dormant, users_ever, active_prev,
+        SELECT {date_lit(period)} AS period_start, active, new, retained, reactivated, churned, dormant, users_ever, active_prev,
                new + reactivated - churned AS active_change,
                retained / nullif(active_prev, 0) AS retention_rate,
                (new + reactivated) / nullif(churned, 0) AS quick_ratio
@@ -416,25 +413,21 @@ def insert_growth(growth: str, activation: str, period: dt.date) -> str:
     """
 
 
-def create_cohorts(table: str) -> str:
-    return f"""
-        CREATE TABLE IF NOT EXISTS {ident(table)} (
-            period_start DATE NOT NULL,
-            cohort DATE NOT NULL,
-            age INTEGER NOT NULL,
-            cohort_size BIGINT NOT NULL,
-            active_users BIGINT NOT NULL,
-            retention DOUBLE NOT NULL
-        )
-    """
+COHORTS_COLUMNS: tuple[Column, ...] = (
+    ("period_start", "DATE", False),
+    ("cohort", "DATE", False),
+    ("age", "INTEGER", False),
+    ("cohort_size", "BIGINT", False),
+    ("active_users", "BIGINT", False),
+    ("retention", "DOUBLE", False),
+)
 
 
-def insert_cohorts(cohorts: str, activation: str, grain: Grain, period: dt.date) -> str:
+def cohorts_select(activation: str, grain: Grain, period: dt.date) -> str:
     """One row per cohort (first active period) at its age in p: the diagonal of the retention
     triangle that period p adds. Cohort sizes never shrink: users are never dropped."""
     active = ACTIVE_LIST
     return f"""
-        INSERT INTO {ident(cohorts)}
         SELECT period_start, first_active_period AS cohort,
                CAST({periods_between(grain, 'first_active_period', 'period_start')} AS INTEGER) AS age,
                count(*) AS cohort_size,
@@ -446,16 +439,13 @@ def insert_cohorts(cohorts: str, activation: str, grain: Grain, period: dt.date)
     """
 
 
-def create_distributions(table: str) -> str:
-    return f"""
-        CREATE TABLE IF NOT EXISTS {ident(table)} (
-            period_start DATE NOT NULL,
-            measure VARCHAR NOT NULL,
-            bucket VARCHAR NOT NULL,
-            bucket_start INTEGER NOT NULL,
-            users BIGINT NOT NULL
-        )
-    """
+DISTRIBUTIONS_COLUMNS: tuple[Column, ...] = (
+    ("period_start", "DATE", False),
+    ("measure", "VARCHAR", False),
+    ("bucket", "VARCHAR", False),
+    ("bucket_start", "INTEGER", False),
+    ("users", "BIGINT", False),
+)
 
 
 def _bucket(column: str) -> tuple[str, str]:
@@ -465,14 +455,14 @@ def _bucket(column: str) -> tuple[str, str]:
     return start, label
 
 
-def insert_distributions(table: str, activation: str, period: dt.date) -> str:
+def distributions_select(activation: str, period: dt.date) -> str:
     """Bucketed return gaps of the period's reactivated users and streaks of its active users."""
     gap_start, gap_label = _bucket("return_gap")
     streak_start, streak_label = _bucket("streak")
     p = date_lit(period)
     return f"""
-        INSERT INTO {ident(table)}
-        SELECT period_start, 'return_gap', {gap_label}, {gap_start}, count(*)
+        SELECT period_start, 'return_gap' AS measure, {gap_label} AS bucket, {gap_start} AS bucket_start,
+               count(*) AS users
         FROM {ident(activation)} WHERE period_start = {p} AND state = 'reactivated' GROUP BY ALL
         UNION ALL
         SELECT period_start, 'streak', {streak_label}, {streak_start}, count(*)

@@ -1,7 +1,8 @@
-"""What each asset does for a list of partitions, on an open DuckDB connection (no Dagster here).
+"""What each asset does for a list of partitions, on an open warehouse (no Dagster here).
 
-Each step refuses to run on a missing predecessor, writes each partition whole inside one
-transaction (delete the window, insert, log it), and returns per-partition numbers for metadata.
+Each step refuses to run on a missing predecessor, replaces each partition whole (on DuckDB inside
+one transaction: delete the window, insert, log it; on Spark an overwrite of that partition), and
+returns per-partition numbers for metadata. A bare DuckDB connection is accepted too.
 """
 
 from __future__ import annotations
@@ -12,31 +13,18 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-import duckdb
-
 from . import sql
 from .config import BehaviorConfig, Grain
 from .periods import first_period, periods_for
-from .warehouse import (
-    ActivationError,
-    column_types,
-    record_partitions,
-    require_recorded,
-    table_column_types,
-    table_exists,
-    transaction,
-)
+from .warehouse import ActivationError, Warehouse, as_warehouse
 
 Progress = Callable[[int, int, dt.date], None]
 CONTRACT_COLUMNS = ("period_start", "user_id", "occurred_at", "activity_date")
+STAGE = "fact_stage"
 
 
 def _no_progress(done: int, total: int, period: dt.date) -> None:
     pass
-
-
-def _duckdb_message(exc: duckdb.Error) -> str:
-    return str(exc).strip().splitlines()[0]
 
 
 # --- fact -------------------------------------------------------------------------------------
@@ -49,21 +37,25 @@ class FactOutcome:
     columns: dict[str, str] = field(default_factory=dict)
 
 
-def describe_source(conn: duckdb.DuckDBPyConnection, behavior: BehaviorConfig) -> dict[str, str]:
-    source = behavior.source
+def describe_source(conn: Warehouse, behavior: BehaviorConfig) -> tuple[str, dict[str, str]]:
+    """The source as a relation of this warehouse, and its columns' types."""
+    wh, source = as_warehouse(conn), behavior.source
     try:
-        columns = column_types(conn, sql.source_relation(source))
-    except duckdb.Error as exc:
+        relation = wh.source_relation(behavior)
+        columns = wh.column_types(relation)
+    except wh.errors as exc:
         raise ActivationError(
             f"behavior {behavior.name!r}: cannot read its source ({source.describe()}): "
-            f"{_duckdb_message(exc)}. Check `source:` in the config (paths are relative to the config file;"
-            " a table must exist in the database; `where:` must be valid SQL over the source's columns)."
+            f"{wh.message(exc)}. Check `source:` in the config (paths are relative to the config file;"
+            " a table must exist in the warehouse; `where:` must be valid SQL over the source's columns;"
+            " the files of a glob must agree on their columns' types)."
         ) from None
-    _refuse_mixed_types(conn, behavior)
-    return columns
+    if wh.file_sources_are_local():
+        _refuse_mixed_types(wh, behavior)
+    return relation, columns
 
 
-def _refuse_mixed_types(conn: duckdb.DuckDBPyConnection, behavior: BehaviorConfig) -> None:
+def _refuse_mixed_types(wh: Warehouse, behavior: BehaviorConfig) -> None:
     """Files of one source must agree on the user and time columns' types.
 
     Reading a glob unifies differing types (an integer id in one file and a string in another
@@ -78,7 +70,7 @@ def _refuse_mixed_types(conn: duckdb.DuckDBPyConnection, behavior: BehaviorConfi
     reader = "read_parquet" if source.kind == "parquet" else "read_csv"
     seen: dict[str, dict[str, list[str]]] = {}
     for path in files:
-        types = column_types(conn, f"{reader}({sql.literal(path)})")
+        types = wh.column_types(f"{reader}({sql.literal(path)})")
         for column in (behavior.user_column, behavior.time_column):
             seen.setdefault(column, {}).setdefault(types.get(column, "absent"), []).append(path)
     for column, by_type in seen.items():
@@ -118,26 +110,25 @@ def check_source_columns(behavior: BehaviorConfig, columns: dict[str, str]) -> s
     return time_type
 
 
-def materialize_fact(
-    conn: duckdb.DuckDBPyConnection, behavior: BehaviorConfig, days: Sequence[dt.date]
-) -> FactOutcome:
+def materialize_fact(conn: Warehouse, behavior: BehaviorConfig, days: Sequence[dt.date]) -> FactOutcome:
+    wh = as_warehouse(conn)
     days = sorted(days)
     first_day, last_day = days[0], days[-1]
     table = sql.fact_table(behavior.name)
-    columns = describe_source(conn, behavior)
+    relation, columns = describe_source(wh, behavior)
     time_type = check_source_columns(behavior, columns)
     source = behavior.source
 
     try:
-        profile_row = conn.execute(
+        profile_row = wh.query_one(
             sql.source_profile(
-                source, behavior.user_column, behavior.time_column, time_type, behavior.timezone,
+                relation, behavior.user_column, behavior.time_column, time_type, behavior.timezone,
                 behavior.start_date, behavior.end_date,
             )
-        ).fetchone()
-    except duckdb.Error as exc:
+        )
+    except wh.errors as exc:
         raise ActivationError(
-            f"behavior {behavior.name!r}: reading its source ({source.describe()}) failed: {_duckdb_message(exc)}."
+            f"behavior {behavior.name!r}: reading its source ({source.describe()}) failed: {wh.message(exc)}."
             " Fix the source data (mixed types across files are a common cause) and run again."
         ) from None
     profile = dict(zip(
@@ -150,28 +141,28 @@ def materialize_fact(
             " and the `where:` filter; an empty day is fine, an empty source is a mistake."
         )
     if profile["unparseable_occurred_at"]:
-        examples = [r[0] for r in conn.execute(
-            sql.unparseable_examples(source, behavior.time_column, time_type)).fetchall()]
+        examples = [r[0] for r in wh.query(sql.unparseable_examples(relation, behavior.time_column, time_type))]
         raise ActivationError(
             f"behavior {behavior.name!r}: {profile['unparseable_occurred_at']} value(s) of time column"
             f" {behavior.time_column!r} in {source.describe()} do not parse as timestamps, e.g. {examples}."
             " Fix them in the source (or filter them out with `where:`); no rows were written."
         )
 
+    others = [c for c in columns if c not in (behavior.user_column, behavior.time_column)]
     try:
-        conn.execute(sql.stage_fact(
-            source, behavior.user_column, behavior.time_column, time_type, behavior.timezone, first_day, last_day))
-    except duckdb.Error as exc:
+        wh.stage(STAGE, sql.stage_select(
+            relation, behavior.user_column, behavior.time_column, others, time_type, behavior.timezone,
+            first_day, last_day))
+    except wh.errors as exc:
         raise ActivationError(
             f"behavior {behavior.name!r}: staging {first_day}..{last_day} from {source.describe()} failed:"
-            f" {_duckdb_message(exc)}."
+            f" {wh.message(exc)}."
         ) from None
-    read = {row[0]: {"rows_read": row[1], "null_user_id": row[2]}
-            for row in conn.execute(sql.stage_day_counts()).fetchall()}
+    read = {row[0]: {"rows_read": row[1], "null_user_id": row[2]} for row in wh.query(sql.stage_day_counts(STAGE))}
 
-    with transaction(conn):
-        conn.execute(f"CREATE TABLE IF NOT EXISTS {sql.ident(table)} AS SELECT * FROM fact_stage LIMIT 0")
-        stored, staged = table_column_types(conn, table), column_types(conn, "fact_stage")
+    with wh.transaction():
+        wh.create_table_like(table, STAGE)
+        stored, staged = wh.table_column_types(table), wh.column_types(STAGE)
         if stored != staged:
             changed = [
                 f"{c}: {stored.get(c, 'absent')} before, {staged.get(c, 'absent')} now"
@@ -182,11 +173,8 @@ def materialize_fact(
                 f" were written ({'; '.join(changed)}). Nothing was written. Make the source consistent, or"
                 f" drop {table} (and the behavior's other tables) and materialize every partition again."
             )
-        conn.execute(sql.delete_range(table, first_day, last_day))
-        conn.execute(sql.insert_fact(table))
-        written = dict(conn.execute(sql.rows_per_period(table, first_day, last_day)).fetchall())
-        record_partitions(conn, table, {day: written.get(day, 0) for day in days})
-    conn.execute("DROP TABLE IF EXISTS fact_stage")
+        written = wh.replace_days(table, days, sql.fact_select(STAGE))
+    wh.drop_stage(STAGE)
 
     per_day = {}
     for day in days:
@@ -205,18 +193,12 @@ def materialize_fact(
 
 
 def _replace_partitions(
-    conn: duckdb.DuckDBPyConnection, table: str, periods: Sequence[dt.date], insert: Callable[[dt.date], str],
-    progress: Progress,
+    wh: Warehouse, table: str, periods: Sequence[dt.date], select: Callable[[dt.date], str], progress: Progress,
 ) -> dict[dt.date, int]:
-    """Each partition whole, in order, in a transaction of its own: delete its window, insert, log it."""
+    """Each partition whole, in order, on its own (see `Warehouse.replace_partition`)."""
     rows: dict[dt.date, int] = {}
     for i, period in enumerate(periods):
-        with transaction(conn):
-            conn.execute(sql.delete_range(table, period, period))
-            conn.execute(insert(period))
-            rows[period] = conn.execute(
-                f"SELECT count(*) FROM {sql.ident(table)} WHERE period_start = ?", [period]).fetchone()[0]
-            record_partitions(conn, table, {period: rows[period]})
+        rows[period] = wh.replace_partition(table, period, select(period))
         progress(i + 1, len(periods), period)
     return rows
 
@@ -231,135 +213,137 @@ def fact_days(behavior: BehaviorConfig, grain: Grain, period: dt.date) -> list[d
     return [first + dt.timedelta(days=i) for i in range((last - first).days + 1)]
 
 
-def _require_previous(conn, behavior: BehaviorConfig, grain: Grain, table: str, periods: Sequence[dt.date]) -> None:
+def _require_previous(wh: Warehouse, behavior: BehaviorConfig, grain: Grain, table: str, periods: Sequence[dt.date]) -> None:
     start = periods[0]
     if start == first_period(behavior, grain):
         return
     previous = periods_for(behavior, grain).previous(start)
     first = first_period(behavior, grain)
     # Name the first gap, not just the predecessor: that is where a backfill must start.
-    require_recorded(
-        conn, table, periods_for(behavior, grain).between(first, previous),
+    wh.require_recorded(
+        table, periods_for(behavior, grain).between(first, previous),
         why=f"cannot materialize {table} from {start}: each partition builds on the previous one",
         how=f"Materialize {table} from that partition on (a backfill of the range works), then run this again.",
     )
 
 
-def _user_type(conn, behavior: BehaviorConfig) -> str:
+def _user_type(wh: Warehouse, behavior: BehaviorConfig) -> str:
     fact = sql.fact_table(behavior.name)
-    if not table_exists(conn, fact):
+    if not wh.table_exists(fact):
         raise ActivationError(f"behavior {behavior.name!r}: {fact} has never been materialized; materialize it first.")
-    return table_column_types(conn, fact)["user_id"]
+    return wh.table_column_types(fact)["user_id"]
 
 
 def materialize_firstlast(
-    conn: duckdb.DuckDBPyConnection, behavior: BehaviorConfig, grain: Grain, periods: Sequence[dt.date],
+    conn: Warehouse, behavior: BehaviorConfig, grain: Grain, periods: Sequence[dt.date],
     progress: Progress = _no_progress,
 ) -> dict[dt.date, int]:
-    periods = sorted(periods)
+    wh, periods = as_warehouse(conn), sorted(periods)
     table, fact = sql.firstlast_table(behavior.name, grain), sql.fact_table(behavior.name)
     calendar = periods_for(behavior, grain)
-    _require_previous(conn, behavior, grain, table, periods)
-    require_recorded(
-        conn, fact, [day for p in periods for day in fact_days(behavior, grain, p)],
+    _require_previous(wh, behavior, grain, table, periods)
+    wh.require_recorded(
+        fact, [day for p in periods for day in fact_days(behavior, grain, p)],
         why=f"cannot materialize {table} for {periods[0]}..{periods[-1]}: it reads every day of its periods",
         how=f"Materialize {fact} for those days first.",
     )
-    conn.execute(sql.create_firstlast(table, _user_type(conn, behavior)))
+    wh.create_table(table, sql.with_user_type(sql.FIRSTLAST_COLUMNS, _user_type(wh, behavior)))
     first = first_period(behavior, grain)
-    return _replace_partitions(conn, table, periods, lambda period: sql.firstlast_step(
+    return _replace_partitions(wh, table, periods, lambda period: sql.firstlast_select(
         table, fact, period, calendar.previous(period), calendar.next(period), is_first=period == first), progress)
 
 
 def materialize_activation(
-    conn: duckdb.DuckDBPyConnection, behavior: BehaviorConfig, grain: Grain, periods: Sequence[dt.date],
+    conn: Warehouse, behavior: BehaviorConfig, grain: Grain, periods: Sequence[dt.date],
     progress: Progress = _no_progress,
 ) -> dict[dt.date, dict[str, int]]:
-    periods = sorted(periods)
+    wh, periods = as_warehouse(conn), sorted(periods)
     table = sql.activation_table(behavior.name, grain)
     firstlast = sql.firstlast_table(behavior.name, grain)
     calendar = periods_for(behavior, grain)
-    _require_previous(conn, behavior, grain, table, periods)
-    require_recorded(
-        conn, firstlast, periods,
+    _require_previous(wh, behavior, grain, table, periods)
+    wh.require_recorded(
+        firstlast, periods,
         why=f"cannot materialize {table} for {periods[0]}..{periods[-1]}: its states are read off {firstlast}",
         how=f"Materialize {firstlast} for those periods first.",
     )
-    conn.execute(sql.create_activation(table, _user_type(conn, behavior)))
-    _replace_partitions(conn, table, periods, lambda period: sql.insert_activation(
-        table, firstlast, grain, period, calendar.previous(period)), progress)
-    return {period: dict(zip(("users", *sql.STATES, "churned"), conn.execute(sql.state_counts(table, period)).fetchone()))
+    wh.create_table(table, sql.with_user_type(sql.ACTIVATION_COLUMNS, _user_type(wh, behavior)))
+    _replace_partitions(wh, table, periods, lambda period: sql.activation_select(
+        firstlast, grain, period, calendar.previous(period)), progress)
+    return {period: dict(zip(("users", *sql.STATES, "churned"), wh.query_one(sql.state_counts(table, period))))
             for period in periods}
 
 
 def _from_activation(
-    conn: duckdb.DuckDBPyConnection, behavior: BehaviorConfig, grain: Grain, periods: Sequence[dt.date],
-    table: str, create: str, insert: Callable[[dt.date], str], progress: Progress,
+    wh: Warehouse, behavior: BehaviorConfig, grain: Grain, periods: Sequence[dt.date],
+    table: str, columns: tuple[sql.Column, ...], select: Callable[[dt.date], str], progress: Progress,
 ) -> dict[dt.date, int]:
     """Write `table` for each period from that period's activation partition alone."""
     periods = sorted(periods)
     activation = sql.activation_table(behavior.name, grain)
-    require_recorded(
-        conn, activation, periods,
+    wh.require_recorded(
+        activation, periods,
         why=f"cannot materialize {table} for {periods[0]}..{periods[-1]}: it is computed from {activation}",
         how=f"Materialize {activation} for those periods first.",
     )
-    conn.execute(create)
-    return _replace_partitions(conn, table, periods, insert, progress)
+    wh.create_table(table, columns)
+    return _replace_partitions(wh, table, periods, select, progress)
 
 
 def materialize_transitions(
-    conn: duckdb.DuckDBPyConnection, behavior: BehaviorConfig, grain: Grain, periods: Sequence[dt.date],
+    conn: Warehouse, behavior: BehaviorConfig, grain: Grain, periods: Sequence[dt.date],
     progress: Progress = _no_progress,
 ) -> dict[dt.date, dict[str, int]]:
+    wh = as_warehouse(conn)
     table, activation = sql.transitions_table(behavior.name, grain), sql.activation_table(behavior.name, grain)
-    _from_activation(conn, behavior, grain, periods, table, sql.create_transitions(table),
-                     lambda period: sql.insert_transitions(table, activation, period), progress)
+    _from_activation(wh, behavior, grain, periods, table, sql.TRANSITIONS_COLUMNS,
+                     lambda period: sql.transitions_select(activation, period), progress)
     out: dict[dt.date, dict[str, int]] = {}
     for period in periods:
         # All nine pairs, zeros included, so the UI plots continuous series.
         out[period] = {transition_label(src, dst): 0 for src, dst in sql.TRANSITIONS}
-        for src, dst, users in conn.execute(
-                f"SELECT from_state, to_state, users FROM {sql.ident(table)} WHERE period_start = ?", [period]
-        ).fetchall():
+        for src, dst, users in wh.query(
+                f"SELECT from_state, to_state, users FROM {sql.ident(table)} WHERE period_start = {sql.date_lit(period)}"):
             out[period][transition_label(src, dst)] = users
     return out
 
 
 def materialize_growth(
-    conn: duckdb.DuckDBPyConnection, behavior: BehaviorConfig, grain: Grain, periods: Sequence[dt.date],
+    conn: Warehouse, behavior: BehaviorConfig, grain: Grain, periods: Sequence[dt.date],
     progress: Progress = _no_progress,
 ) -> dict[dt.date, dict[str, float | int | None]]:
+    wh = as_warehouse(conn)
     table, activation = sql.growth_table(behavior.name, grain), sql.activation_table(behavior.name, grain)
-    _from_activation(conn, behavior, grain, periods, table, sql.create_growth(table),
-                     lambda period: sql.insert_growth(table, activation, period), progress)
-    cursor = conn.execute(
-        f"SELECT period_start, {', '.join(sql.GROWTH_COLUMNS)} FROM {sql.ident(table)}"
-        " WHERE period_start BETWEEN ? AND ?", [min(periods), max(periods)])
-    return {row[0]: dict(zip(sql.GROWTH_COLUMNS, row[1:])) for row in cursor.fetchall()}
+    _from_activation(wh, behavior, grain, periods, table, sql.GROWTH_TABLE_COLUMNS,
+                     lambda period: sql.growth_select(activation, period), progress)
+    rows = wh.query(
+        f"SELECT period_start, {', '.join(sql.ident(c) for c in sql.GROWTH_COLUMNS)} FROM {sql.ident(table)}"
+        f" WHERE period_start BETWEEN {sql.date_lit(min(periods))} AND {sql.date_lit(max(periods))}")
+    return {row[0]: dict(zip(sql.GROWTH_COLUMNS, row[1:])) for row in rows}
 
 
 def materialize_cohorts(
-    conn: duckdb.DuckDBPyConnection, behavior: BehaviorConfig, grain: Grain, periods: Sequence[dt.date],
+    conn: Warehouse, behavior: BehaviorConfig, grain: Grain, periods: Sequence[dt.date],
     progress: Progress = _no_progress,
 ) -> dict[dt.date, int]:
     table, activation = sql.cohorts_table(behavior.name, grain), sql.activation_table(behavior.name, grain)
-    return _from_activation(conn, behavior, grain, periods, table, sql.create_cohorts(table),
-                            lambda period: sql.insert_cohorts(table, activation, grain, period), progress)
+    return _from_activation(as_warehouse(conn), behavior, grain, periods, table, sql.COHORTS_COLUMNS,
+                            lambda period: sql.cohorts_select(activation, grain, period), progress)
 
 
 def materialize_distributions(
-    conn: duckdb.DuckDBPyConnection, behavior: BehaviorConfig, grain: Grain, periods: Sequence[dt.date],
+    conn: Warehouse, behavior: BehaviorConfig, grain: Grain, periods: Sequence[dt.date],
     progress: Progress = _no_progress,
 ) -> dict[dt.date, dict[str, int]]:
+    wh = as_warehouse(conn)
     table, activation = sql.distributions_table(behavior.name, grain), sql.activation_table(behavior.name, grain)
-    _from_activation(conn, behavior, grain, periods, table, sql.create_distributions(table),
-                     lambda period: sql.insert_distributions(table, activation, period), progress)
+    _from_activation(wh, behavior, grain, periods, table, sql.DISTRIBUTIONS_COLUMNS,
+                     lambda period: sql.distributions_select(activation, period), progress)
     out: dict[dt.date, dict[str, int]] = {
         p: {f"{m}_{name}": 0 for m in ("return_gap", "streak") for _, name in sql.BUCKETS} for p in periods}
-    for period, measure, bucket, users in conn.execute(
-            f"SELECT period_start, measure, bucket, users FROM {sql.ident(table)} WHERE period_start BETWEEN ? AND ?",
-            [min(periods), max(periods)]).fetchall():
+    for period, measure, bucket, users in wh.query(
+            f"SELECT period_start, measure, bucket, users FROM {sql.ident(table)}"
+            f" WHERE period_start BETWEEN {sql.date_lit(min(periods))} AND {sql.date_lit(max(periods))}"):
         out[period][f"{measure}_{bucket}"] = users
     return out
 

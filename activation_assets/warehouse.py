@@ -1,4 +1,9 @@
-"""DuckDB access: one writer at a time, whole-partition transactions, and a log of written partitions.
+"""The warehouse the models run in: what every engine offers the steps, and its DuckDB implementation.
+
+The steps (`steps.py`) and checks (`checks.py`) speak to a `Warehouse`: run a query, keep a stage,
+replace one partition of a table whole, record it in the partition log. `DuckDBWarehouse` (here,
+the default) and `SparkWarehouse` (`spark.py`) implement it; the SQL they run is the same text,
+rendered per engine by `dialect.render`.
 
 DuckDB lets one process open a database file at a time, and a second one fails at once. Dagster's
 concurrency pool (shipped in the project-local instance config) serialises runs of one instance;
@@ -13,13 +18,19 @@ that was never materialized (Dagster itself does not check), and it costs one ti
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 
 import duckdb
 from dagster_duckdb import DuckDBResource
 from filelock import FileLock, Timeout
 
+import pandas as pd
+
+from . import sql
+from .config import ActivationConfig, BehaviorConfig
 from .sql import PARTITION_LOG, date_lit, ident, literal
 
 LOCK_TIMEOUT_SECONDS = 30 * 60
@@ -50,16 +61,24 @@ def database_lock(database: str, timeout: float = LOCK_TIMEOUT_SECONDS) -> Itera
 
 
 @contextmanager
-def connect(resource: DuckDBResource) -> Iterator[duckdb.DuckDBPyConnection]:
-    """The assets' connection: held under the cross-process lock, with the session time zone
-    pinned to UTC (so a timestamp without a zone means UTC, as the contract says)."""
+def connect(resource: Any) -> Iterator[Warehouse]:
+    """The assets' warehouse, from the resource bound in `definitions.py` (DuckDB or Spark)."""
+    if not isinstance(resource, DuckDBResource):
+        from .spark import connect_spark
+
+        with connect_spark(resource) as warehouse:
+            yield warehouse
+        return
+    # Held under the cross-process lock, with the session time zone pinned to UTC (so a timestamp
+    # without a zone means UTC, as the contract says).
     with database_lock(resource.database), resource.get_connection() as conn:
         # DuckDBResource closes its connection only when the block succeeds; a failed step would
         # otherwise keep the database file open (and locked) until garbage collection.
         try:
             conn.execute("SET TimeZone = 'UTC'")
-            ensure_partition_log(conn)
-            yield conn
+            warehouse = DuckDBWarehouse(conn)
+            warehouse.ensure_partition_log()
+            yield warehouse
         finally:
             conn.close()
 
@@ -76,6 +95,23 @@ def connect_database(
 
 
 @contextmanager
+def open_warehouse(config: ActivationConfig, read_only: bool = False) -> Iterator[Warehouse | None]:
+    """The configured warehouse outside Dagster (CLI planning, validation, summary, report).
+    Yields None for a DuckDB database that does not exist yet when only reading."""
+    if config.warehouse.spark is not None:
+        from .spark import connect_spark, spark_resource
+
+        with connect_spark(spark_resource(config.warehouse.spark)) as warehouse:
+            yield warehouse
+        return
+    if read_only and config.database != ":memory:" and not Path(config.database).exists():
+        yield None
+        return
+    with connect_database(config.database, read_only=read_only, memory_limit=config.memory_limit) as conn:
+        yield DuckDBWarehouse(conn)
+
+
+@contextmanager
 def transaction(conn: duckdb.DuckDBPyConnection) -> Iterator[None]:
     """All or nothing: a failure (or a killed process) leaves the previous contents in place."""
     conn.execute("BEGIN TRANSACTION")
@@ -87,62 +123,209 @@ def transaction(conn: duckdb.DuckDBPyConnection) -> Iterator[None]:
     conn.execute("COMMIT")
 
 
-def ensure_partition_log(conn: duckdb.DuckDBPyConnection) -> None:
-    conn.execute(
-        f"""CREATE TABLE IF NOT EXISTS {PARTITION_LOG} (
-            table_name VARCHAR NOT NULL,
-            period_start DATE NOT NULL,
-            row_count BIGINT NOT NULL,
-            PRIMARY KEY (table_name, period_start)
-        )"""
-    )
+def as_warehouse(conn: Warehouse | duckdb.DuckDBPyConnection) -> Warehouse:
+    """Steps and checks accept a bare DuckDB connection too (tests, benchmarks, scripts)."""
+    return DuckDBWarehouse(conn) if isinstance(conn, duckdb.DuckDBPyConnection) else conn
 
 
-def record_partitions(conn: duckdb.DuckDBPyConnection, table: str, rows: dict[dt.date, int]) -> None:
-    if not rows:
-        return
-    values = ", ".join(f"({literal(table)}, {date_lit(day)}, {count})" for day, count in rows.items())
-    conn.execute(f"INSERT OR REPLACE INTO {PARTITION_LOG} VALUES {values}")
+class Warehouse:
+    """What the steps need of an engine. Statements are DuckDB SQL; `run`/`query` render them."""
+
+    engine = "abstract"
+    errors: tuple[type[BaseException], ...] = ()
+
+    # --- queries ---
+    def run(self, statement: str) -> None:
+        raise NotImplementedError
+
+    def query(self, statement: str) -> list[tuple]:
+        raise NotImplementedError
+
+    def query_named(self, statement: str) -> tuple[list[str], list[tuple]]:
+        raise NotImplementedError
+
+    def query_one(self, statement: str) -> tuple:
+        rows = self.query(statement)
+        return rows[0] if rows else ()
+
+    def frame(self, statement: str) -> pd.DataFrame:
+        """A small result as a DataFrame (reports, previews), dates as pandas timestamps."""
+        names, rows = self.query_named(statement)
+        frame = pd.DataFrame.from_records(rows, columns=names)
+        for name in names:
+            if len(frame) and isinstance(frame[name].iloc[0], dt.date):
+                frame[name] = pd.to_datetime(frame[name])
+        return frame
+
+    def message(self, exc: BaseException) -> str:
+        """The first line of an engine error, for messages that name the behavior and what to do."""
+        return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+    # --- tables ---
+    def table_exists(self, table: str) -> bool:
+        raise NotImplementedError
+
+    def column_types(self, relation: str) -> dict[str, str]:
+        """Column name -> type of a relation, in DuckDB's names (TIMESTAMP, VARCHAR, BIGINT, ...)."""
+        raise NotImplementedError
+
+    def table_column_types(self, table: str) -> dict[str, str]:
+        return self.column_types(ident(table))
+
+    def source_relation(self, behavior: BehaviorConfig) -> str:
+        raise NotImplementedError
+
+    def file_sources_are_local(self) -> bool:
+        return True
+
+    def create_table(self, table: str, columns: tuple[sql.Column, ...]) -> None:
+        raise NotImplementedError
+
+    # --- writes ---
+    def stage(self, name: str, select: str) -> None:
+        """Keep the result of `select` as a temporary relation `name` for the rest of the step."""
+        raise NotImplementedError
+
+    def drop_stage(self, name: str) -> None:
+        raise NotImplementedError
+
+    def create_table_like(self, table: str, stage: str) -> None:
+        raise NotImplementedError
+
+    def replace_days(self, table: str, days: Sequence[dt.date], select: str) -> dict[dt.date, int]:
+        """Replace the partitions `days` of `table` with the rows of `select`, log them, return rows per day."""
+        raise NotImplementedError
+
+    def replace_partition(self, table: str, period: dt.date, select: str) -> int:
+        """Replace partition `period` of `table` with the rows of `select` (all of them in it), log it."""
+        raise NotImplementedError
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        yield
+
+    # --- the partition log ---
+    def ensure_partition_log(self) -> None:
+        raise NotImplementedError
+
+    def record_partitions(self, table: str, rows: dict[dt.date, int]) -> None:
+        raise NotImplementedError
+
+    def recorded_periods(self, table: str, first: dt.date, last: dt.date) -> set[dt.date]:
+        rows = self.query(
+            f"SELECT period_start FROM {PARTITION_LOG} WHERE table_name = {literal(table)}"
+            f" AND period_start BETWEEN {date_lit(first)} AND {date_lit(last)}")
+        return {row[0] for row in rows}
+
+    def all_recorded(self) -> list[tuple[str, dt.date]]:
+        if not self.table_exists(PARTITION_LOG):
+            return []
+        return [(table, day) for table, day in self.query(f"SELECT table_name, period_start FROM {PARTITION_LOG}")]
+
+    def require_recorded(self, table: str, needed: Iterable[dt.date], why: str, how: str) -> None:
+        """Fail, naming the first missing partition, unless every `needed` partition of `table` exists."""
+        needed = sorted(set(needed))
+        if not needed:
+            return
+        present = self.recorded_periods(table, needed[0], needed[-1])
+        missing = [day for day in needed if day not in present]
+        if missing:
+            more = f" (and {len(missing) - 1} more up to {missing[-1]})" if len(missing) > 1 else ""
+            raise ActivationError(
+                f"{why}: partition {missing[0]} of {table} has not been materialized{more}. {how}"
+            )
 
 
-def recorded_periods(
-    conn: duckdb.DuckDBPyConnection, table: str, first: dt.date, last: dt.date
-) -> set[dt.date]:
-    rows = conn.execute(
-        f"SELECT period_start FROM {PARTITION_LOG} WHERE table_name = ? AND period_start BETWEEN ? AND ?",
-        [table, first, last],
-    ).fetchall()
-    return {row[0] for row in rows}
+class DuckDBWarehouse(Warehouse):
+    """Each partition is replaced inside one transaction: delete its window, insert, log it."""
 
+    engine = "duckdb"
+    errors = (duckdb.Error,)
 
-def require_recorded(
-    conn: duckdb.DuckDBPyConnection, table: str, needed: Iterable[dt.date], why: str, how: str
-) -> None:
-    """Fail, naming the first missing partition, unless every `needed` partition of `table` exists."""
-    needed = sorted(set(needed))
-    if not needed:
-        return
-    present = recorded_periods(conn, table, needed[0], needed[-1])
-    missing = [day for day in needed if day not in present]
-    if missing:
-        more = f" (and {len(missing) - 1} more up to {missing[-1]})" if len(missing) > 1 else ""
-        raise ActivationError(
-            f"{why}: partition {missing[0]} of {table} has not been materialized{more}. {how}"
+    def __init__(self, conn: duckdb.DuckDBPyConnection):
+        self.conn = conn
+
+    def run(self, statement: str) -> None:
+        self.conn.execute(statement)
+
+    def query(self, statement: str) -> list[tuple]:
+        return self.conn.execute(statement).fetchall()
+
+    def query_named(self, statement: str) -> tuple[list[str], list[tuple]]:
+        cursor = self.conn.execute(statement)
+        return [d[0] for d in cursor.description], cursor.fetchall()
+
+    def table_exists(self, table: str) -> bool:
+        return bool(self.conn.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [table]).fetchone()[0])
+
+    def column_types(self, relation: str) -> dict[str, str]:
+        return {row[0]: row[1] for row in self.conn.execute(f"DESCRIBE SELECT * FROM {relation}").fetchall()}
+
+    def source_relation(self, behavior: BehaviorConfig) -> str:
+        return sql.source_relation(behavior.source)
+
+    def create_table(self, table: str, columns: tuple[sql.Column, ...]) -> None:
+        self.conn.execute(sql.create_table(table, columns))
+
+    def stage(self, name: str, select: str) -> None:
+        self.conn.execute(f"CREATE OR REPLACE TEMP TABLE {ident(name)} AS {select}")
+
+    def drop_stage(self, name: str) -> None:
+        self.conn.execute(f"DROP TABLE IF EXISTS {ident(name)}")
+
+    def create_table_like(self, table: str, stage: str) -> None:
+        self.conn.execute(f"CREATE TABLE IF NOT EXISTS {ident(table)} AS SELECT * FROM {ident(stage)} LIMIT 0")
+
+    def replace_days(self, table: str, days: Sequence[dt.date], select: str) -> dict[dt.date, int]:
+        first, last = min(days), max(days)
+        self.conn.execute(sql.delete_range(table, first, last))
+        self.conn.execute(f"INSERT INTO {ident(table)} {select}")
+        written = dict(self.conn.execute(sql.rows_per_period(table, first, last)).fetchall())
+        rows = {day: written.get(day, 0) for day in days}
+        self.record_partitions(table, rows)
+        return rows
+
+    def replace_partition(self, table: str, period: dt.date, select: str) -> int:
+        with self.transaction():
+            self.conn.execute(sql.delete_range(table, period, period))
+            self.conn.execute(f"INSERT INTO {ident(table)} {select}")
+            rows = self.conn.execute(
+                f"SELECT count(*) FROM {ident(table)} WHERE period_start = {date_lit(period)}").fetchone()[0]
+            self.record_partitions(table, {period: rows})
+        return rows
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """All or nothing: a failure (or a killed process) leaves the previous contents in place."""
+        with transaction(self.conn):
+            yield
+
+    def ensure_partition_log(self) -> None:
+        self.conn.execute(
+            f"""CREATE TABLE IF NOT EXISTS {PARTITION_LOG} (
+                table_name VARCHAR NOT NULL,
+                period_start DATE NOT NULL,
+                row_count BIGINT NOT NULL,
+                PRIMARY KEY (table_name, period_start)
+            )"""
         )
 
+    def record_partitions(self, table: str, rows: dict[dt.date, int]) -> None:
+        if not rows:
+            return
+        values = ", ".join(f"({literal(table)}, {date_lit(day)}, {count})" for day, count in rows.items())
+        self.conn.execute(f"INSERT OR REPLACE INTO {PARTITION_LOG} VALUES {values}")
 
+
+# Module-level helpers on a bare DuckDB connection, for callers outside the steps.
 def table_exists(conn: duckdb.DuckDBPyConnection, table: str) -> bool:
-    return bool(
-        conn.execute(
-            "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [table]
-        ).fetchone()[0]
-    )
+    return DuckDBWarehouse(conn).table_exists(table)
 
 
 def column_types(conn: duckdb.DuckDBPyConnection, relation_sql: str) -> dict[str, str]:
-    """Column name -> DuckDB type of any relation (a table name or a parenthesised query)."""
-    return {row[0]: row[1] for row in conn.execute(f"DESCRIBE SELECT * FROM {relation_sql}").fetchall()}
+    return DuckDBWarehouse(conn).column_types(relation_sql)
 
 
-def table_column_types(conn: duckdb.DuckDBPyConnection, table: str) -> dict[str, str]:
-    return column_types(conn, ident(table))
+def ensure_partition_log(conn: duckdb.DuckDBPyConnection) -> None:
+    DuckDBWarehouse(conn).ensure_partition_log()

@@ -185,12 +185,12 @@ from activation_assets.config import load_config, Grain
 from activation_assets.periods import existing_periods
 config = load_config(sys.argv[1])
 behavior = config.behaviors[0]
-real = warehouse.record_partitions
-def record_then_die(conn, table, rows):
-    real(conn, table, rows)
+real = warehouse.DuckDBWarehouse.record_partitions
+def record_then_die(self, table, rows):
+    real(self, table, rows)
     if max(rows).isoformat() == sys.argv[2]:
         os.kill(os.getpid(), signal.SIGKILL)  # inside the transaction, after the insert
-steps.record_partitions = record_then_die
+warehouse.DuckDBWarehouse.record_partitions = record_then_die
 with warehouse.connect_database(config.database) as conn:
     steps.materialize_firstlast(conn, behavior, Grain.daily, existing_periods(behavior, Grain.daily))
 """

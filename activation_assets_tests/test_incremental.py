@@ -130,7 +130,7 @@ def test_late_data_then_rerun_equals_a_fresh_run(tmp_path, monkeypatch):
             (777, local_instant(dt.date(2025, 3, 20), 43200, SPEC.timezone))]
     write_parquet_source(tmp_path / "events" / "part-2-late.parquet", late)
     # The CLI's window: the fact day, and every materialized partition after it, in order.
-    done = cli._materialized(instance, loaded.database)
+    done = cli._materialized(instance, loaded)
     runs = cli.plan(loaded, list(loaded.behaviors), None, dt.date(2025, 3, 20), dt.date(2025, 3, 20), done)
     assert [(r.label, r.periods[0], r.periods[-1]) for r in runs] == [
         ("fact_visited", dt.date(2025, 3, 20), dt.date(2025, 3, 20)),
@@ -150,12 +150,12 @@ def test_extending_end_date_computes_only_the_new_partitions(tmp_path):
     loaded = load_config(config)
     cli.execute(loaded, cli.plan(loaded, list(loaded.behaviors), None, None, None, lambda t: set()), instance)
     assert _matches_reference(tmp_path / "warehouse.duckdb", rows, short)
-    nothing = cli.plan(loaded, list(loaded.behaviors), None, None, None, cli._materialized(instance, loaded.database))
+    nothing = cli.plan(loaded, list(loaded.behaviors), None, None, None, cli._materialized(instance, loaded))
     assert nothing == []
 
     config.write_text(config.read_text().replace("2025-03-31", "2025-04-20"))
     loaded = load_config(config)
-    runs = cli.plan(loaded, list(loaded.behaviors), None, None, None, cli._materialized(instance, loaded.database))
+    runs = cli.plan(loaded, list(loaded.behaviors), None, None, None, cli._materialized(instance, loaded))
     assert [(r.label, r.periods[0], r.periods[-1]) for r in runs] == [
         ("fact_visited", dt.date(2025, 4, 1), dt.date(2025, 4, 20)),
         ("visited daily", dt.date(2025, 4, 1), dt.date(2025, 4, 20)),

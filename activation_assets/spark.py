@@ -1,0 +1,239 @@
+"""The Spark warehouse: the same SQL (rendered by `dialect.render`), tables in a Spark catalog.
+
+Tables are Parquet tables partitioned by `period_start`, so replacing a partition is an
+`INSERT OVERWRITE ... PARTITION (period_start = p)`: it touches that partition alone, and writing
+it twice gives the same table. The session runs with `partitionOverwriteMode=dynamic` as a guard,
+so that a multi-day fact write replaces only the days it carries (the days that became empty are
+dropped explicitly). The partition log is a table partitioned by (table_name, period_start), written
+the same way.
+
+What Spark does not give, compared with DuckDB: a transaction around several statements. Each
+partition is replaced atomically by Spark's commit protocol and logged right after; a run killed
+in between leaves that partition new but unlogged, and the next run writes it again.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from dagster_pyspark import LazyPySparkResource
+
+from . import sql
+from .config import BehaviorConfig, SparkWarehouseConfig
+from .dialect import render, tables_read
+from .sql import PARTITION_LOG, date_lit, literal
+from .warehouse import ActivationError, Warehouse
+
+# Spark's types, named as DuckDB names them (the steps compare and create columns in those names).
+SPARK_TYPES = {
+    "string": "VARCHAR",
+    "timestamp": "TIMESTAMP WITH TIME ZONE",  # Spark's TIMESTAMP is an instant (TIMESTAMP_LTZ)
+    "timestamp_ntz": "TIMESTAMP",
+    "date": "DATE",
+    "boolean": "BOOLEAN",
+    "tinyint": "TINYINT",
+    "smallint": "SMALLINT",
+    "int": "INTEGER",
+    "bigint": "BIGINT",
+    "float": "FLOAT",
+    "double": "DOUBLE",
+    "binary": "BLOB",
+}
+WRITE_VIEW = "_activation_write"
+
+
+class SparkResource(LazyPySparkResource):
+    """dagster-pyspark's lazy session (nothing starts until a step needs it), plus the database
+    (schema) that holds the activation tables."""
+
+    database: str = "default"
+
+
+def spark_config(config: SparkWarehouseConfig) -> dict[str, Any]:
+    """Session settings: the project's defaults, then the user's `conf:` on top."""
+    settings: dict[str, Any] = {
+        "spark.app.name": "activation-assets",
+        # Tables must outlive the session: a persistent catalog, not Spark's in-memory default.
+        "spark.sql.catalogImplementation": "hive",
+        "spark.sql.session.timeZone": "UTC",
+        "spark.sql.sources.partitionOverwriteMode": "dynamic",
+        "spark.ui.showConsoleProgress": "false",
+    }
+    if config.master:
+        settings["spark.master"] = config.master
+    if config.warehouse_dir:
+        settings["spark.sql.warehouse.dir"] = config.warehouse_dir
+        if "://" not in config.warehouse_dir and not _has_metastore(config.conf):
+            # Local mode: Hive's embedded Derby metastore next to the tables, not in the cwd.
+            metastore = os.path.join(config.warehouse_dir, "metastore_db")
+            settings["spark.hadoop.javax.jdo.option.ConnectionURL"] = (
+                f"jdbc:derby:;databaseName={metastore};create=true")
+            settings["spark.driver.extraJavaOptions"] = f"-Dderby.system.home={config.warehouse_dir}"
+    settings.update(config.conf)
+    return settings
+
+
+def _has_metastore(conf: dict[str, Any]) -> bool:
+    return any(key in conf for key in (
+        "spark.hadoop.javax.jdo.option.ConnectionURL", "spark.hadoop.hive.metastore.uris",
+        "spark.sql.catalogImplementation"))
+
+
+def spark_resource(config: SparkWarehouseConfig) -> SparkResource:
+    if config.warehouse_dir and "://" not in config.warehouse_dir:
+        os.makedirs(config.warehouse_dir, exist_ok=True)
+    return SparkResource(spark_config=spark_config(config), database=config.database)
+
+
+@contextmanager
+def connect_spark(resource: Any) -> Iterator[SparkWarehouse]:
+    session = resource.spark_session
+    warehouse = SparkWarehouse(session, getattr(resource, "database", "default"))
+    warehouse.prepare()
+    yield warehouse
+
+
+def spark_errors() -> tuple[type[BaseException], ...]:
+    from py4j.protocol import Py4JError
+    from pyspark.errors import PySparkException
+
+    return (PySparkException, Py4JError)
+
+
+class SparkWarehouse(Warehouse):
+    engine = "spark"
+
+    def __init__(self, session: Any, database: str = "default"):
+        self.session = session
+        self.database = database
+        self.errors = spark_errors()
+
+    def prepare(self) -> None:
+        # Runtime settings the contract depends on, whatever the cluster's defaults are.
+        self.session.conf.set("spark.sql.session.timeZone", "UTC")
+        self.session.conf.set("spark.sql.sources.partitionOverwriteMode", "dynamic")
+        self.session.sql(f"CREATE DATABASE IF NOT EXISTS {_quote(self.database)}")
+        self.session.catalog.setCurrentDatabase(self.database)
+        self.ensure_partition_log()
+
+    def message(self, exc: BaseException) -> str:
+        text = getattr(exc, "getMessage", lambda: str(exc))() or str(exc)
+        return text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+
+    # --- queries ---
+    def _sql(self, statement: str):
+        return self.session.sql(render(statement, "spark"))
+
+    def run(self, statement: str) -> None:
+        self._sql(statement).collect()
+
+    def query(self, statement: str) -> list[tuple]:
+        return [tuple(row) for row in self._sql(statement).collect()]
+
+    def query_named(self, statement: str) -> tuple[list[str], list[tuple]]:
+        frame = self._sql(statement)
+        return list(frame.columns), [tuple(row) for row in frame.collect()]
+
+    # --- tables ---
+    def table_exists(self, table: str) -> bool:
+        return self.session.catalog.tableExists(table, self.database)
+
+    def column_types(self, relation: str) -> dict[str, str]:
+        schema = self._sql(f"SELECT * FROM {relation}").schema
+        return {field.name: _duckdb_type(field.dataType.simpleString()) for field in schema.fields}
+
+    def file_sources_are_local(self) -> bool:
+        return False  # paths may be s3://, abfss://, dbfs:/ ...: Spark reads them
+
+    def source_relation(self, behavior: BehaviorConfig) -> str:
+        """A temporary view over the source; `where:` applies on top (written in portable SQL)."""
+        source = behavior.source
+        if source.kind == "table":
+            return sql.filtered(sql.table_name(source.location), source.where)
+        reader = self.session.read
+        if source.kind == "parquet":
+            frame = reader.option("mergeSchema", "true").parquet(source.location)
+        else:
+            frame = reader.option("header", "true").option("inferSchema", "true").csv(source.location)
+        view = f"_source_{behavior.name}"
+        frame.createOrReplaceTempView(view)
+        return sql.filtered(sql.ident(view), source.where)
+
+    def create_table(self, table: str, columns: tuple[sql.Column, ...]) -> None:
+        # Spark keeps partition columns last; every write here names its columns, so order is moot.
+        nullable = tuple((name, kind, True) for name, kind, _ in columns)  # Parquet tables do not enforce NOT NULL
+        self.session.sql(render(sql.create_table(table, nullable), "spark")
+                         + " USING parquet PARTITIONED BY (period_start)")
+
+    def _columns(self, table: str) -> list[str]:
+        return [c for c in self.session.table(table).columns if c != "period_start"]
+
+    # --- writes ---
+    def stage(self, name: str, select: str) -> None:
+        self._sql(select).localCheckpoint(eager=True).createOrReplaceTempView(name)
+
+    def drop_stage(self, name: str) -> None:
+        self.session.catalog.dropTempView(name)
+
+    def create_table_like(self, table: str, stage: str) -> None:
+        self.session.sql(
+            f"CREATE TABLE IF NOT EXISTS {_quote(table)} USING parquet PARTITIONED BY (period_start)"
+            f" AS SELECT * FROM {_quote(stage)} LIMIT 0")
+
+    def replace_days(self, table: str, days: Sequence[dt.date], select: str) -> dict[dt.date, int]:
+        rows = self._sql(select).localCheckpoint(eager=True)
+        rows.createOrReplaceTempView(WRITE_VIEW)
+        counts = {r[0]: r[1] for r in rows.groupBy("period_start").count().collect()}
+        written = {day: counts.get(day, 0) for day in days}
+        empty = [day for day, n in written.items() if n == 0]
+        if empty:  # a dynamic overwrite cannot empty a partition it has no rows for
+            specs = ", ".join(f"PARTITION (period_start = {literal(day.isoformat())})" for day in empty)
+            self.session.sql(f"ALTER TABLE {_quote(table)} DROP IF EXISTS {specs}")
+        columns = ", ".join(_quote(c) for c in self._columns(table))
+        self.session.sql(
+            f"INSERT OVERWRITE TABLE {_quote(table)} PARTITION (period_start)"
+            f" SELECT {columns}, period_start FROM {WRITE_VIEW}")
+        self.record_partitions(table, written)
+        return written
+
+    def replace_partition(self, table: str, period: dt.date, select: str) -> int:
+        rows = self._sql(select)
+        if table in tables_read(select):
+            # Spark refuses to overwrite a table the same statement reads (FirstLast reads its
+            # previous partition): compute the rows first, then write them.
+            rows = rows.localCheckpoint(eager=True)
+        rows.createOrReplaceTempView(WRITE_VIEW)
+        columns = ", ".join(_quote(c) for c in self._columns(table))
+        self.session.sql(
+            f"INSERT OVERWRITE TABLE {_quote(table)} PARTITION (period_start = {literal(period.isoformat())})"
+            f" SELECT {columns} FROM {WRITE_VIEW}")
+        count = self.session.sql(
+            f"SELECT count(*) FROM {_quote(table)} WHERE period_start = DATE {literal(period.isoformat())}"
+        ).collect()[0][0]
+        self.record_partitions(table, {period: count})
+        return count
+
+    # --- the partition log ---
+    def ensure_partition_log(self) -> None:
+        self.session.sql(
+            f"CREATE TABLE IF NOT EXISTS {PARTITION_LOG} (row_count BIGINT, table_name STRING, period_start DATE)"
+            " USING parquet PARTITIONED BY (table_name, period_start)")
+
+    def record_partitions(self, table: str, rows: dict[dt.date, int]) -> None:
+        if not rows:
+            return
+        values = ", ".join(f"({count}, {literal(table)}, {date_lit(day)})" for day, count in rows.items())
+        self.session.sql(
+            f"INSERT OVERWRITE TABLE {PARTITION_LOG} PARTITION (table_name, period_start) VALUES {values}")
+
+
+def _quote(name: str) -> str:
+    return "`" + name.replace("`", "``") + "`"
+
+
+def _duckdb_type(spark_type: str) -> str:
+    return SPARK_TYPES.get(spark_type, spark_type.upper())  # decimal(p,s) -> DECIMAL(p,s), ...
