@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test test-fast ui install browser bench clean
+.PHONY: demo test test-fast ui install spark java browser bench clean
 
 $(BIN)/activation: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -13,6 +13,17 @@ $(BIN)/activation: pyproject.toml
 
 install: $(BIN)/activation
 
+## PySpark and sqlglot, for `warehouse: {spark: ...}` and the Spark tests (not needed for DuckDB).
+$(VENV)/.spark: $(BIN)/activation
+	$(BIN)/python -m pip install --quiet -e ".[dev,spark]"
+	@touch $@
+
+spark: $(VENV)/.spark java
+
+## Spark 4 runs on Java 17 or newer.
+java:
+	@command -v java >/dev/null || { apt-get update -qq && apt-get install -y -qq openjdk-17-jre-headless >/dev/null; }
+
 ## The first command: install, generate the sample data, materialize every behavior, grain and partition,
 ## and write the HTML report.
 demo: install
@@ -20,8 +31,8 @@ demo: install
 	$(BIN)/activation materialize
 	$(BIN)/activation report
 
-## The second command: the whole test suite (slow, UI and browser tests included), as CI runs it.
-test: install browser
+## The second command: the whole test suite (slow, Spark, UI and browser tests included), as CI runs it.
+test: install spark browser
 	$(BIN)/python -m pytest -q
 
 ## Debian's Chromium for the browser tests (Playwright drives it; it downloads no browser of its own).
@@ -29,7 +40,7 @@ browser:
 	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
 
 test-fast: install
-	$(BIN)/python -m pytest -q -m "not slow and not ui"
+	$(BIN)/python -m pytest -q -m "not slow and not ui and not spark"
 
 ## The Dagster UI (dagster dev) on the project-local instance, at http://localhost:3000
 ui: install
@@ -40,4 +51,4 @@ bench: install
 	$(BIN)/python -m benchmarks
 
 clean:
-	rm -rf data/raw data/*.duckdb data/*.duckdb.wal data/*.lock .dagster_home
+	rm -rf data/raw data/*.duckdb data/*.duckdb.wal data/*.lock data/spark-warehouse .dagster_home .dagster_home-spark

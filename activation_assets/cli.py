@@ -41,9 +41,11 @@ def say(message: str = "") -> None:
 
 
 def ensure_dagster_home(config: ActivationConfig) -> Path:
-    """A project-local instance next to the config, unless DAGSTER_HOME is set (which wins)."""
+    """A project-local instance next to the config, unless DAGSTER_HOME is set (which wins).
+    One per engine: the Spark graph has the same asset keys, not the same history."""
     explicit = os.environ.get("DAGSTER_HOME")
-    home = Path(explicit) if explicit else config.base_dir / ".dagster_home"
+    name = ".dagster_home" if config.engine == "duckdb" else f".dagster_home-{config.engine}"
+    home = Path(explicit) if explicit else config.base_dir / name
     home.mkdir(parents=True, exist_ok=True)
     if not explicit and not (home / "dagster.yaml").exists():
         shutil.copy(INSTANCE_TEMPLATE, home / "dagster.yaml")

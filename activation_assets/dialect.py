@@ -22,14 +22,19 @@ from sqlglot import exp
 SOURCE_DIALECT = "duckdb"
 
 
-def _timezone_for_spark(node: exp.Expression) -> exp.Expression:
-    if not (isinstance(node, exp.Anonymous) and node.name.lower() == "timezone" and len(node.expressions) == 2):
-        return node
-    zone, value = node.expressions
-    naive = isinstance(value, exp.Cast) and value.to.this in (exp.DataType.Type.TIMESTAMP,
-                                                             exp.DataType.Type.TIMESTAMPNTZ)
-    function = "to_utc_timestamp" if naive else "from_utc_timestamp"
-    return exp.Anonymous(this=function, expressions=[value, zone])
+def _timezones_for_spark(tree: exp.Expression) -> exp.Expression:
+    calls = [node for node in tree.find_all(exp.Anonymous, bfs=False)
+             if node.name.lower() == "timezone" and len(node.expressions) == 2]
+    for node in reversed(calls):  # innermost first: timezone(zone, timezone('UTC', CAST(...)))
+        zone, value = node.expressions
+        naive = isinstance(value, exp.Cast) and value.to.this in (exp.DataType.Type.TIMESTAMP,
+                                                                 exp.DataType.Type.TIMESTAMPNTZ)
+        function = "to_utc_timestamp" if naive else "from_utc_timestamp"
+        replacement = exp.Anonymous(this=function, expressions=[value.copy(), zone.copy()])
+        if node is tree:
+            return replacement
+        node.replace(replacement)
+    return tree
 
 
 @functools.lru_cache(maxsize=4096)
@@ -40,7 +45,7 @@ def render(statement: str, engine: str) -> str:
     if engine != "spark":
         raise ValueError(f"unknown engine {engine!r}")
     tree = sqlglot.parse_one(statement, read=SOURCE_DIALECT)
-    return tree.transform(_timezone_for_spark).sql(dialect="spark")
+    return _timezones_for_spark(tree).sql(dialect="spark")
 
 
 def tables_read(statement: str) -> set[str]:

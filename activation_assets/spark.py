@@ -8,8 +8,9 @@ dropped explicitly). The partition log is a table partitioned by (table_name, pe
 the same way.
 
 What Spark does not give, compared with DuckDB: a transaction around several statements. Each
-partition is replaced atomically by Spark's commit protocol and logged right after; a run killed
-in between leaves that partition new but unlogged, and the next run writes it again.
+partition is replaced atomically by Spark's commit protocol; the partitions a step wrote are logged
+together when its loop ends (also when it fails: those partitions are whole). A run killed before
+that leaves partitions new but unlogged: they count as missing, and the next run writes them again.
 """
 
 from __future__ import annotations
@@ -111,6 +112,7 @@ class SparkWarehouse(Warehouse):
         self.session = session
         self.database = database
         self.errors = spark_errors()
+        self._unlogged: dict[str, dict[dt.date, int]] | None = None
 
     def prepare(self) -> None:
         # Runtime settings the contract depends on, whatever the cluster's defaults are.
@@ -214,8 +216,22 @@ class SparkWarehouse(Warehouse):
         count = self.session.sql(
             f"SELECT count(*) FROM {_quote(table)} WHERE period_start = DATE {literal(period.isoformat())}"
         ).collect()[0][0]
-        self.record_partitions(table, {period: count})
+        if self._unlogged is None:
+            self.record_partitions(table, {period: count})
+        else:
+            self._unlogged.setdefault(table, {})[period] = count
         return count
+
+    @contextmanager
+    def partition_writes(self) -> Iterator[None]:
+        # One log write per step instead of one per partition (each Spark write costs ~0.3 s).
+        self._unlogged = {}
+        try:
+            yield
+        finally:
+            pending, self._unlogged = self._unlogged, None
+            for table, rows in pending.items():
+                self.record_partitions(table, rows)
 
     # --- the partition log ---
     def ensure_partition_log(self) -> None:

@@ -197,9 +197,10 @@ def _replace_partitions(
 ) -> dict[dt.date, int]:
     """Each partition whole, in order, on its own (see `Warehouse.replace_partition`)."""
     rows: dict[dt.date, int] = {}
-    for i, period in enumerate(periods):
-        rows[period] = wh.replace_partition(table, period, select(period))
-        progress(i + 1, len(periods), period)
+    with wh.partition_writes():
+        for i, period in enumerate(periods):
+            rows[period] = wh.replace_partition(table, period, select(period))
+            progress(i + 1, len(periods), period)
     return rows
 
 

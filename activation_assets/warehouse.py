@@ -204,6 +204,11 @@ class Warehouse:
     def transaction(self) -> Iterator[None]:
         yield
 
+    @contextmanager
+    def partition_writes(self) -> Iterator[None]:
+        """Around a step's loop of `replace_partition` calls (an engine may log them in one go)."""
+        yield
+
     # --- the partition log ---
     def ensure_partition_log(self) -> None:
         raise NotImplementedError

@@ -1,0 +1,226 @@
+"""The same configured graph on Apache Spark (local mode) and on DuckDB: every table, row for row.
+
+One behavior, all grains, on edge-case data: integer ids beyond 2^53, naive UTC timestamps at
+local midnight edges, America/New_York across the March DST change, Sunday weeks, a start that is
+neither a week nor a month start, rows outside the window, nulls and duplicates. Then late data,
+and a fact day that loses every row, re-materialized through the CLI's window on both engines.
+
+All Spark tests share one session (a JVM's Hive metastore is fixed when the session starts), each
+scenario in its own Spark database.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import yaml
+
+from activation_assets import checks as inv
+from activation_assets import cli, steps
+from activation_assets.config import Grain, load_config
+from activation_assets.factory import grain_tables
+from activation_assets.periods import existing_periods
+from activation_assets.sql import PARTITION_LOG, fact_table
+from activation_assets.warehouse import ActivationError, open_warehouse
+
+from . import reference
+from .conftest import (
+    ACTIVATION_COLUMNS, as_set, edge_events, local_instant, run_graph, table_rows, write_config,
+    write_parquet_source,
+)
+
+pytest.importorskip("pyspark", reason="`make spark` installs PySpark (the `spark` extra)")
+pytestmark = [pytest.mark.spark, pytest.mark.slow]
+
+SPEC = reference.Spec("America/New_York", dt.date(2025, 2, 24), dt.date(2025, 3, 31), "sunday")
+USERS = list(range(1, 31)) + [9_007_199_254_740_993, 2**62 + 7]
+GRAINS = (Grain.daily, Grain.weekly, Grain.monthly)
+
+
+def _behavior(source: Path) -> dict:
+    return {"name": "visited", "source": {"parquet": str(source), "where": "event_name = 'visit'"},
+            "user_column": "uid", "time_column": "ts", "start_date": SPEC.start_date, "end_date": SPEC.end_date,
+            "timezone": SPEC.timezone, "week_start": SPEC.week_start}
+
+
+def _spark_config(directory: Path, warehouse_dir: Path, database: str, source: Path) -> Path:
+    path = write_config(directory, [_behavior(source)])
+    document = yaml.safe_load(path.read_text())
+    del document["database"]
+    document["warehouse"] = {"spark": {
+        "master": "local[2]", "warehouse_dir": str(warehouse_dir), "database": database,
+        "conf": {"spark.sql.shuffle.partitions": 2, "spark.ui.enabled": False},
+    }}
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+    return path
+
+
+def _tables() -> list[str]:
+    return [fact_table("visited")] + [t for g in GRAINS for t in grain_tables("visited", g)]
+
+
+def _rows(names: list[str], rows: list[tuple]) -> list[tuple]:
+    """Rows as tuples in column-name order (Spark keeps partition columns last), sorted with nulls first."""
+    order = sorted(range(len(names)), key=lambda i: names[i])
+    values = [tuple(row[i] for i in order) for row in rows]
+    return sorted(values, key=lambda r: tuple((v is not None, v) for v in r))
+
+
+def duckdb_tables(config: Path) -> dict[str, list[tuple]]:
+    database = load_config(config).database
+    out = {}
+    for table in [*_tables(), PARTITION_LOG]:
+        rows = table_rows(database, table)
+        names = list(rows[0]) if rows else []
+        out[table] = (sorted(names), _rows(names, [tuple(r.values()) for r in rows]))
+    return out
+
+
+def spark_tables(config: Path) -> dict[str, list[tuple]]:
+    out = {}
+    with open_warehouse(load_config(config)) as warehouse:
+        for table in [*_tables(), PARTITION_LOG]:
+            names, rows = warehouse.query_named(f'SELECT * FROM "{table}"')
+            out[table] = (sorted(names) if rows else [], _rows(names, rows))
+    return out
+
+
+def assert_same_tables(duck: dict, spark: dict) -> None:
+    assert set(duck) == set(spark)
+    for table in duck:
+        duck_names, duck_rows = duck[table]
+        spark_names, spark_rows = spark[table]
+        assert spark_names == duck_names, table
+        assert len(spark_rows) == len(duck_rows), table
+        assert spark_rows == duck_rows, table
+
+
+@pytest.fixture(scope="module")
+def spark_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("spark_warehouse")
+
+
+@pytest.fixture(scope="module")
+def engines(tmp_path_factory, spark_dir):
+    """The graph materialized from one source on both engines."""
+    root = tmp_path_factory.mktemp("engines")
+    rows = edge_events(SPEC, seed=21, users=USERS)
+    source = root / "events" / "part-1.parquet"
+    write_parquet_source(source, rows)
+    (root / "duckdb").mkdir()
+    (root / "spark").mkdir()
+    duck = write_config(root / "duckdb", [_behavior(source)])
+    spark = _spark_config(root / "spark", spark_dir, "graph", source)
+    failed = {"duckdb": run_graph(duck), "spark": run_graph(spark)}
+    return {"rows": rows, "source": source, "duckdb": duck, "spark": spark, "failed": failed}
+
+
+def test_every_table_equals_duckdb_row_for_row(engines):
+    duck, spark = duckdb_tables(engines["duckdb"]), spark_tables(engines["spark"])
+    assert all(duck[t][1] for t in _tables()), "every table has rows to compare"
+    assert_same_tables(duck, spark)
+
+
+def test_every_check_passed_on_spark(engines):
+    assert engines["failed"] == {"duckdb": 0, "spark": 0}
+
+
+def test_spark_activation_equals_the_reference(engines):
+    """Independent of DuckDB: the brute-force reference of the contract."""
+    with open_warehouse(load_config(engines["spark"])) as warehouse:
+        for grain in GRAINS:
+            names, rows = warehouse.query_named(f"SELECT * FROM visited_activation_{grain}")
+            actual = [dict(zip(names, row)) for row in rows]
+            expected = reference.activation(engines["rows"], SPEC, grain.value)
+            assert len(actual) == len(expected)
+            assert as_set(actual, ACTIVATION_COLUMNS) == as_set(expected, ACTIVATION_COLUMNS)
+            assert {2**62 + 7, 9_007_199_254_740_993} <= {r["user_id"] for r in actual}
+
+
+def test_late_data_and_an_emptied_day_rerun_the_same_on_both_engines(engines, tmp_path):
+    """A corrected source (one day loses all its rows, late rows arrive for another) re-materialized
+    with the CLI's window semantics; Spark's partition overwrite must drop the emptied day."""
+    emptied, late_day = dt.date(2025, 3, 25), dt.date(2025, 3, 27)
+    kept = [(u, t) for u, t in engines["rows"]
+            if t is None or reference.local_date(t, SPEC.timezone) != emptied]
+    assert len(kept) < len(engines["rows"])
+    late = [(3, local_instant(late_day, 60, SPEC.timezone)), (777, local_instant(late_day, 86000, SPEC.timezone))]
+    corrected = kept + late
+    shutil.copy(engines["source"], tmp_path / "before.parquet")
+    write_parquet_source(engines["source"], corrected)
+    try:
+        for engine in ("duckdb", "spark"):
+            config = load_config(engines[engine])
+            instance = dg.DagsterInstance.ephemeral()
+            # Everything is materialized (the fixture's runs used a throwaway Dagster instance).
+            materialized = {p for g in GRAINS for p in existing_periods(config.behaviors[0], g)}
+            runs = cli.plan(config, list(config.behaviors), None, emptied, late_day, lambda table: materialized)
+            assert runs[0].label == "fact_visited" and runs[0].periods == [
+                emptied + dt.timedelta(days=i) for i in range((late_day - emptied).days + 1)]
+            assert cli.execute(config, runs, instance=instance) == 0
+        duck, spark = duckdb_tables(engines["duckdb"]), spark_tables(engines["spark"])
+        assert_same_tables(duck, spark)
+        fact_days = {row[duck[fact_table("visited")][0].index("period_start")] for row in spark[fact_table("visited")][1]}
+        assert emptied not in fact_days and late_day in fact_days
+        with open_warehouse(load_config(engines["spark"])) as warehouse:
+            names, rows = warehouse.query_named("SELECT * FROM visited_activation_daily")
+        expected = reference.activation(corrected, SPEC, "daily")
+        assert as_set([dict(zip(names, r)) for r in rows], ACTIVATION_COLUMNS) == as_set(expected, ACTIVATION_COLUMNS)
+    finally:
+        shutil.copy(tmp_path / "before.parquet", engines["source"])
+
+
+def test_rewriting_a_partition_on_spark_is_idempotent(engines):
+    config = load_config(engines["spark"])
+    behavior = config.behaviors[0]
+    period = existing_periods(behavior, Grain.weekly)[2]
+    before = spark_tables(engines["spark"])
+    with open_warehouse(config) as warehouse:
+        for _ in range(2):
+            steps.materialize_firstlast(warehouse, behavior, Grain.weekly, [period])
+            steps.materialize_activation(warehouse, behavior, Grain.weekly, [period])
+    assert spark_tables(engines["spark"]) == before
+
+
+def test_checks_catch_a_corrupted_partition_on_spark(engines):
+    config = load_config(engines["spark"])
+    behavior = config.behaviors[0]
+    period = existing_periods(behavior, Grain.weekly)[2]
+    with open_warehouse(config) as warehouse:
+        session = warehouse.session
+        session.sql("CREATE DATABASE IF NOT EXISTS corrupt")
+        for table in ("fact_visited", "visited_activation_weekly"):
+            session.sql(f"CREATE TABLE corrupt.{table} USING parquet AS SELECT * FROM graph.{table}")
+        # One user counted twice, and one retained user who was in fact new.
+        session.sql(f"""INSERT INTO corrupt.visited_activation_weekly
+            SELECT * FROM graph.visited_activation_weekly WHERE period_start = DATE '{period}' LIMIT 1""")
+        session.catalog.setCurrentDatabase("corrupt")
+        outcomes: dict[str, inv.CheckOutcome] = {}
+        inv.evaluate(warehouse, inv.ACTIVATION_CHECKS, behavior, Grain.weekly, period, outcomes)
+    failed = {name for name, outcome in outcomes.items() if not outcome.passed}
+    assert "one_row_per_user" in failed
+    assert outcomes["one_row_per_user"].examples, "the failing check shows example rows"
+
+
+def test_a_missing_source_is_a_clear_error_on_spark(engines, tmp_path):
+    config = load_config(engines["spark"])
+    behavior = config.behaviors[0].model_copy(
+        update={"source": config.behaviors[0].source.model_copy(update={"parquet": str(tmp_path / "nope/*.parquet")})})
+    with open_warehouse(config) as warehouse, pytest.raises(ActivationError) as error:
+        steps.describe_source(warehouse, behavior)
+    message = str(error.value)
+    assert message.startswith("behavior 'visited': cannot read its source (parquet ")
+    assert "nope" in message and "Traceback" not in message
+
+
+def test_the_spark_graph_is_labelled_spark(engines):
+    from activation_assets.definitions import build_definitions
+
+    defs = build_definitions(load_config(engines["spark"]))
+    for spec in defs.resolve_all_asset_specs():
+        assert "dagster/kind/spark" in spec.tags, spec.key
+        assert "dagster/kind/duckdb" not in spec.tags, spec.key
