@@ -273,6 +273,8 @@ def _warehouse_document(document: dict[str, Any], base: Path, path: Path) -> dic
         return document | {"warehouse": warehouse}
     warehouse = {k: (dict(v) if isinstance(v, dict) else v) for k, v in warehouse.items()}
     duck, spark = warehouse.get("duckdb"), warehouse.get("spark")
+    if isinstance(duck, dict):
+        duck.setdefault("database", DuckDBWarehouseConfig.model_fields["database"].default)
     if isinstance(duck, dict) and isinstance(duck.get("database"), str) and duck["database"] != ":memory:":
         duck["database"] = _resolve(base, duck["database"])
     if isinstance(spark, dict) and isinstance(spark.get("warehouse_dir"), str):

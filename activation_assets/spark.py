@@ -63,6 +63,8 @@ def spark_config(config: SparkWarehouseConfig) -> dict[str, Any]:
         "spark.sql.session.timeZone": "UTC",
         "spark.sql.sources.partitionOverwriteMode": "dynamic",
         "spark.ui.showConsoleProgress": "false",
+        # Hive logs a WARN line per partition write; Dagster's logs carry the progress instead.
+        "spark.log.level": "ERROR",
     }
     if config.master:
         settings["spark.master"] = config.master
@@ -142,7 +144,7 @@ class SparkWarehouse(Warehouse):
 
     # --- tables ---
     def table_exists(self, table: str) -> bool:
-        return self.session.catalog.tableExists(table, self.database)
+        return self.session.catalog.tableExists(f"{self.database}.{table}")
 
     def column_types(self, relation: str) -> dict[str, str]:
         schema = self._sql(f"SELECT * FROM {relation}").schema

@@ -1,0 +1,145 @@
+"""The warehouse setting and the one-source SQL rendering (no Spark needed: sqlglot only)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import duckdb
+import pytest
+import sqlglot
+
+from activation_assets import checks as inv
+from activation_assets import sql
+from activation_assets.config import ConfigError, Grain, load_config, parse_config
+from activation_assets.dialect import render, tables_read
+
+BEHAVIOR = {"name": "visited", "source": {"parquet": "events/*.parquet"}, "start_date": "2025-01-01"}
+
+
+def _parse(tmp_path: Path, **top) -> object:
+    return parse_config({**top, "behaviors": [BEHAVIOR]}, tmp_path / "activation.yaml")
+
+
+def test_duckdb_is_the_default_and_database_is_its_short_form(tmp_path):
+    default = _parse(tmp_path)
+    assert default.engine == "duckdb" and default.database == str(tmp_path / "data" / "activation.duckdb")
+    short = _parse(tmp_path, database="w.duckdb", memory_limit="1GB")
+    long = _parse(tmp_path, warehouse={"duckdb": {"database": "w.duckdb", "memory_limit": "1GB"}})
+    assert short.warehouse == long.warehouse
+    assert short.database == str(tmp_path / "w.duckdb") and short.memory_limit == "1GB"
+
+
+def test_spark_setting(tmp_path):
+    config = _parse(tmp_path, warehouse={"spark": {
+        "master": "local[2]", "warehouse_dir": "wh", "database": "growth",
+        "conf": {"spark.sql.shuffle.partitions": 8, "spark.ui.enabled": False}}})
+    spark = config.warehouse.spark
+    assert config.engine == "spark" and config.database is None
+    assert spark.warehouse_dir == str(tmp_path / "wh")
+    assert spark.conf == {"spark.sql.shuffle.partitions": "8", "spark.ui.enabled": "false"}
+    remote = _parse(tmp_path, warehouse={"spark": {"warehouse_dir": "s3://bucket/warehouse"}})
+    assert remote.warehouse.spark.warehouse_dir == "s3://bucket/warehouse"  # URLs are not paths to resolve
+    assert remote.warehouse.spark.master is None
+
+
+@pytest.mark.parametrize("top, fragment", [
+    ({"database": "a.duckdb", "warehouse": {"duckdb": {"database": "b.duckdb"}}}, "use one or the other"),
+    ({"warehouse": {"duckdb": {}, "spark": {}}}, "warehouse is exactly one of"),
+    ({"warehouse": {"spark": {"database": "Bad-Name"}}}, "is not a lowercase identifier"),
+    ({"warehouse": {"snowflake": {}}}, "unknown key 'warehouse.snowflake'"),
+])
+def test_warehouse_mistakes_are_explained(tmp_path, top, fragment):
+    with pytest.raises(ConfigError) as error:
+        _parse(tmp_path, **top)
+    assert fragment in str(error.value)
+
+
+def test_spark_session_settings(tmp_path):
+    pytest.importorskip("dagster_pyspark")
+    from activation_assets.spark import spark_config
+
+    config = _parse(tmp_path, warehouse={"spark": {"master": "local[2]", "warehouse_dir": "wh",
+                                                   "conf": {"spark.sql.shuffle.partitions": 3}}})
+    settings = spark_config(config.warehouse.spark)
+    assert settings["spark.master"] == "local[2]"
+    assert settings["spark.sql.session.timeZone"] == "UTC"
+    assert settings["spark.sql.sources.partitionOverwriteMode"] == "dynamic"
+    assert settings["spark.sql.catalogImplementation"] == "hive"
+    assert str(tmp_path / "wh" / "metastore_db") in settings["spark.hadoop.javax.jdo.option.ConnectionURL"]
+    assert settings["spark.sql.shuffle.partitions"] == "3"
+    cluster = _parse(tmp_path, warehouse={"spark": {"conf": {"spark.hadoop.hive.metastore.uris": "thrift://m:9083"}}})
+    settings = spark_config(cluster.warehouse.spark)
+    assert "spark.master" not in settings and "spark.hadoop.javax.jdo.option.ConnectionURL" not in settings
+
+
+def test_the_spark_example_config_loads(project_root):
+    config = load_config(project_root / "activation.spark.yaml")
+    assert config.engine == "spark" and config.warehouse.spark.database == "activation"
+
+
+# --- one SQL source, rendered for Spark -------------------------------------------------------------
+
+P, Q, NEXT = dt.date(2025, 3, 10), dt.date(2025, 3, 3), dt.date(2025, 3, 17)
+
+
+def _model_statements() -> list[str]:
+    relation = sql.filtered("read_parquet('x.parquet')", "event_name = 'visit'")
+    statements = [
+        sql.source_profile(relation, "uid", "ts", "TIMESTAMP", "Asia/Seoul", P, NEXT),
+        sql.stage_select(relation, "uid", "ts", ["event_name"], "VARCHAR", "Asia/Seoul", P, NEXT),
+        sql.fact_select(),
+        sql.firstlast_select("fl", "fact", P, Q, NEXT, is_first=False),
+        sql.transitions_select("a", P),
+        sql.growth_select("a", P),
+        sql.distributions_select("a", P),
+        sql.state_counts("a", P),
+    ]
+    for grain in Grain:
+        statements += [sql.activation_select("fl", grain, P, Q), sql.cohorts_select("a", grain, P)]
+    return statements
+
+
+def _check_statements() -> list[str]:
+    from activation_assets.config import BehaviorConfig
+
+    behavior = BehaviorConfig.model_validate(BEHAVIOR)
+    out = []
+    for grain in Grain:
+        context = inv.period_context(behavior, grain, dt.date(2025, 3, 1) if grain is Grain.monthly else P)
+        for check in (*inv.FIRSTLAST_CHECKS, *inv.ACTIVATION_CHECKS, *inv.TRANSITIONS_CHECKS, *inv.GROWTH_CHECKS,
+                      *inv.COHORTS_CHECKS):
+            out += [check.violations(context)] + ([check.examples(context)] if check.examples else [])
+    return out
+
+
+def test_every_statement_renders_for_spark():
+    for statement in _model_statements() + _check_statements():
+        spark = render(statement, "spark")
+        assert "TIMEZONE(" not in spark.upper(), spark  # DuckDB's function; Spark has none
+        assert '"' not in spark.replace("\\'", ""), spark  # identifiers are backquoted
+        sqlglot.parse_one(spark, read="spark")  # and Spark's grammar takes it back
+
+
+@pytest.mark.parametrize("time_type, expected", [
+    ("TIMESTAMP", "CAST(FROM_UTC_TIMESTAMP(TO_UTC_TIMESTAMP(CAST(`ts` AS TIMESTAMP_NTZ), 'UTC'), 'Asia/Seoul') AS DATE)"),
+    ("TIMESTAMP WITH TIME ZONE", "CAST(FROM_UTC_TIMESTAMP(`ts`, 'Asia/Seoul') AS DATE)"),
+    ("VARCHAR", "CAST(FROM_UTC_TIMESTAMP(TRY_CAST(`ts` AS TIMESTAMP), 'Asia/Seoul') AS DATE)"),
+])
+def test_local_dates_render_to_spark_functions(time_type, expected):
+    """DuckDB's timezone(zone, x): naive x -> the instant (to_utc_timestamp); an instant -> the wall clock."""
+    statement = "SELECT " + sql.local_date_expr(sql.instant_expr("ts", time_type), "Asia/Seoul")
+    assert render(statement, "spark") == "SELECT " + expected
+
+
+def test_duckdb_runs_the_source_text_unchanged():
+    statement = sql.activation_select("fl", Grain.weekly, P, Q)
+    assert render(statement, "duckdb") is statement
+    with duckdb.connect() as conn:  # and it is valid DuckDB (an empty FirstLast)
+        conn.execute(sql.create_table("fl", sql.with_user_type(sql.FIRSTLAST_COLUMNS, "BIGINT")))
+        assert conn.execute(statement).fetchall() == []
+
+
+def test_a_write_that_reads_its_own_target_is_recognised():
+    assert "fl" in tables_read(sql.firstlast_select("fl", "fact", P, Q, NEXT, is_first=False))
+    assert "a" not in tables_read(sql.activation_select("fl", Grain.daily, P, Q))
