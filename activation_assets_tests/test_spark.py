@@ -16,6 +16,7 @@ import shutil
 from pathlib import Path
 
 import dagster as dg
+import duckdb
 import pytest
 import yaml
 
@@ -224,3 +225,34 @@ def test_the_spark_graph_is_labelled_spark(engines):
     for spec in defs.resolve_all_asset_specs():
         assert "dagster/kind/spark" in spec.tags, spec.key
         assert "dagster/kind/duckdb" not in spec.tags, spec.key
+
+
+@pytest.mark.ui
+def test_a_backfill_from_the_ui_runs_on_spark(engines, tmp_path):
+    """dagster dev + daemon, every asset of the behavior backfilled at once: the backfill's runs
+    overlap, each run worker starts its own JVM, and the pool (run granularity) makes them take
+    turns on the embedded metastore. The tables equal DuckDB's."""
+    from .dagster_dev import DagsterDev
+
+    config = _spark_config(tmp_path, tmp_path / "warehouse", "ui", engines["source"])
+    document = yaml.safe_load(config.read_text())
+    document["behaviors"][0]["grains"] = ["monthly"]
+    config.write_text(yaml.safe_dump(document, sort_keys=False))
+    keys = [fact_table("visited"), *grain_tables("visited", Grain.monthly)]
+    dev = DagsterDev(config, tmp_path / "dagster_home", tmp_path / "dagster_dev.log").start()
+    try:
+        backfill = dev.wait_for_backfill(dev.backfill_all(keys), timeout=900)
+        failures = [f for run in backfill["runs"] for f in dev.step_failures(run["id"])]
+    finally:
+        dev.stop()
+    assert backfill["status"] == "COMPLETED_SUCCESS", failures
+    assert len(backfill["runs"]) >= 2
+    # This process's Spark session has its own metastore: read the Parquet files with DuckDB.
+    duck = duckdb_tables(engines["duckdb"])
+    for table in keys:
+        files = tmp_path / "warehouse" / "ui.db" / table / "**" / "*.parquet"
+        with duckdb.connect() as conn:
+            cursor = conn.execute(f"SELECT * FROM read_parquet('{files}', hive_partitioning = true)")
+            names, rows = [d[0] for d in cursor.description], cursor.fetchall()
+        assert sorted(names) == duck[table][0], table
+        assert _rows(names, rows) == duck[table][1], table
