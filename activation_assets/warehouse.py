@@ -108,7 +108,10 @@ def open_warehouse(config: ActivationConfig, read_only: bool = False) -> Iterato
         yield None
         return
     with connect_database(config.database, read_only=read_only, memory_limit=config.memory_limit) as conn:
-        yield DuckDBWarehouse(conn)
+        warehouse = DuckDBWarehouse(conn)
+        if not read_only:
+            warehouse.ensure_partition_log()
+        yield warehouse
 
 
 @contextmanager
