@@ -252,9 +252,14 @@ def config_path_from_env() -> Path:
     return Path(os.environ.get(CONFIG_ENV_VAR) or DEFAULT_CONFIG_PATH)
 
 
+def is_url(location: str) -> bool:
+    """s3://…, abfss://…, dbfs:/… — a location Spark reads, not a local path."""
+    return re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*:/", location) is not None
+
+
 def _resolve(base: Path, location: str) -> str:
-    """A path relative to the config file; absolute paths and URLs (s3://, dbfs:/ ...) as given."""
-    if os.path.isabs(location) or re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*:/", location):
+    """A path relative to the config file; absolute paths and URLs as given."""
+    if os.path.isabs(location) or is_url(location):
         return location
     return str((base / location).resolve())
 
@@ -275,8 +280,8 @@ def _warehouse_document(document: dict[str, Any], base: Path, path: Path) -> dic
     duck, spark = warehouse.get("duckdb"), warehouse.get("spark")
     if isinstance(duck, dict):
         duck.setdefault("database", DuckDBWarehouseConfig.model_fields["database"].default)
-    if isinstance(duck, dict) and isinstance(duck.get("database"), str) and duck["database"] != ":memory:":
-        duck["database"] = _resolve(base, duck["database"])
+        if isinstance(duck["database"], str) and duck["database"] != ":memory:":
+            duck["database"] = _resolve(base, duck["database"])
     if isinstance(spark, dict) and isinstance(spark.get("warehouse_dir"), str):
         spark["warehouse_dir"] = _resolve(base, spark["warehouse_dir"])
     return document | {"warehouse": warehouse}
@@ -361,7 +366,7 @@ def missing_source_files(config: ActivationConfig) -> list[str]:
     problems = []
     for behavior in config.behaviors:
         source = behavior.source
-        if source.kind == "table" or "://" in source.location or source.location.startswith("dbfs:"):
+        if source.kind == "table" or is_url(source.location):
             continue
         if not glob.glob(source.location, recursive=True):
             problems.append(

@@ -24,10 +24,10 @@ from typing import Any
 from dagster_pyspark import LazyPySparkResource
 
 from . import sql
-from .config import BehaviorConfig, SparkWarehouseConfig
+from .config import BehaviorConfig, SparkWarehouseConfig, is_url
 from .dialect import render, tables_read
 from .sql import PARTITION_LOG, date_lit, literal
-from .warehouse import ActivationError, Warehouse
+from .warehouse import Warehouse, first_line
 
 # Spark's types, named as DuckDB names them (the steps compare and create columns in those names).
 SPARK_TYPES = {
@@ -70,7 +70,7 @@ def spark_config(config: SparkWarehouseConfig) -> dict[str, Any]:
         settings["spark.master"] = config.master
     if config.warehouse_dir:
         settings["spark.sql.warehouse.dir"] = config.warehouse_dir
-        if "://" not in config.warehouse_dir and not _has_metastore(config.conf):
+        if not is_url(config.warehouse_dir) and not _has_metastore(config.conf):
             # Local mode: Hive's embedded Derby metastore next to the tables, not in the cwd.
             metastore = os.path.join(config.warehouse_dir, "metastore_db")
             settings["spark.hadoop.javax.jdo.option.ConnectionURL"] = (
@@ -87,7 +87,7 @@ def _has_metastore(conf: dict[str, Any]) -> bool:
 
 
 def spark_resource(config: SparkWarehouseConfig) -> SparkResource:
-    if config.warehouse_dir and "://" not in config.warehouse_dir:
+    if config.warehouse_dir and not is_url(config.warehouse_dir):
         os.makedirs(config.warehouse_dir, exist_ok=True)
     return SparkResource(spark_config=spark_config(config), database=config.database)
 
@@ -125,15 +125,11 @@ class SparkWarehouse(Warehouse):
         self.ensure_partition_log()
 
     def message(self, exc: BaseException) -> str:
-        text = getattr(exc, "getMessage", lambda: str(exc))() or str(exc)
-        return text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+        return first_line(getattr(exc, "getMessage", lambda: str(exc))() or str(exc), exc)
 
     # --- queries ---
     def _sql(self, statement: str):
         return self.session.sql(render(statement, "spark"))
-
-    def run(self, statement: str) -> None:
-        self._sql(statement).collect()
 
     def query(self, statement: str) -> list[tuple]:
         return [tuple(row) for row in self._sql(statement).collect()]

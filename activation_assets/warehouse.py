@@ -138,9 +138,6 @@ class Warehouse:
     errors: tuple[type[BaseException], ...] = ()
 
     # --- queries ---
-    def run(self, statement: str) -> None:
-        raise NotImplementedError
-
     def query(self, statement: str) -> list[tuple]:
         raise NotImplementedError
 
@@ -162,7 +159,7 @@ class Warehouse:
 
     def message(self, exc: BaseException) -> str:
         """The first line of an engine error, for messages that name the behavior and what to do."""
-        return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return first_line(str(exc), exc)
 
     # --- tables ---
     def table_exists(self, table: str) -> bool:
@@ -253,9 +250,6 @@ class DuckDBWarehouse(Warehouse):
     def __init__(self, conn: duckdb.DuckDBPyConnection):
         self.conn = conn
 
-    def run(self, statement: str) -> None:
-        self.conn.execute(statement)
-
     def query(self, statement: str) -> list[tuple]:
         return self.conn.execute(statement).fetchall()
 
@@ -326,14 +320,5 @@ class DuckDBWarehouse(Warehouse):
         self.conn.execute(f"INSERT OR REPLACE INTO {PARTITION_LOG} VALUES {values}")
 
 
-# Module-level helpers on a bare DuckDB connection, for callers outside the steps.
-def table_exists(conn: duckdb.DuckDBPyConnection, table: str) -> bool:
-    return DuckDBWarehouse(conn).table_exists(table)
-
-
-def column_types(conn: duckdb.DuckDBPyConnection, relation_sql: str) -> dict[str, str]:
-    return DuckDBWarehouse(conn).column_types(relation_sql)
-
-
-def ensure_partition_log(conn: duckdb.DuckDBPyConnection) -> None:
-    DuckDBWarehouse(conn).ensure_partition_log()
+def first_line(text: str, exc: BaseException) -> str:
+    return text.strip().splitlines()[0] if text.strip() else type(exc).__name__
