@@ -242,7 +242,11 @@ class Warehouse:
 
 
 class DuckDBWarehouse(Warehouse):
-    """Each partition is replaced inside one transaction: delete its window, insert, log it."""
+    """Each partition is replaced inside one transaction: delete its window, insert, log it.
+
+    Inserts match columns by name, never by position: a source re-exported with its columns in
+    another order (or a glob whose first file changed) must not move values into other columns.
+    """
 
     engine = "duckdb"
     errors = (duckdb.Error,)
@@ -282,7 +286,7 @@ class DuckDBWarehouse(Warehouse):
     def replace_days(self, table: str, days: Sequence[dt.date], select: str) -> dict[dt.date, int]:
         first, last = min(days), max(days)
         self.conn.execute(sql.delete_range(table, first, last))
-        self.conn.execute(f"INSERT INTO {ident(table)} {select}")
+        self.conn.execute(f"INSERT INTO {ident(table)} BY NAME {select}")
         written = dict(self.conn.execute(sql.rows_per_period(table, first, last)).fetchall())
         rows = {day: written.get(day, 0) for day in days}
         self.record_partitions(table, rows)
@@ -291,7 +295,7 @@ class DuckDBWarehouse(Warehouse):
     def replace_partition(self, table: str, period: dt.date, select: str) -> int:
         with self.transaction():
             self.conn.execute(sql.delete_range(table, period, period))
-            self.conn.execute(f"INSERT INTO {ident(table)} {select}")
+            self.conn.execute(f"INSERT INTO {ident(table)} BY NAME {select}")
             rows = self.conn.execute(
                 f"SELECT count(*) FROM {ident(table)} WHERE period_start = {date_lit(period)}").fetchone()[0]
             self.record_partitions(table, {period: rows})
