@@ -211,11 +211,14 @@ class ActivationConfig(_Strict):
     warehouse: WarehouseConfig = WarehouseConfig(duckdb=DuckDBWarehouseConfig())
     timezone: str = "UTC"
     week_start: str = "monday"
-    behaviors: tuple[BehaviorConfig, ...] = Field(min_length=1)
+    behaviors: tuple[BehaviorConfig, ...]
     path: Path | None = None  # where the file was read from; set by `load_config`
 
     @model_validator(mode="after")
     def _unique_names(self) -> ActivationConfig:
+        # Checked here rather than with min_length, which pydantic also reports when an entry fails.
+        if not self.behaviors:
+            raise ValueError("behaviors is empty; list at least one behavior")
         seen: set[str] = set()
         for behavior in self.behaviors:
             if behavior.name in seen:
@@ -287,25 +290,57 @@ def _warehouse_document(document: dict[str, Any], base: Path, path: Path) -> dic
     return document | {"warehouse": warehouse}
 
 
+# Words for values that must come from a fixed list, by the key that holds them.
+_NOUNS = {"grains": "grain"}
+
+
+def _place(loc: list[Any], raw: dict[str, Any]) -> str:
+    """Where a value sits in the YAML, in the file's own words: `behaviors[0] (visited_app) grains[1]`."""
+    text = ""
+    for i, part in enumerate(loc):
+        if isinstance(part, int):
+            text += f"[{part}]"
+            behaviors = raw.get("behaviors") if loc[:i] == ["behaviors"] else None
+            entry = behaviors[part] if isinstance(behaviors, list) and part < len(behaviors) else None
+            if isinstance(entry, dict) and isinstance(entry.get("name"), str):
+                text += f" ({entry['name']}) "
+        elif not str(part).startswith("function-"):
+            text += str(part) if not text or text.endswith(" ") else f".{part}"
+    return text.strip()
+
+
+def _problem(item: dict[str, Any]) -> str:
+    """One validation error as a sentence about the value the user wrote."""
+    kind, value = item["type"], item.get("input")
+    field = next((str(p) for p in reversed(item["loc"]) if isinstance(p, str)), "")
+    shown = repr(value) if not isinstance(value, (dict, list)) else "a " + type(value).__name__
+    if kind == "extra_forbidden":
+        return f"unknown key {field!r} (check its spelling; see README 'Configuration')"
+    if kind == "missing":
+        return f"required key {field!r} is missing"
+    if kind == "enum":
+        choices = item.get("ctx", {}).get("expected", "").replace("'", "")
+        return f"{shown} is not a {_NOUNS.get(field, 'valid value')}; use {choices}"
+    if kind.startswith("date") or kind.startswith("datetime"):
+        return f"{shown} is not a date; write it as YYYY-MM-DD, e.g. 2025-01-31"
+    if kind == "string_type":
+        return f"{shown} is not text; write a string (quote it if YAML reads it as something else)"
+    if kind in ("tuple_type", "list_type"):
+        return f"{shown} is not a list; write a YAML list such as [a, b]"
+    if kind in ("dict_type", "model_type", "model_attributes_type"):
+        return f"{shown} is not a mapping; write `key: value` pairs"
+    if kind == "value_error":
+        return item["msg"].removeprefix("Value error, ")
+    return f"{shown} is not valid: {item['msg'].replace('Input should be', 'it should be')}"
+
+
 def _explain(error: ValidationError, raw: dict[str, Any], path: Path) -> str:
     lines = [f"{path}: the activation config is not valid:"]
     for item in error.errors():
         loc = list(item["loc"])
-        where = ""
-        if len(loc) >= 2 and loc[0] == "behaviors" and isinstance(loc[1], int):
-            behaviors = raw.get("behaviors") or []
-            name = behaviors[loc[1]].get("name") if loc[1] < len(behaviors) and isinstance(behaviors[loc[1]], dict) else None
-            where = f"behavior {name!r}" if name else f"behavior #{loc[1] + 1}"
-            loc = loc[2:]
-        key = ".".join(str(part) for part in loc if not str(part).startswith("function-"))
-        message = item["msg"].removeprefix("Value error, ")
-        if item["type"] == "extra_forbidden":
-            message = f"unknown key {key!r} (check its spelling; see README 'Configuration')"
-        elif item["type"] == "missing":
-            message = f"required key {key!r} is missing"
-        else:
-            message = f"{key}: {message}" if key else message
-        lines.append(f"  - {where + ': ' if where else ''}{message}")
+        # A missing or unknown key is about the mapping that should (not) hold it.
+        place = _place(loc[:-1] if item["type"] in ("missing", "extra_forbidden") else loc, raw)
+        lines.append(f"  - {place}: {_problem(item)}" if place else f"  - {_problem(item)}")
     return "\n".join(lines)
 
 
@@ -346,6 +381,21 @@ def parse_config(raw: Any, path: Path) -> ActivationConfig:
         raise ConfigError(_explain(exc, raw, path)) from None
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML as written: a date-like value that is no real date (2025-13-01) stays text, so that
+    validation can name it, instead of failing inside the YAML parser."""
+
+
+def _timestamp_or_text(loader: yaml.SafeLoader, node: yaml.Node) -> Any:
+    try:
+        return yaml.SafeLoader.construct_yaml_timestamp(loader, node)
+    except ValueError:
+        return loader.construct_scalar(node)
+
+
+_Loader.add_constructor("tag:yaml.org,2002:timestamp", _timestamp_or_text)
+
+
 def load_config(path: str | Path | None = None) -> ActivationConfig:
     path = Path(path) if path else config_path_from_env()
     path = path.resolve()
@@ -354,7 +404,7 @@ def load_config(path: str | Path | None = None) -> ActivationConfig:
             f"config file {path} does not exist; pass --config PATH or set {CONFIG_ENV_VAR}"
         )
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.load(path.read_text(), Loader=_Loader)  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     return parse_config(raw, path)

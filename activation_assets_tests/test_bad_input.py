@@ -29,7 +29,8 @@ from .conftest import (
 BIN = Path(sys.executable).parent
 SPEC = reference.Spec("Asia/Seoul", dt.date(2025, 3, 3), dt.date(2025, 3, 30), "monday")
 GOOD = {"name": "visited", "source": {"table": "events"}, "start_date": "2025-01-01"}
-NOT_A_TRACE = ("Traceback", "pydantic", "validation error for", "errors.pydantic.dev")
+NOT_A_TRACE = ("Traceback", "pydantic", "validation error for", "errors.pydantic.dev", "Input should be",
+               "Tuple should have")
 
 
 def _config(tmp_path, document) -> Path:
@@ -39,20 +40,25 @@ def _config(tmp_path, document) -> Path:
 
 
 @pytest.mark.parametrize("document, words", [
-    ({"behaviors": [{**GOOD, "sorce": {"table": "x"}}]}, ["behavior 'visited'", "unknown key 'sorce'"]),
+    ({"behaviors": [{**GOOD, "sorce": {"table": "x"}}]}, ["behaviors[0] (visited): unknown key 'sorce'"]),
     ({"databse": "x.duckdb", "behaviors": [GOOD]}, ["unknown key 'databse'"]),
-    ({"behaviors": [{k: v for k, v in GOOD.items() if k != "name"}]}, ["behavior #1", "'name' is missing"]),
+    ({"behaviors": [{k: v for k, v in GOOD.items() if k != "name"}]}, ["behaviors[0]: required key 'name' is missing"]),
     ({"behaviors": [GOOD, GOOD]}, ["'visited' is used twice"]),
     ({"behaviors": [{**GOOD, "name": "Visited-App"}]}, ["'Visited-App' is not a lowercase identifier"]),
-    ({"behaviors": [{**GOOD, "grains": ["hourly"]}]}, ["behavior 'visited'", "grains", "'daily', 'weekly' or 'monthly'"]),
+    ({"behaviors": [{**GOOD, "grains": ["daily", "hourly"]}]},
+     ["behaviors[0] (visited) grains[1]: 'hourly' is not a grain; use daily, weekly or monthly"]),
     ({"week_start": "funday", "behaviors": [GOOD]}, ["unknown week_start 'funday'"]),
-    ({"behaviors": [{**GOOD, "week_start": "funday"}]}, ["behavior 'visited'", "unknown week_start 'funday'"]),
-    ({"behaviors": [{**GOOD, "timezone": "Mars/Olympus"}]}, ["behavior 'visited'", "unknown timezone 'Mars/Olympus'"]),
+    ({"behaviors": [{**GOOD, "week_start": "funday"}]}, ["behaviors[0] (visited) week_start: unknown week_start 'funday'"]),
+    ({"behaviors": [{**GOOD, "timezone": "Mars/Olympus"}]}, ["behaviors[0] (visited)", "unknown timezone 'Mars/Olympus'"]),
     ({"timezone": "Mars/Olympus", "behaviors": [GOOD]}, ["unknown timezone 'Mars/Olympus'"]),
     ({"behaviors": [{**GOOD, "end_date": "2024-12-31"}]}, ["end_date 2024-12-31 is before start_date 2025-01-01"]),
     ({"behaviors": [{**GOOD, "source": {"table": "a", "csv": "b.csv"}}]}, ["exactly one of"]),
-    ({"behaviors": []}, ["behaviors"]),
-    ({"behaviors": [{**GOOD, "start_date": "someday"}]}, ["start_date"]),
+    ({"behaviors": []}, ["behaviors is empty"]),
+    ({"behaviors": [{**GOOD, "start_date": "someday"}]},
+     ["behaviors[0] (visited) start_date: 'someday' is not a date; write it as YYYY-MM-DD"]),
+    ({"behaviors": [{**GOOD, "source": {"table": "x", "where": 3}}]}, ["behaviors[0] (visited) source.where: 3 is not text"]),
+    ({"behaviors": [{**GOOD, "owners": "team:growth"}]}, ["behaviors[0] (visited) owners: 'team:growth' is not a list"]),
+    ({"warehouse": {"duckdb": {"databas": "x"}}, "behaviors": [GOOD]}, ["warehouse.duckdb: unknown key 'databas'"]),
 ])
 def test_config_errors_are_readable(tmp_path, document, words):
     with pytest.raises(ConfigError) as error:
@@ -62,6 +68,15 @@ def test_config_errors_are_readable(tmp_path, document, words):
     for word in words:
         assert word in message
     assert not any(noise in message for noise in NOT_A_TRACE)
+    assert len(message.splitlines()) <= 2, "one problem, one line: no follow-on noise"
+
+
+def test_an_impossible_date_in_yaml_is_named(tmp_path):
+    """YAML's own date parser used to raise 'month must be in 1..12' with a trace."""
+    path = tmp_path / "activation.yaml"
+    path.write_text("behaviors:\n  - name: visited\n    source: {table: events}\n    start_date: 2025-13-01\n")
+    with pytest.raises(ConfigError, match=r"behaviors\[0\] \(visited\) start_date: '2025-13-01' is not a date"):
+        load_config(path)
 
 
 def test_a_source_that_matches_no_file(tmp_path):
