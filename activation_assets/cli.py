@@ -40,6 +40,25 @@ def say(message: str = "") -> None:
 # --- the Dagster instance ------------------------------------------------------------------------
 
 
+def dagster_instance(config: ActivationConfig):
+    """The project's Dagster instance, its storage created by one process at a time.
+
+    Dagster creates its SQLite tables on first use without a lock: two commands started together
+    on a fresh DAGSTER_HOME (two behaviors from cron) would both create them, one failing with
+    `table runs already exists`, and could leave the schema with two migration heads.
+    """
+    import dagster as dg
+    from filelock import FileLock
+
+    home = ensure_dagster_home(config)
+    with FileLock(str(home / ".activation-storage.lock")):
+        instance = dg.DagsterInstance.get()
+        instance.get_runs(limit=1)  # run storage
+        instance.get_latest_materialization_event(dg.AssetKey("_"))  # event log storage
+        instance.all_instigator_state()  # schedule storage
+    return home, instance
+
+
 def ensure_dagster_home(config: ActivationConfig) -> Path:
     """A project-local instance next to the config, unless DAGSTER_HOME is set (which wins).
     One per engine: the Spark graph has the same asset keys, not the same history."""
@@ -200,7 +219,8 @@ def execute(config: ActivationConfig, runs: list[Run], instance=None) -> int:
     return failed_checks
 
 
-def summary(config: ActivationConfig, behaviors: list[BehaviorConfig]) -> None:
+def summary(config: ActivationConfig, behaviors: list[BehaviorConfig],
+            last_days: dict[str, dt.date | None] | None = None) -> None:
     from . import sql
     from .periods import existing_periods
     from .warehouse import open_warehouse
@@ -222,6 +242,59 @@ def summary(config: ActivationConfig, behaviors: list[BehaviorConfig]) -> None:
                 active = n["new"] + n["retained"] + n["reactivated"]
                 say(f"  {behavior.name:<14} {grain.value:<8} {periods[-1]!s:<11} {active:>8} {n['new']:>7}"
                     f" {n['retained']:>9} {n['reactivated']:>9} {n['churned']:>8} {n['users']:>8}")
+    for note in stale_sources(behaviors, last_days or {}):
+        say(f"note: {note}")
+
+
+# --- before Dagster starts ------------------------------------------------------------------------
+
+# A source whose last event is this many days before the last complete day is reported: without
+# end_date, every day up to yesterday gets a partition, and the later ones are empty.
+STALE_SOURCE_DAYS = 7
+
+
+def preflight(config: ActivationConfig, behaviors: list[BehaviorConfig]) -> dict[str, dt.date | None]:
+    """Read every selected source before Dagster starts: all problems in one message, printed once,
+    and nothing created (no database file, no Dagster instance). Returns, for behaviors without
+    end_date, the local date of their source's last event."""
+    from .steps import check_source_columns, describe_source, source_last_day
+    from .warehouse import ActivationError, open_for_reading
+
+    problems: list[str] = []
+    last_days: dict[str, dt.date | None] = {}
+    with open_for_reading(config) as warehouse:
+        for behavior in behaviors:
+            try:
+                relation, columns = describe_source(warehouse, behavior)
+                time_type = check_source_columns(behavior, columns)
+                if behavior.end_date is None:
+                    last_days[behavior.name] = source_last_day(warehouse, behavior, relation, time_type)
+            except ActivationError as exc:
+                problems.append(str(exc))
+    if problems:
+        raise CommandError(f"{config.path}: the source of a behavior cannot be used:\n  - " + "\n  - ".join(problems))
+    return last_days
+
+
+def stale_sources(behaviors: list[BehaviorConfig], last_days: dict[str, dt.date | None],
+                  today: dt.date | None = None) -> list[str]:
+    """Behaviors without end_date whose source ended well before the last complete day."""
+    from .periods import existing_periods
+
+    notes = []
+    for behavior in behaviors:
+        if behavior.name not in last_days:
+            continue
+        days = existing_periods(behavior, Grain.daily, today)
+        last = last_days[behavior.name]
+        if not days or (last is not None and (days[-1] - last).days < STALE_SOURCE_DAYS):
+            continue
+        empty = (days[-1] - last).days if last else len(days)
+        notes.append(
+            f"behavior {behavior.name!r}: its source's last event is on {last or '(none)'}, but without"
+            f" `end_date` partitions are built up to {days[-1]}: the last {empty} day(s) have no events"
+            f" (every user inactive). If the source has ended, set `end_date: {last}`.")
+    return notes
 
 
 # --- commands ------------------------------------------------------------------------------------
@@ -237,12 +310,9 @@ def _load(args) -> ActivationConfig:
 
 def cmd_validate(args) -> int:
     config = _load(args)
-    from .steps import check_source_columns, describe_source
-    from .warehouse import open_warehouse
-
-    with open_warehouse(config) as warehouse:
-        for behavior in config.behaviors:
-            check_source_columns(behavior, describe_source(warehouse, behavior)[1])
+    last_days = preflight(config, list(config.behaviors))
+    for note in stale_sources(list(config.behaviors), last_days):
+        say(f"note: {note}")
     names = ", ".join(f"{b.name} ({'/'.join(g.value for g in b.grains)})" for b in config.behaviors)
     say(f"{config.path}: valid; behaviors: {names}")
     return 0
@@ -256,11 +326,11 @@ def cmd_materialize(args) -> int:
     end = dt.date.fromisoformat(args.date_to) if args.date_to else None
     if start and end and end < start:
         raise CommandError(f"--to {end} is before --from {start}")
-    home = ensure_dagster_home(config)
-    import dagster as dg
-
+    last_days = preflight(config, behaviors)
+    home, instance = dagster_instance(config)
     say(f"config {config.path}; warehouse {config.warehouse.describe()}; DAGSTER_HOME {home}")
-    instance = dg.DagsterInstance.get()
+    for note in stale_sources(behaviors, last_days):
+        say(f"note: {note}")
     done = _materialized(instance, config)
     runs = plan(config, behaviors, grains, start, end, done)
     if not runs:
@@ -270,12 +340,12 @@ def cmd_materialize(args) -> int:
         total = sum(len(r.periods) * len(r.keys) for r in runs)
         say(f"{len(runs)} run(s), {total} asset partition(s) to materialize")
         began = time.monotonic()
-        failed = execute(config, runs)
+        failed = execute(config, runs, instance)
         say(f"All runs finished in {time.monotonic() - began:.1f} s.")
         if failed:
-            summary(config, behaviors)
+            summary(config, behaviors, last_days)
             raise CommandError(f"{failed} asset check(s) failed; see above and the checks in the UI")
-    summary(config, behaviors)
+    summary(config, behaviors, last_days)
     return 0
 
 

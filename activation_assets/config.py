@@ -414,6 +414,8 @@ def missing_source_files(config: ActivationConfig) -> list[str]:
     """Local file sources whose path or glob matches nothing, as readable lines (tables, and URLs
     that Spark reads, are checked at run time)."""
     problems = []
+    bundled = config.path is not None and config.path.resolve() == DEFAULT_CONFIG_PATH.resolve()
+    hint = "generate the sample data with `activation sample-data`, or fix the path" if bundled else "fix the path"
     for behavior in config.behaviors:
         source = behavior.source
         if source.kind == "table" or is_url(source.location):
@@ -421,7 +423,6 @@ def missing_source_files(config: ActivationConfig) -> list[str]:
         if not glob.glob(source.location, recursive=True):
             problems.append(
                 f"behavior {behavior.name!r}: source {source.kind} {source.location!r} matches no file"
-                " (generate the sample data with `activation sample-data`, or fix the path; relative"
-                " paths are relative to the config file)"
+                f" ({hint}; relative paths are relative to the config file)"
             )
     return problems

@@ -39,20 +39,45 @@ class FactOutcome:
 
 def describe_source(conn: Warehouse, behavior: BehaviorConfig) -> tuple[str, dict[str, str]]:
     """The source as a relation of this warehouse, and its columns' types."""
-    wh, source = as_warehouse(conn), behavior.source
+    wh = as_warehouse(conn)
     try:
         relation = wh.source_relation(behavior)
         columns = wh.column_types(relation)
     except wh.errors as exc:
-        raise ActivationError(
-            f"behavior {behavior.name!r}: cannot read its source ({source.describe()}): "
-            f"{wh.message(exc)}. Check `source:` in the config (paths are relative to the config file;"
-            " a table must exist in the warehouse; `where:` must be valid SQL over the source's columns;"
-            " the files of a glob must agree on their columns' types)."
-        ) from None
+        raise ActivationError(_unreadable(wh, behavior, exc)) from None
     if wh.file_sources_are_local():
         _refuse_mixed_types(wh, behavior)
     return relation, columns
+
+
+def _unreadable(wh: Warehouse, behavior: BehaviorConfig, exc: BaseException) -> str:
+    """Why a source cannot be read, in the user's terms: the filter, the file format, or the rest."""
+    source, message = behavior.source, wh.message(exc).rstrip(".!")
+    start = f"behavior {behavior.name!r}: cannot read its source ({source.describe()})"
+    if source.where:
+        unfiltered = behavior.model_copy(update={"source": source.model_copy(update={"where": None})})
+        try:
+            columns = wh.column_types(wh.source_relation(unfiltered))
+        except wh.errors:
+            pass
+        else:
+            return (f"behavior {behavior.name!r}: its `where:` filter ({source.where}) does not run on its source"
+                    f" ({source.kind} {source.location}): {message}. Fix the filter: it is SQL over the"
+                    f" source's columns ({', '.join(columns)}).")
+    if source.kind == "parquet" and any(w in message.lower() for w in ("magic bytes", "parquet file")):
+        return (f"{start}: a file it matches is not a Parquet file ({message}). Point `parquet:` at Parquet"
+                " files only (e.g. a glob such as events/*.parquet), or read CSV files with `csv:`.")
+    return (f"{start}: {message}. Check `source:` in the config (paths are relative to the config file;"
+            " a table must exist in the warehouse; the files of a glob must agree on their columns' types).")
+
+
+def source_last_day(conn: Warehouse, behavior: BehaviorConfig, relation: str, time_type: str) -> dt.date | None:
+    """The local date of the source's latest event (None for an empty source): one pass over the
+    time column, made only for behaviors without end_date, to say when partitions will be empty."""
+    instant = sql.instant_expr(behavior.time_column, time_type)
+    day = as_warehouse(conn).query_one(
+        f"SELECT max({sql.local_date_expr(instant, behavior.timezone)}) FROM {relation}")
+    return day[0] if day else None
 
 
 def _refuse_mixed_types(wh: Warehouse, behavior: BehaviorConfig) -> None:

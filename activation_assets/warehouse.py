@@ -115,6 +115,20 @@ def open_warehouse(config: ActivationConfig, read_only: bool = False) -> Iterato
 
 
 @contextmanager
+def open_for_reading(config: ActivationConfig) -> Iterator[Warehouse]:
+    """A warehouse to inspect sources with that creates nothing: the DuckDB file read-only when it
+    exists (a `table:` source lives there), an in-memory DuckDB when it does not (files are read
+    all the same); on Spark, the session."""
+    if config.warehouse.spark is not None or config.database == ":memory:" or Path(config.database).exists():
+        with open_warehouse(config, read_only=True) as warehouse:
+            yield warehouse
+        return
+    with duckdb.connect(":memory:") as conn:
+        conn.execute("SET TimeZone = 'UTC'")
+        yield DuckDBWarehouse(conn)
+
+
+@contextmanager
 def transaction(conn: duckdb.DuckDBPyConnection) -> Iterator[None]:
     """All or nothing: a failure (or a killed process) leaves the previous contents in place."""
     conn.execute("BEGIN TRANSACTION")

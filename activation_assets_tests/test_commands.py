@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -60,13 +61,74 @@ def test_explicit_dagster_home_wins(tmp_path):
     assert not (tmp_path / ".dagster_home").exists()
 
 
-def test_a_failing_run_exits_non_zero_with_the_reason(tmp_path):
+def test_a_bad_source_is_one_message_before_dagster_starts(tmp_path):
     rows = edge_events(SPEC, seed=23, users=list(range(1, 6)))
     config = small_behavior(tmp_path, SPEC, rows, user_column="no_such_column")
     result = run([str(BIN / "activation"), "materialize", "--config", str(config)], cwd=tmp_path)
     assert result.returncode == 1
-    assert "has no column 'no_such_column'" in result.stderr and "user_column" in result.stderr
+    assert result.stderr.count("has no column 'no_such_column'") == 1, result.stderr
+    assert "user_column" in result.stderr and str(config) in result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.splitlines()) == 2, result.stderr
+    # Nothing was created: no database file, no Dagster instance.
+    assert not (tmp_path / "warehouse.duckdb").exists()
+    assert not (tmp_path / ".dagster_home").exists()
+
+
+@pytest.mark.parametrize("case", ["where typo", "not parquet", "missing file"])
+def test_source_errors_name_the_config_and_say_what_is_wrong(tmp_path, case):
+    rows = edge_events(SPEC, seed=25, users=list(range(1, 6)))
+    config = small_behavior(tmp_path, SPEC, rows)
+    text = config.read_text()
+    if case == "where typo":
+        config.write_text(text.replace("event_name = 'visit'", "event_nam = 'visit'"))
+        words = ["behavior 'visited': its `where:` filter (event_nam = 'visit') does not run", "event_nam",
+                 "Fix the filter", "uid, ts, event_name, platform"]
+    elif case == "not parquet":
+        (tmp_path / "events" / "notes.parquet").write_bytes(os.urandom(4096))
+        words = ["behavior 'visited'", "is not a Parquet file", "notes.parquet"]
+    else:
+        config.write_text(text.replace("events/*.parquet", "evnets/*.parquet"))
+        words = ["behavior 'visited'", "matches no file", "fix the path"]
+    result = run([str(BIN / "activation"), "validate", "--config", str(config)], cwd=tmp_path)
+    assert result.returncode == 1
+    assert f"error: {config}" in result.stderr
+    for word in words:
+        assert word in result.stderr, result.stderr
+    # The sample-data hint belongs to the bundled config only.
+    assert "sample-data" not in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_source_that_ended_long_ago_is_named(tmp_path):
+    """Without end_date every day up to yesterday gets a partition: say that the source stopped."""
+    rows = edge_events(SPEC, seed=26, users=list(range(1, 6)))
+    config = small_behavior(tmp_path, SPEC, rows)
+    config.write_text("\n".join(line for line in config.read_text().splitlines() if "end_date" not in line))
+    last = max(t for _, t in rows if t is not None).astimezone(ZoneInfo(SPEC.timezone)).date()
+    result = run([str(BIN / "activation"), "validate", "--config", str(config)], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert f"its source's last event is on {last}" in result.stdout
+    assert f"set `end_date: {last}`" in result.stdout
+
+
+def test_two_commands_at_once_on_a_fresh_dagster_home(tmp_path):
+    """Two behaviors from cron: Dagster creating its storage twice used to fail one of them."""
+    rows = edge_events(SPEC, seed=27, users=list(range(1, 8)))
+    config = small_behavior(tmp_path, SPEC, rows, grains=["monthly"])
+    text = config.read_text()
+    second = text[text.index("- name: visited"):].replace("name: visited", "name: opened")
+    config.write_text(text + second)
+    environment = {k: v for k, v in os.environ.items() if k not in ("DAGSTER_HOME", "ACTIVATION_CONFIG")}
+    processes = [
+        subprocess.Popen([str(BIN / "activation"), "materialize", "--config", str(config), "--behavior", name],
+                         cwd=tmp_path, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for name in ("visited", "opened")]
+    outputs = [p.communicate(timeout=600)[0] for p in processes]
+    assert [p.returncode for p in processes] == [0, 0], "\n".join(o[-2000:] for o in outputs)
+    db = tmp_path / "warehouse.duckdb"
+    expected = as_set(reference.activation(rows, SPEC, "monthly"), ACTIVATION_COLUMNS)
+    assert as_set(table_rows(db, "visited_activation_monthly"), ACTIVATION_COLUMNS) == expected
+    assert as_set(table_rows(db, "opened_activation_monthly"), ACTIVATION_COLUMNS) == expected
 
 
 @pytest.mark.slow
