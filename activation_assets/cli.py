@@ -276,6 +276,20 @@ def preflight(config: ActivationConfig, behaviors: list[BehaviorConfig]) -> dict
     return last_days
 
 
+def reconcile(config: ActivationConfig, behaviors: list[BehaviorConfig]) -> None:
+    """Forget partitions built with settings that changed since (window, timezone, week start), so
+    that planning sees them as missing and the tables end up as a fresh run would make them."""
+    from .steps import reconcile_definition
+    from .warehouse import open_warehouse
+
+    with open_warehouse(config) as warehouse:
+        for behavior in behaviors:
+            changed = reconcile_definition(warehouse, behavior)
+            if changed:
+                say(f"behavior {behavior.name!r}: {', '.join(changed)}; the partitions this changes are"
+                    " built again")
+
+
 def stale_sources(behaviors: list[BehaviorConfig], last_days: dict[str, dt.date | None],
                   today: dt.date | None = None) -> list[str]:
     """Behaviors without end_date whose source ended well before the last complete day."""
@@ -331,6 +345,7 @@ def cmd_materialize(args) -> int:
     say(f"config {config.path}; warehouse {config.warehouse.describe()}; DAGSTER_HOME {home}")
     for note in stale_sources(behaviors, last_days):
         say(f"note: {note}")
+    reconcile(config, behaviors)
     done = _materialized(instance, config)
     runs = plan(config, behaviors, grains, start, end, done)
     if not runs:

@@ -419,13 +419,7 @@ def distributions_asset(behavior: BehaviorConfig, grain: Grain, engine: str = "d
 GRAIN_ASSETS: tuple[Callable[[BehaviorConfig, Grain, str], dg.AssetsDefinition], ...] = (
     firstlast_asset, activation_asset, transitions_asset, growth_asset, cohorts_asset, distributions_asset,
 )
-GRAIN_TABLES = (sql.firstlast_table, sql.activation_table, sql.transitions_table, sql.growth_table,
-                sql.cohorts_table, sql.distributions_table)
-
-
-def grain_tables(behavior: str, grain: Grain) -> list[str]:
-    """The assets of one grain, in dependency order."""
-    return [table(behavior, grain) for table in GRAIN_TABLES]
+grain_tables = sql.grain_tables  # the assets of one grain, in dependency order
 
 
 def behavior_assets(behavior: BehaviorConfig, engine: str = "duckdb") -> list[dg.AssetsDefinition]:

@@ -26,7 +26,7 @@ from dagster_pyspark import LazyPySparkResource
 from . import sql
 from .config import BehaviorConfig, SparkWarehouseConfig, is_url
 from .dialect import render, tables_read
-from .sql import PARTITION_LOG, date_lit, literal
+from .sql import DEFINITIONS, PARTITION_LOG, date_lit, literal
 from .warehouse import Warehouse, first_line
 
 # Spark's types, named as DuckDB names them (the steps compare and create columns in those names).
@@ -191,8 +191,7 @@ class SparkWarehouse(Warehouse):
         written = {day: counts.get(day, 0) for day in days}
         empty = [day for day, n in written.items() if n == 0]
         if empty:  # a dynamic overwrite cannot empty a partition it has no rows for
-            specs = ", ".join(f"PARTITION (period_start = {literal(day.isoformat())})" for day in empty)
-            self.session.sql(f"ALTER TABLE {_quote(table)} DROP IF EXISTS {specs}")
+            self._drop_partitions(table, empty)
         columns = ", ".join(_quote(c) for c in self._columns(table))
         self.session.sql(
             f"INSERT OVERWRITE TABLE {_quote(table)} PARTITION (period_start)"
@@ -237,12 +236,39 @@ class SparkWarehouse(Warehouse):
             f"CREATE TABLE IF NOT EXISTS {PARTITION_LOG} (row_count BIGINT, table_name STRING, period_start DATE)"
             " USING parquet PARTITIONED BY (table_name, period_start)")
 
+        self.session.sql(
+            f"CREATE TABLE IF NOT EXISTS {DEFINITIONS} (start_date DATE, end_date DATE, timezone STRING,"
+            " week_start STRING, behavior STRING) USING parquet PARTITIONED BY (behavior)")
+
     def record_partitions(self, table: str, rows: dict[dt.date, int]) -> None:
         if not rows:
             return
         values = ", ".join(f"({count}, {literal(table)}, {date_lit(day)})" for day, count in rows.items())
         self.session.sql(
             f"INSERT OVERWRITE TABLE {PARTITION_LOG} PARTITION (table_name, period_start) VALUES {values}")
+
+    def unlog_partitions(self, table: str, periods: Sequence[dt.date]) -> None:
+        if periods:
+            specs = ", ".join(f"PARTITION (table_name = {literal(table)}, period_start = {literal(p.isoformat())})"
+                              for p in sorted(set(periods)))
+            self.session.sql(f"ALTER TABLE {PARTITION_LOG} DROP IF EXISTS {specs}")
+
+    def _drop_partitions(self, table: str, periods: Sequence[dt.date]) -> None:
+        if periods:
+            specs = ", ".join(f"PARTITION (period_start = {literal(p.isoformat())})" for p in sorted(set(periods)))
+            self.session.sql(f"ALTER TABLE {_quote(table)} DROP IF EXISTS {specs}")
+
+    def forget_partitions(self, table: str, where: str) -> None:
+        if self.table_exists(table):
+            self._drop_partitions(table, [r[0] for r in self.query(
+                f"SELECT DISTINCT period_start FROM {sql.ident(table)} WHERE {where}")])
+        self.unlog_partitions(table, [r[0] for r in self.query(
+            f"SELECT period_start FROM {PARTITION_LOG} WHERE table_name = {literal(table)} AND ({where})")])
+
+    def record_definition(self, behavior: str, values: tuple) -> None:
+        columns = ", ".join(f"CAST({sql.value_lit(v)} AS {t})" for v, t in zip(
+            values, ("DATE", "DATE", "VARCHAR", "VARCHAR")))
+        self._sql(f"INSERT OVERWRITE TABLE {DEFINITIONS} PARTITION (behavior = {literal(behavior)}) SELECT {columns}")
 
 
 def _quote(name: str) -> str:

@@ -41,6 +41,10 @@ TRANSITIONS = (
 )
 
 PARTITION_LOG = "_activation_partitions"
+# Per behavior, the settings its tables were built with (the window, the timezone, the week start):
+# when they change, partitions built under the old ones are forgotten instead of silently kept.
+DEFINITIONS = "_activation_definitions"
+DEFINITION_FIELDS = ("start_date", "end_date", "timezone", "week_start")
 
 
 # --- names and literals -----------------------------------------------------------------------
@@ -61,6 +65,14 @@ def date_lit(day: dt.date) -> str:
     return f"DATE '{day.isoformat()}'"
 
 
+def value_lit(value: dt.date | str | None) -> str:
+    return "NULL" if value is None else date_lit(value) if isinstance(value, dt.date) else literal(str(value))
+
+
+def values_list(values: tuple) -> str:
+    return ", ".join(value_lit(v) for v in values)
+
+
 def fact_table(behavior: str) -> str:
     return f"fact_{behavior}"
 
@@ -75,6 +87,13 @@ def activation_table(behavior: str, grain: Grain | str) -> str:
 
 def transitions_table(behavior: str, grain: Grain | str) -> str:
     return f"{behavior}_transitions_{grain}"
+
+
+def outside(first: dt.date | None, last: dt.date | None) -> str:
+    """A predicate on period_start: the partitions before `first` or after `last` (None: no bound)."""
+    parts = ([f"period_start < {date_lit(first)}"] if first else []) + (
+        [f"period_start > {date_lit(last)}"] if last else [])
+    return " OR ".join(parts) or "FALSE"
 
 
 def periods_between(grain: Grain, earlier: str, later: str) -> str:
@@ -469,3 +488,9 @@ def distributions_select(activation: str, period: dt.date) -> str:
         FROM {ident(activation)} WHERE period_start = {p} AND streak >= 1 GROUP BY ALL
         ORDER BY 2, 4
     """
+
+
+def grain_tables(behavior: str, grain: Grain) -> list[str]:
+    """The tables of one grain, in dependency order (each an asset of the same name)."""
+    return [table(behavior, grain) for table in (
+        firstlast_table, activation_table, transitions_table, growth_table, cohorts_table, distributions_table)]

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from . import sql
 from .config import BehaviorConfig, Grain
-from .periods import first_period, periods_for
+from .periods import end_exclusive, first_period, periods_for
 from .warehouse import ActivationError, Warehouse, as_warehouse
 
 Progress = Callable[[int, int, dt.date], None]
@@ -25,6 +25,42 @@ STAGE = "fact_stage"
 
 def _no_progress(done: int, total: int, period: dt.date) -> None:
     pass
+
+
+# --- the settings the tables were built with ----------------------------------------------------
+
+
+def reconcile_definition(conn: Warehouse, behavior: BehaviorConfig) -> list[str]:
+    """Forget every partition that the behavior's current settings do not give; say which.
+
+    Every step starts here, and so does the CLI before it plans, so that after a change of the
+    window (start_date, end_date), timezone or week start the tables end up equal to a fresh run:
+    - rows outside the window are always dropped: fact days outside [start_date, end_date], and
+      periods before the first or not complete by end_date;
+    - a new start_date or timezone changes every period (first periods, local dates): all grain
+      partitions are forgotten, and with a new timezone every fact day too; a new week start, the
+      weekly ones. Forgotten partitions count as missing, so they are built again in order.
+    """
+    wh = as_warehouse(conn)
+    current = tuple(getattr(behavior, name) for name in sql.DEFINITION_FIELDS)
+    recorded = wh.recorded_definition(behavior.name)
+    if recorded == current:
+        return []
+    was = dict(zip(sql.DEFINITION_FIELDS, recorded)) if recorded else {}
+    changed = [f"{name} {was[name]} -> {value}" for name, value in zip(sql.DEFINITION_FIELDS, current)
+               if was and was[name] != value]
+    moved = {name for name in ("start_date", "timezone", "week_start") if was and was[name] != getattr(behavior, name)}
+    with wh.transaction():
+        wh.forget_partitions(sql.fact_table(behavior.name), "TRUE" if "timezone" in moved else sql.outside(
+            behavior.start_date, behavior.end_date))
+        for grain in Grain:  # configured or not: a grain dropped from the config keeps no stale rows either
+            rebuilt = bool(moved - {"week_start"}) or (grain is Grain.weekly and "week_start" in moved)
+            end = end_exclusive(behavior, grain)
+            keep = sql.outside(first_period(behavior, grain), end - dt.timedelta(days=1) if end else None)
+            for table in sql.grain_tables(behavior.name, grain):
+                wh.forget_partitions(table, "TRUE" if rebuilt else keep)
+        wh.record_definition(behavior.name, current)
+    return changed
 
 
 # --- fact -------------------------------------------------------------------------------------
@@ -137,6 +173,7 @@ def check_source_columns(behavior: BehaviorConfig, columns: dict[str, str]) -> s
 
 def materialize_fact(conn: Warehouse, behavior: BehaviorConfig, days: Sequence[dt.date]) -> FactOutcome:
     wh = as_warehouse(conn)
+    reconcile_definition(wh, behavior)
     days = sorted(days)
     first_day, last_day = days[0], days[-1]
     table = sql.fact_table(behavior.name)
@@ -267,6 +304,7 @@ def materialize_firstlast(
     wh, periods = as_warehouse(conn), sorted(periods)
     table, fact = sql.firstlast_table(behavior.name, grain), sql.fact_table(behavior.name)
     calendar = periods_for(behavior, grain)
+    reconcile_definition(wh, behavior)
     _require_previous(wh, behavior, grain, table, periods)
     wh.require_recorded(
         fact, [day for p in periods for day in fact_days(behavior, grain, p)],
@@ -287,6 +325,7 @@ def materialize_activation(
     table = sql.activation_table(behavior.name, grain)
     firstlast = sql.firstlast_table(behavior.name, grain)
     calendar = periods_for(behavior, grain)
+    reconcile_definition(wh, behavior)
     _require_previous(wh, behavior, grain, table, periods)
     wh.require_recorded(
         firstlast, periods,
@@ -307,6 +346,7 @@ def _from_activation(
     """Write `table` for each period from that period's activation partition alone."""
     periods = sorted(periods)
     activation = sql.activation_table(behavior.name, grain)
+    reconcile_definition(wh, behavior)
     wh.require_recorded(
         activation, periods,
         why=f"cannot materialize {table} for {periods[0]}..{periods[-1]}: it is computed from {activation}",

@@ -31,7 +31,7 @@ import pandas as pd
 
 from . import sql
 from .config import ActivationConfig, BehaviorConfig
-from .sql import PARTITION_LOG, date_lit, ident, literal
+from .sql import DEFINITIONS, PARTITION_LOG, date_lit, ident, literal
 
 LOCK_TIMEOUT_SECONDS = 30 * 60
 
@@ -241,6 +241,21 @@ class Warehouse:
             return []
         return [(table, day) for table, day in self.query(f"SELECT table_name, period_start FROM {PARTITION_LOG}")]
 
+    def forget_partitions(self, table: str, where: str) -> None:
+        """Drop the partitions of `table` whose period_start satisfies `where`, rows and log entries."""
+        raise NotImplementedError
+
+    # --- what a behavior's tables were built with ---
+    def recorded_definition(self, behavior: str) -> tuple | None:
+        if not self.table_exists(DEFINITIONS):
+            return None
+        rows = self.query(f"SELECT {', '.join(sql.DEFINITION_FIELDS)} FROM {DEFINITIONS}"
+                          f" WHERE behavior = {literal(behavior)}")
+        return tuple(rows[0]) if rows else None
+
+    def record_definition(self, behavior: str, values: tuple) -> None:
+        raise NotImplementedError
+
     def require_recorded(self, table: str, needed: Iterable[dt.date], why: str, how: str) -> None:
         """Fail, naming the first missing partition, unless every `needed` partition of `table` exists."""
         needed = sorted(set(needed))
@@ -331,11 +346,29 @@ class DuckDBWarehouse(Warehouse):
             )"""
         )
 
+        self.conn.execute(
+            f"""CREATE TABLE IF NOT EXISTS {DEFINITIONS} (
+                behavior VARCHAR PRIMARY KEY,
+                start_date DATE NOT NULL,
+                end_date DATE,
+                timezone VARCHAR NOT NULL,
+                week_start VARCHAR NOT NULL
+            )"""
+        )
+
     def record_partitions(self, table: str, rows: dict[dt.date, int]) -> None:
         if not rows:
             return
         values = ", ".join(f"({literal(table)}, {date_lit(day)}, {count})" for day, count in rows.items())
         self.conn.execute(f"INSERT OR REPLACE INTO {PARTITION_LOG} VALUES {values}")
+
+    def forget_partitions(self, table: str, where: str) -> None:
+        if self.table_exists(table):
+            self.conn.execute(f"DELETE FROM {ident(table)} WHERE {where}")
+        self.conn.execute(f"DELETE FROM {PARTITION_LOG} WHERE table_name = {literal(table)} AND ({where})")
+
+    def record_definition(self, behavior: str, values: tuple) -> None:
+        self.conn.execute(f"INSERT OR REPLACE INTO {DEFINITIONS} VALUES ({literal(behavior)}, {sql.values_list(values)})")
 
 
 def first_line(text: str, exc: BaseException) -> str:

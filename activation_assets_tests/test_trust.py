@@ -8,8 +8,12 @@ import dagster as dg
 import duckdb
 import pandas as pd
 import pytest
+import yaml
 
-from .conftest import materialize, write_config
+from activation_assets import cli
+
+from . import reference
+from .conftest import ACTIVATION_COLUMNS, as_set, edge_events, materialize, small_behavior, table_rows, write_config
 
 START, END = dt.date(2025, 3, 3), dt.date(2025, 3, 16)
 
@@ -60,3 +64,54 @@ def test_a_reordered_source_gives_the_same_fact(tmp_path, kind):
     _write(kind, tmp_path, frame[["user_id", "occurred_at", "device", "country"]])
     assert materialize(config, ["fact_visited"], str(START), str(END), instance).success
     assert _fact(tmp_path / "warehouse.duckdb") == before
+
+
+# --- a changed window -----------------------------------------------------------------------------
+
+WINDOW = reference.Spec("Asia/Seoul", dt.date(2025, 3, 3), dt.date(2025, 4, 13), "monday")
+
+
+def _every_table(database) -> dict[str, list[tuple]]:
+    """Every table, the partition log and the recorded settings included, as sorted rows."""
+    with duckdb.connect(str(database), read_only=True) as conn:
+        tables = [r[0] for r in conn.execute("SELECT table_name FROM information_schema.tables").fetchall()]
+        return {t: sorted(map(repr, conn.execute(f'SELECT * FROM "{t}"').fetchall())) for t in tables}
+
+
+def _cli_materialize(config, home, monkeypatch) -> None:
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    home.mkdir(exist_ok=True)
+    assert cli.main(["materialize", "--config", str(config)]) == 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("change", [
+    {"start_date": dt.date(2025, 3, 13)},  # 10 days later, a Thursday: the first week now starts mid-week
+    {"end_date": dt.date(2025, 4, 3)},     # 10 days earlier, a Thursday: that week is no longer complete
+    {"timezone": "UTC", "week_start": "sunday"},
+])
+def test_a_changed_window_gives_what_a_fresh_run_gives(tmp_path, monkeypatch, change):
+    rows = edge_events(WINDOW, seed=41, users=list(range(1, 25)))
+    changed = tmp_path / "changed"
+    config = small_behavior(changed, WINDOW, rows)
+    _cli_materialize(config, tmp_path / "home-changed", monkeypatch)
+    document = yaml.safe_load(config.read_text())
+    document["behaviors"][0].update(change)
+    config.write_text(yaml.safe_dump(document))
+    _cli_materialize(config, tmp_path / "home-changed", monkeypatch)
+
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    (fresh / "activation.yaml").write_text(config.read_text())
+    (fresh / "events").symlink_to(changed / "events")
+    _cli_materialize(fresh / "activation.yaml", tmp_path / "home-fresh", monkeypatch)
+
+    got, want = _every_table(changed / "warehouse.duckdb"), _every_table(fresh / "warehouse.duckdb")
+    assert sorted(got) == sorted(want)
+    for table in want:
+        assert got[table] == want[table], table
+    # And the fresh run itself is right: the weekly states match the brute-force reference.
+    spec = reference.Spec(document["behaviors"][0]["timezone"], document["behaviors"][0]["start_date"],
+                          document["behaviors"][0]["end_date"], document["behaviors"][0]["week_start"])
+    assert as_set(table_rows(fresh / "warehouse.duckdb", "visited_activation_weekly"), ACTIVATION_COLUMNS) == as_set(
+        reference.activation(rows, spec, "weekly"), ACTIVATION_COLUMNS)

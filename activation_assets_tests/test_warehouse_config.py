@@ -47,7 +47,7 @@ def test_spark_setting(tmp_path):
     ({"database": "a.duckdb", "warehouse": {"duckdb": {"database": "b.duckdb"}}}, "use one or the other"),
     ({"warehouse": {"duckdb": {}, "spark": {}}}, "warehouse is exactly one of"),
     ({"warehouse": {"spark": {"database": "Bad-Name"}}}, "is not a lowercase identifier"),
-    ({"warehouse": {"snowflake": {}}}, "unknown key 'warehouse.snowflake'"),
+    ({"warehouse": {"snowflake": {}}}, "warehouse: unknown key 'snowflake'"),
 ])
 def test_warehouse_mistakes_are_explained(tmp_path, top, fragment):
     with pytest.raises(ConfigError) as error:
