@@ -48,6 +48,17 @@ class Period:
         return date_lit(periods_for(self.behavior, self.grain).next(self.start))
 
     @property
+    def first_day(self) -> str:
+        """The period's first day within [start_date, end_date]."""
+        return date_lit(max(self.start, self.behavior.start_date))
+
+    @property
+    def last_day(self) -> str:
+        """The period's last day within [start_date, end_date]."""
+        last = periods_for(self.behavior, self.grain).last_day(self.start)
+        return date_lit(min(last, self.behavior.end_date) if self.behavior.end_date else last)
+
+    @property
     def fact(self) -> str:
         return ident(sql.fact_table(self.behavior.name))
 
@@ -242,16 +253,25 @@ ACTIVATION_CHECKS = (
     Check(
         "matches_days",
         "Invariant 9: the users active in the period are exactly the distinct users active on its days"
-        " (the daily fact partitions).",
+        " within [start_date, end_date], read from the daily fact by activity_date (not the model's query).",
         lambda c: f"""
             WITH a AS (SELECT user_id FROM {c.activation} WHERE period_start = {c.p} AND state IN {ACTIVE}),
                  f AS (SELECT DISTINCT user_id FROM {c.fact}
-                       WHERE period_start >= {c.p} AND period_start < {c.next}),
+                       WHERE activity_date BETWEEN {c.first_day} AND {c.last_day}),
                  only_a AS (SELECT count(*) AS n FROM (SELECT user_id FROM a EXCEPT SELECT user_id FROM f)),
                  only_f AS (SELECT count(*) AS n FROM (SELECT user_id FROM f EXCEPT SELECT user_id FROM a))
             SELECT only_a.n + only_f.n, only_a.n || ' active users not active on any day, '
                    || only_f.n || ' users active on a day but not in the period'
             FROM only_a, only_f""",
+        lambda c: f"""
+            WITH a AS (SELECT user_id FROM {c.activation} WHERE period_start = {c.p} AND state IN {ACTIVE}),
+                 f AS (SELECT DISTINCT user_id FROM {c.fact}
+                       WHERE activity_date BETWEEN {c.first_day} AND {c.last_day})
+            (SELECT user_id, 'active in the period, on none of its days' AS problem
+             FROM (SELECT user_id FROM a EXCEPT SELECT user_id FROM f) LIMIT {EXAMPLE_ROWS})
+            UNION ALL
+            (SELECT user_id, 'active on a day, not in the period'
+             FROM (SELECT user_id FROM f EXCEPT SELECT user_id FROM a) LIMIT {EXAMPLE_ROWS})""",
         grains=(Grain.weekly, Grain.monthly),
     ),
 )
@@ -259,28 +279,33 @@ ACTIVATION_CHECKS = (
 
 # --- transitions -------------------------------------------------------------------------------
 
+_TRANSITION_PAIRS = """
+    WITH g AS (SELECT prev_state AS f, state AS t, count(*) AS u FROM {activation}
+               WHERE period_start = {p} GROUP BY ALL),
+         tr AS (SELECT from_state AS f, to_state AS t, sum(users) AS u, count(*) AS copies FROM {transitions}
+                WHERE period_start = {p} GROUP BY ALL),
+         pairs AS (SELECT coalesce(g.f, tr.f) AS from_state, coalesce(g.t, tr.t) AS to_state,
+                          g.u AS activation_users, tr.u AS transitions_users, coalesce(tr.copies, 0) AS copies
+                   FROM g FULL OUTER JOIN tr ON g.f IS NOT DISTINCT FROM tr.f AND g.t = tr.t
+                   WHERE g.u IS DISTINCT FROM tr.u OR tr.copies > 1)
+"""
+
 TRANSITIONS_CHECKS = (
     Check(
         "equals_grouped_activation",
-        "Invariant 8: the transitions table equals the activation table grouped by (prev_state, state);"
-        " its users add up to the period's activation rows.",
-        lambda c: f"""
-            WITH g AS (SELECT prev_state AS f, state AS t, count(*) AS u FROM {c.activation}
-                       WHERE period_start = {c.p} GROUP BY ALL),
-                 tr AS (SELECT from_state AS f, to_state AS t, users AS u FROM {c.transitions}
-                        WHERE period_start = {c.p})
-            SELECT count(*), count(*) || ' (from_state, to_state) pairs disagree with the activation table'
-            FROM g FULL OUTER JOIN tr ON g.f IS NOT DISTINCT FROM tr.f AND g.t = tr.t
-            WHERE g.u IS DISTINCT FROM tr.u""",
-        lambda c: f"""
-            WITH g AS (SELECT prev_state AS f, state AS t, count(*) AS u FROM {c.activation}
-                       WHERE period_start = {c.p} GROUP BY ALL),
-                 tr AS (SELECT from_state AS f, to_state AS t, users AS u FROM {c.transitions}
-                        WHERE period_start = {c.p})
-            SELECT coalesce(g.f, tr.f) AS from_state, coalesce(g.t, tr.t) AS to_state,
-                   g.u AS activation_users, tr.u AS transitions_users
-            FROM g FULL OUTER JOIN tr ON g.f IS NOT DISTINCT FROM tr.f AND g.t = tr.t
-            WHERE g.u IS DISTINCT FROM tr.u LIMIT {EXAMPLE_ROWS}""",
+        "Invariant 8: the transitions table equals the activation table grouped by (prev_state, state):"
+        " one row per pair, the same users; its users add up to the period's activation rows.",
+        lambda c: _TRANSITION_PAIRS.format(activation=c.activation, transitions=c.transitions, p=c.p) + f"""
+            , totals AS (SELECT (SELECT coalesce(sum(users), 0) FROM {c.transitions} WHERE period_start = {c.p})
+                                AS users,
+                                (SELECT count(*) FROM {c.activation} WHERE period_start = {c.p}) AS rows)
+            SELECT (SELECT count(*) FROM pairs) + CASE WHEN totals.users = totals.rows THEN 0 ELSE 1 END,
+                   (SELECT count(*) FROM pairs) || ' (from_state, to_state) pairs disagree with the activation'
+                   || ' table or appear twice; users add up to ' || totals.users || ' for '
+                   || totals.rows || ' activation rows'
+            FROM totals""",
+        lambda c: _TRANSITION_PAIRS.format(activation=c.activation, transitions=c.transitions, p=c.p)
+        + f"SELECT * FROM pairs LIMIT {EXAMPLE_ROWS}",
     ),
 )
 

@@ -61,6 +61,11 @@ CORRUPTIONS = {
         "UPDATE visited_transitions_daily SET users = users + 1"
         " WHERE period_start = DATE '{period}' AND to_state = 'inactive' AND from_state = 'inactive'",
         "equals_grouped_activation", "disagree"),
+    "a duplicated transitions row": (
+        "transitions", Grain.daily, DAY,
+        "INSERT INTO visited_transitions_daily SELECT * FROM visited_transitions_daily"
+        " WHERE period_start = DATE '{period}' AND to_state = 'inactive' AND from_state = 'inactive'",
+        "equals_grouped_activation", "appear twice; users add up to"),
     "a weekly row that disagrees with its days": (
         "activation", Grain.weekly, WEEK,
         "UPDATE visited_activation_weekly SET user_id = 424242 WHERE {one_new_weekly}",
@@ -133,6 +138,29 @@ def test_corruption_is_caught(clean, tmp_path, case):
     assert outcome.violations >= 1
     assert words in outcome.summary()
     assert str(period) in outcome.summary()
+
+
+def test_matches_days_catches_a_model_built_from_days_outside_the_window(clean, tmp_path):
+    """Invariant 9 reads the days itself: a fact day left before start_date (say by a moved window)
+    that the model counted is caught, although the model's own fact query agrees with itself."""
+    from activation_assets import steps
+
+    behavior = clean.behaviors[0]
+    march = dt.date(2025, 3, 1)  # the first month starts two days before start_date (2025-03-03)
+    copy = tmp_path / "corrupt.duckdb"
+    shutil.copy(clean.database, copy)
+    with duckdb.connect(str(copy)) as conn:
+        conn.execute("SET TimeZone = 'UTC'")
+        conn.execute("INSERT INTO fact_visited BY NAME SELECT DATE '2025-03-01' AS period_start, 777777 AS user_id,"
+                     " TIMESTAMP '2025-02-28 16:00:00' AS occurred_at, DATE '2025-03-01' AS activity_date,"
+                     " 'visit' AS event_name, 'web' AS platform")
+        steps.materialize_firstlast(conn, behavior, Grain.monthly, [march])
+        steps.materialize_activation(conn, behavior, Grain.monthly, [march])
+        outcomes = _evaluate(conn, clean, "activation", Grain.monthly, march)
+    assert not outcomes["matches_days"].passed
+    assert "1 active users not active on any day" in outcomes["matches_days"].summary()
+    assert outcomes["matches_days"].examples[0]["user_id"] == 777777
+    assert outcomes["active_users_match_fact"].passed  # the model's own query cannot see it
 
 
 def test_a_failing_check_reports_and_blocks_downstream(tmp_path):
