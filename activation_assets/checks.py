@@ -357,6 +357,17 @@ COHORTS_CHECKS = (
 )
 
 
+def checks_by_table(behavior: str, grain: Grain) -> dict[str, Sequence[Check]]:
+    """Each checked table of a grain with its checks, in dependency order."""
+    return {
+        sql.firstlast_table(behavior, grain): FIRSTLAST_CHECKS,
+        sql.activation_table(behavior, grain): ACTIVATION_CHECKS,
+        sql.transitions_table(behavior, grain): TRANSITIONS_CHECKS,
+        sql.growth_table(behavior, grain): GROWTH_CHECKS,
+        sql.cohorts_table(behavior, grain): COHORTS_CHECKS,
+    }
+
+
 def checks_for(checks: Sequence[Check], grain: Grain) -> list[Check]:
     return [check for check in checks if grain in check.grains]
 

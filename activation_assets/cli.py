@@ -3,6 +3,7 @@
     activation sample-data [--out DIR] [--users N] [--days N] [--seed N] [--force]
     activation validate    [--config PATH]
     activation materialize [--config PATH] [--behavior B ...] [--grain G ...] [--from DATE] [--to DATE]
+    activation check       [--config PATH] [--behavior B ...] [--grain G ...] [--from DATE] [--to DATE]
     activation report      [--config PATH] [--behavior B ...] [--grain G ...] [--out DIR] [--png DIR]
     activation ui          [--config PATH] [--port N]
 
@@ -364,6 +365,58 @@ def cmd_materialize(args) -> int:
     return 0
 
 
+def cmd_check(args) -> int:
+    """Every invariant over the materialized partitions, as `dbt test` does: exit 1 on any violation."""
+    config = _load(args)
+    from . import checks as inv
+    from .warehouse import open_warehouse
+
+    behaviors = [config.behavior(name) for name in args.behavior] if args.behavior else list(config.behaviors)
+    grains = [Grain(g) for g in args.grain] if args.grain else None
+    start = dt.date.fromisoformat(args.date_from) if args.date_from else dt.date.min
+    end = dt.date.fromisoformat(args.date_to) if args.date_to else dt.date.max
+    began, evaluated, failed = time.monotonic(), 0, 0
+    with open_warehouse(config, read_only=True) as warehouse:
+        if warehouse is None:
+            raise CommandError(f"the database {config.database} does not exist: nothing has been materialized yet")
+        logged: dict[str, list[dt.date]] = {}
+        for table, day in warehouse.all_recorded():
+            logged.setdefault(table, []).append(day)
+        for behavior in behaviors:
+            for grain in [g for g in behavior.grains if grains is None or g in grains]:
+                for table, table_checks in inv.checks_by_table(behavior.name, grain).items():
+                    periods = sorted(p for p in logged.get(table, []) if start <= p <= end)
+                    if not periods or not inv.checks_for(table_checks, grain):
+                        continue
+                    outcomes: dict[str, inv.CheckOutcome] = {}
+                    for period in periods:
+                        inv.evaluate(warehouse, table_checks, behavior, grain, period, outcomes)
+                    for outcome in outcomes.values():
+                        evaluated += 1
+                        status = "PASS" if outcome.passed else "FAIL"
+                        say(f"{status} {table}.{outcome.check.name}: {outcome.summary()}")
+                        if not outcome.passed:
+                            failed += 1
+                            _show_failure(outcome)
+    if not evaluated:
+        raise CommandError("no materialized partition matches the selection: nothing to check")
+    say(f"\n{evaluated} check(s) in {time.monotonic() - began:.1f} s: {evaluated - failed} passed, {failed} failed.")
+    return 1 if failed else 0
+
+
+def _show_failure(outcome) -> None:
+    failing = [str(p) for p in outcome.failing]
+    more = f" (+{len(failing) - 10} more)" if len(failing) > 10 else ""
+    say(f"     failing partitions: {', '.join(failing[:10])}{more}")
+    for period, (count, detail) in list(outcome.failing.items())[:3]:
+        say(f"     {period}: {count} violation(s): {detail}")
+    if outcome.examples:
+        names = list(outcome.examples[0])
+        say("     examples: " + " | ".join(names))
+        for row in outcome.examples:
+            say("               " + " | ".join("NULL" if row[n] is None else str(row[n]) for n in names))
+
+
 def cmd_sample_data(args) -> int:
     from .sample_data import SampleSpec, generate
 
@@ -416,6 +469,14 @@ def parser() -> argparse.ArgumentParser:
     m.add_argument("--from", dest="date_from", help="first day (YYYY-MM-DD) of a window to recompute")
     m.add_argument("--to", dest="date_to", help="last day (YYYY-MM-DD) of a window to recompute")
     m.set_defaults(handler=cmd_materialize)
+
+    c = with_config(commands.add_parser(
+        "check", help="re-run every invariant over the materialized partitions (exit 1 on any violation)"))
+    c.add_argument("--behavior", action="append", help="only this behavior (repeatable)")
+    c.add_argument("--grain", action="append", choices=[g.value for g in Grain], help="only this grain (repeatable)")
+    c.add_argument("--from", dest="date_from", help="first partition (YYYY-MM-DD) to check")
+    c.add_argument("--to", dest="date_to", help="last partition (YYYY-MM-DD) to check")
+    c.set_defaults(handler=cmd_check)
 
     v = with_config(commands.add_parser("validate", help="check the config and its sources"))
     v.set_defaults(handler=cmd_validate)

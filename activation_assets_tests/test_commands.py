@@ -152,3 +152,30 @@ def test_dagster_asset_materialize_partition_range(tmp_path, monkeypatch):
     instance = dg.DagsterInstance.get()
     assert len(instance.get_runs()) == 1
     assert len(instance.get_materialized_partitions(dg.AssetKey("visited_activation_daily"))) == 31
+
+
+def test_activation_check_passes_then_names_a_violation(tmp_path, capsys):
+    from activation_assets import cli
+
+    from .conftest import run_graph
+
+    rows = edge_events(SPEC, seed=28, users=list(range(1, 20)))
+    config = small_behavior(tmp_path, SPEC, rows, grains=["weekly"])
+    assert run_graph(config) == 0
+    capsys.readouterr()
+    assert cli.main(["check", "--config", str(config)]) == 0
+    clean = capsys.readouterr().out
+    assert "PASS visited_activation_weekly.matches_days" in clean and "0 failed" in clean
+
+    import duckdb
+
+    with duckdb.connect(str(tmp_path / "warehouse.duckdb")) as conn:  # a retained user loses their streak
+        conn.execute("UPDATE visited_activation_weekly SET streak = 0 WHERE period_start = DATE '2025-03-17'"
+                     " AND user_id = (SELECT min(user_id) FROM visited_activation_weekly"
+                     "                WHERE period_start = DATE '2025-03-17' AND state = 'retained')")
+    assert cli.main(["check", "--config", str(config), "--from", "2025-03-10", "--to", "2025-03-24"]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL visited_activation_weekly.columns_consistent: failed on 1 of 3 partition(s)" in out
+    assert "failing partitions: 2025-03-17" in out
+    assert "examples: period_start | user_id | state" in out and "| retained |" in out
+    assert "1 failed" in out

@@ -207,6 +207,13 @@ def test_checks_catch_a_corrupted_partition_on_spark(engines):
     assert outcomes["one_row_per_user"].examples, "the failing check shows example rows"
 
 
+def test_activation_check_on_spark(engines, capsys):
+    capsys.readouterr()
+    assert cli.main(["check", "--config", str(engines["spark"]), "--grain", "weekly"]) == 0
+    out = capsys.readouterr().out
+    assert "PASS visited_transitions_weekly.equals_grouped_activation" in out and " 0 failed." in out
+
+
 def test_a_missing_source_is_a_clear_error_on_spark(engines, tmp_path):
     config = load_config(engines["spark"])
     behavior = config.behaviors[0].model_copy(
