@@ -87,11 +87,14 @@ def generate(out: str | Path, spec: SampleSpec = SampleSpec()) -> dict[str, int]
         "platform": rng.choice(["ios", "android", "web"], p=[0.45, 0.45, 0.10],
                                size=open_users.size + list_users.size),
     })
+    # Every event has its id before the noise, so that a re-delivered event is an exact duplicate.
+    events.insert(0, "event_id", np.arange(1, len(events) + 1, dtype="int64"))
     # Noise: exact duplicates, null ids and times, test rows outside the year.
     events = pd.concat([events, events.sample(frac=0.005, random_state=spec.seed)], ignore_index=True)
     events.loc[events.sample(frac=0.001, random_state=spec.seed + 1).index, "user_id"] = pd.NA
     events.loc[events.sample(frac=0.0005, random_state=spec.seed + 2).index, "occurred_at"] = pd.NaT
     outside = pd.DataFrame({
+        "event_id": np.arange(len(events) + 1, len(events) + 5, dtype="int64"),
         "user_id": pd.array([1, 2, 3, 4], dtype="Int64"),
         "event_name": ["app_open"] * 4,
         "occurred_at": pd.to_datetime(["2024-12-31 10:00", "2024-12-31 14:59", "2025-12-31 15:00",
@@ -105,7 +108,6 @@ def generate(out: str | Path, spec: SampleSpec = SampleSpec()) -> dict[str, int]
     order = rng.permutation(len(events))  # log order, not time order
     month = arrival.dt.strftime("%Y-%m").to_numpy()[order]
     events = events.iloc[order].reset_index(drop=True)
-    events.insert(0, "event_id", np.arange(1, len(events) + 1, dtype="int64"))
 
     (out / "events").mkdir(parents=True, exist_ok=True)
     for old in (out / "events").glob("*.parquet"):
@@ -120,7 +122,8 @@ def generate(out: str | Path, spec: SampleSpec = SampleSpec()) -> dict[str, int]
                        pd.to_datetime(_times(spec, post_days, rng)).tz_localize("UTC")],
         "board": rng.choice(["neighborhood", "qna", "deals"], size=post_users.size),
     })
-    posts_frame = pd.concat([posts_frame, posts_frame.sample(frac=0.003, random_state=spec.seed)])
+    duplicates = max(1, round(0.003 * len(posts_frame)))  # at least one, however small the sample
+    posts_frame = pd.concat([posts_frame, posts_frame.sample(n=duplicates, random_state=spec.seed)])
     posts_frame = posts_frame.sort_values("created_at", kind="stable")
     posts_frame.to_csv(out / "community_posts.csv", index=False)
     return {"events": len(events), "posts": len(posts_frame), "users": spec.users}

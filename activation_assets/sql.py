@@ -149,7 +149,7 @@ def local_date_expr(instant: str, timezone: str) -> str:
 
 
 def source_profile(
-    relation: str, user_column: str, time_column: str, time_type: str, timezone: str,
+    relation: str, time_column: str, time_type: str, timezone: str,
     start_date: dt.date, end_date: dt.date | None,
 ) -> str:
     """One scan of the source: the rows that can never be activity, counted by reason."""

@@ -179,3 +179,25 @@ def test_activation_check_passes_then_names_a_violation(tmp_path, capsys):
     assert "failing partitions: 2025-03-17" in out
     assert "examples: period_start | user_id | state" in out and "| retained |" in out
     assert "1 failed" in out
+
+
+def test_the_sample_data_has_the_noise_it_promises(tmp_path):
+    """Exact duplicates (a re-delivered event keeps its id), null ids and times, rows outside the year."""
+    import duckdb
+
+    from activation_assets.sample_data import SampleSpec, generate
+
+    generate(tmp_path, SampleSpec(users=400, days=60, seed=5))
+    events = f"read_parquet('{tmp_path}/events/*.parquet')"
+    with duckdb.connect() as conn:
+        total, distinct, null_ids, null_times, outside = conn.execute(f"""
+            SELECT count(*), (SELECT count(*) FROM (SELECT DISTINCT * FROM {events})),
+                   count(*) FILTER (WHERE user_id IS NULL), count(*) FILTER (WHERE occurred_at IS NULL),
+                   count(*) FILTER (WHERE year(occurred_at) <> 2025)
+            FROM {events}""").fetchone()
+        posts, distinct_posts = conn.execute(
+            f"SELECT count(*), (SELECT count(*) FROM (SELECT DISTINCT * FROM read_csv('{tmp_path}/community_posts.csv')))"
+            f" FROM read_csv('{tmp_path}/community_posts.csv')").fetchone()
+    assert total > distinct, "exact duplicates"
+    assert null_ids > 0 and null_times > 0 and outside > 0
+    assert posts > distinct_posts

@@ -12,7 +12,7 @@ import sqlglot
 from activation_assets import checks as inv
 from activation_assets import sql
 from activation_assets.config import ConfigError, Grain, load_config, parse_config
-from activation_assets.dialect import render, tables_read
+from activation_assets.dialect import render
 
 BEHAVIOR = {"name": "visited", "source": {"parquet": "events/*.parquet"}, "start_date": "2025-01-01"}
 
@@ -86,7 +86,7 @@ P, Q, NEXT = dt.date(2025, 3, 10), dt.date(2025, 3, 3), dt.date(2025, 3, 17)
 def _model_statements() -> list[str]:
     relation = sql.filtered("read_parquet('x.parquet')", "event_name = 'visit'")
     statements = [
-        sql.source_profile(relation, "uid", "ts", "TIMESTAMP", "Asia/Seoul", P, NEXT),
+        sql.source_profile(relation, "ts", "TIMESTAMP", "Asia/Seoul", P, NEXT),
         sql.stage_select(relation, "uid", "ts", ["event_name"], "VARCHAR", "Asia/Seoul", P, NEXT),
         sql.fact_select(),
         sql.firstlast_select("fl", "fact", P, Q, NEXT, is_first=False),
@@ -139,7 +139,3 @@ def test_duckdb_runs_the_source_text_unchanged():
         conn.execute(sql.create_table("fl", sql.with_user_type(sql.FIRSTLAST_COLUMNS, "BIGINT")))
         assert conn.execute(statement).fetchall() == []
 
-
-def test_a_write_that_reads_its_own_target_is_recognised():
-    assert "fl" in tables_read(sql.firstlast_select("fl", "fact", P, Q, NEXT, is_first=False))
-    assert "a" not in tables_read(sql.activation_select("fl", Grain.daily, P, Q))
