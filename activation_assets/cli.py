@@ -24,7 +24,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import REPO_ROOT, ActivationConfig, BehaviorConfig, ConfigError, Grain, load_config, missing_source_files
+from .config import (
+    REPO_ROOT, ActivationConfig, BehaviorConfig, ConfigError, Grain, is_url, load_config, missing_source_files,
+)
 
 INSTANCE_TEMPLATE = Path(__file__).parent / "instance" / "dagster.yaml"
 RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
@@ -58,6 +60,22 @@ def dagster_instance(config: ActivationConfig):
         instance.get_latest_materialization_event(dg.AssetKey("_"))  # event log storage
         instance.all_instigator_state()  # schedule storage
     return home, instance
+
+
+def _refuse_beside_running_spark(config: ActivationConfig, instance) -> None:
+    """A Spark warehouse at a URL has no lock file that this command and a UI run could share, and
+    this command's in-process run is outside the instance's pool: refuse while a run is going on."""
+    spark = config.warehouse.spark
+    if spark is None or (spark.warehouse_dir and not is_url(spark.warehouse_dir)):
+        return  # DuckDB's file lock, or the local Spark warehouse's lock, serialises the writers
+    import dagster as dg
+
+    running = instance.get_runs(filters=dg.RunsFilter(statuses=[
+        dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]), limit=5)
+    if running:
+        raise CommandError(
+            f"{len(running)} Dagster run(s) of this instance are in progress (e.g. {running[0].run_id}); two writers"
+            " on one Spark warehouse would race. Wait for them to finish (see the UI's Runs page), then run again.")
 
 
 def ensure_dagster_home(config: ActivationConfig) -> Path:
@@ -343,6 +361,7 @@ def cmd_materialize(args) -> int:
         raise CommandError(f"--to {end} is before --from {start}")
     last_days = preflight(config, behaviors)
     home, instance = dagster_instance(config)
+    _refuse_beside_running_spark(config, instance)
     say(f"config {config.path}; warehouse {config.warehouse.describe()}; DAGSTER_HOME {home}")
     for note in stale_sources(behaviors, last_days):
         say(f"note: {note}")

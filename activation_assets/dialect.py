@@ -47,7 +47,3 @@ def render(statement: str, engine: str) -> str:
     tree = sqlglot.parse_one(statement, read=SOURCE_DIALECT)
     return _timezones_for_spark(tree).sql(dialect="spark")
 
-
-def tables_read(statement: str) -> set[str]:
-    """Unqualified names of the tables a statement reads (to spot a write that reads its own target)."""
-    return {table.name for table in sqlglot.parse_one(statement, read=SOURCE_DIALECT).find_all(exp.Table)}

@@ -1,16 +1,16 @@
 """The Spark warehouse: the same SQL (rendered by `dialect.render`), tables in a Spark catalog.
 
-Tables are Parquet tables partitioned by `period_start`, so replacing a partition is an
-`INSERT OVERWRITE ... PARTITION (period_start = p)`: it touches that partition alone, and writing
-it twice gives the same table. The session runs with `partitionOverwriteMode=dynamic` as a guard,
-so that a multi-day fact write replaces only the days it carries (the days that became empty are
-dropped explicitly). The partition log is a table partitioned by (table_name, period_start), written
-the same way.
+Tables are Parquet tables partitioned by `period_start`. A partition is replaced by a dynamic
+partition overwrite (`partitionOverwriteMode=dynamic`) of the rows computed for it: the job writes
+to a staging directory and the partitions it carries are swapped in when it commits, so a failed
+job leaves the old rows; a partition left with no rows is dropped explicitly. Writing it twice
+gives the same table. The partition log is a table partitioned by (table_name, period_start).
 
-What Spark does not give, compared with DuckDB: a transaction around several statements. Each
-partition is replaced atomically by Spark's commit protocol; the partitions a step wrote are logged
-together when its loop ends (also when it fails: those partitions are whole). A run killed before
-that leaves partitions new but unlogged: they count as missing, and the next run writes them again.
+What Spark does not give, compared with DuckDB: a transaction around several statements. So the
+partitions a step is about to write are taken out of the log first and logged again when written
+(in one go when the step's loop ends, also when it fails): whatever happens in between, a partition
+holds its old rows or is missing from the log, never empty and logged. Missing partitions are
+what the guards refuse to build on, and what the next run writes again.
 """
 
 from __future__ import annotations
@@ -22,12 +22,13 @@ from contextlib import contextmanager
 from typing import Any
 
 from dagster_pyspark import LazyPySparkResource
+from filelock import FileLock, Timeout
 
 from . import sql
 from .config import BehaviorConfig, SparkWarehouseConfig, is_url
-from .dialect import render, tables_read
+from .dialect import render
 from .sql import DEFINITIONS, PARTITION_LOG, date_lit, literal
-from .warehouse import Warehouse, first_line
+from .warehouse import LOCK_TIMEOUT_SECONDS, ActivationError, Warehouse, first_line
 
 # Spark's types, named as DuckDB names them (the steps compare and create columns in those names).
 SPARK_TYPES = {
@@ -49,9 +50,10 @@ WRITE_VIEW = "_activation_write"
 
 class SparkResource(LazyPySparkResource):
     """dagster-pyspark's lazy session (nothing starts until a step needs it), plus the database
-    (schema) that holds the activation tables."""
+    (schema) that holds the activation tables and, for a local warehouse, its lock file."""
 
     database: str = "default"
+    lock_file: str | None = None
 
 
 def spark_config(config: SparkWarehouseConfig) -> dict[str, Any]:
@@ -87,13 +89,41 @@ def _has_metastore(conf: dict[str, Any]) -> bool:
 
 
 def spark_resource(config: SparkWarehouseConfig) -> SparkResource:
+    lock_file = None
     if config.warehouse_dir and not is_url(config.warehouse_dir):
         os.makedirs(config.warehouse_dir, exist_ok=True)
-    return SparkResource(spark_config=spark_config(config), database=config.database)
+        lock_file = os.path.join(config.warehouse_dir, ".activation.lock")
+    return SparkResource(spark_config=spark_config(config), database=config.database, lock_file=lock_file)
+
+
+_held_locks: dict[str, FileLock] = {}
+
+
+def hold_warehouse_lock(path: str | None, timeout: float = LOCK_TIMEOUT_SECONDS) -> None:
+    """Take a local Spark warehouse's lock for the rest of this process, waiting for its holder.
+
+    DuckDB's lock is held per connection; a Spark session cannot be given back as quickly: its JVM
+    keeps the embedded metastore (and the tables' listings) until the process ends. So the first
+    step of a process (a run worker, an `activation` command) waits for the lock and keeps it:
+    a CLI run and a UI run take turns instead of failing on the metastore or writing side by side.
+    """
+    if path is None or path in _held_locks:
+        return
+    lock = FileLock(path)
+    try:
+        lock.acquire(timeout=timeout)
+    except Timeout:
+        raise ActivationError(
+            f"waited {timeout:.0f} s for the Spark warehouse {os.path.dirname(path)}: another process of this"
+            f" project holds it ({path}; a Spark run or command keeps it until it ends). Wait for that run"
+            " to finish, or stop it."
+        ) from None
+    _held_locks[path] = lock
 
 
 @contextmanager
 def connect_spark(resource: Any) -> Iterator[SparkWarehouse]:
+    hold_warehouse_lock(getattr(resource, "lock_file", None))
     session = resource.spark_session
     warehouse = SparkWarehouse(session, getattr(resource, "database", "default"))
     warehouse.prepare()
@@ -158,7 +188,7 @@ class SparkWarehouse(Warehouse):
         if source.kind == "parquet":
             frame = reader.option("mergeSchema", "true").parquet(source.location)
         else:
-            frame = reader.option("header", "true").option("inferSchema", "true").csv(source.location)
+            frame = _typed_like_duckdb(reader.option("header", "true").csv(source.location), source.location)
         view = f"_source_{behavior.name}"
         frame.createOrReplaceTempView(view)
         return sql.filtered(sql.ident(view), source.where)
@@ -185,50 +215,58 @@ class SparkWarehouse(Warehouse):
             f" AS SELECT * FROM {_quote(stage)} LIMIT 0")
 
     def replace_days(self, table: str, days: Sequence[dt.date], select: str) -> dict[dt.date, int]:
+        self.unlog_partitions(table, days)  # until the new rows are in, the days count as missing
         rows = self._sql(select).localCheckpoint(eager=True)
-        rows.createOrReplaceTempView(WRITE_VIEW)
         counts = {r[0]: r[1] for r in rows.groupBy("period_start").count().collect()}
         written = {day: counts.get(day, 0) for day in days}
-        empty = [day for day, n in written.items() if n == 0]
-        if empty:  # a dynamic overwrite cannot empty a partition it has no rows for
-            self._drop_partitions(table, empty)
-        columns = ", ".join(_quote(c) for c in self._columns(table))
-        self.session.sql(
-            f"INSERT OVERWRITE TABLE {_quote(table)} PARTITION (period_start)"
-            f" SELECT {columns}, period_start FROM {WRITE_VIEW}")
+        self._drop_partitions(table, [day for day, n in written.items() if n == 0])
+        if any(written.values()):
+            self._overwrite(table, rows)
         self.record_partitions(table, written)
         return written
 
     def replace_partition(self, table: str, period: dt.date, select: str) -> int:
-        rows = self._sql(select)
-        if table in tables_read(select):
-            # Spark refuses to overwrite a table the same statement reads (FirstLast reads its
-            # previous partition): compute the rows first, then write them.
-            rows = rows.localCheckpoint(eager=True)
-        rows.createOrReplaceTempView(WRITE_VIEW)
-        columns = ", ".join(_quote(c) for c in self._columns(table))
-        self.session.sql(
-            f"INSERT OVERWRITE TABLE {_quote(table)} PARTITION (period_start = {literal(period.isoformat())})"
-            f" SELECT {columns} FROM {WRITE_VIEW}")
-        count = self.session.sql(
-            f"SELECT count(*) FROM {_quote(table)} WHERE period_start = DATE {literal(period.isoformat())}"
-        ).collect()[0][0]
+        if self._unlogged is None:
+            self.unlog_partitions(table, [period])
+        # Computed first: a failing query then fails before anything is touched, and Spark refuses
+        # to overwrite a table the same statement reads (FirstLast reads its previous partition).
+        rows = self._sql(select).localCheckpoint(eager=True)
+        count = rows.count()
+        if count:
+            self._overwrite(table, rows)
+        else:  # a dynamic overwrite leaves a partition it has no rows for as it was
+            self._drop_partitions(table, [period])
         if self._unlogged is None:
             self.record_partitions(table, {period: count})
         else:
             self._unlogged.setdefault(table, {})[period] = count
         return count
 
+    def _overwrite(self, table: str, rows) -> None:
+        """Replace the partitions `rows` fall in, and only those: a dynamic partition overwrite.
+
+        Never a static `INSERT OVERWRITE ... PARTITION (period_start = p)`: that deletes the
+        partition before its job runs, so a failed or killed job would leave it empty. A dynamic
+        overwrite writes to a staging directory and swaps partitions in when the job commits.
+        """
+        rows.createOrReplaceTempView(WRITE_VIEW)
+        columns = ", ".join(_quote(c) for c in self._columns(table))
+        self.session.sql(
+            f"INSERT OVERWRITE TABLE {_quote(table)} PARTITION (period_start)"
+            f" SELECT {columns}, period_start FROM {WRITE_VIEW}")
+
     @contextmanager
-    def partition_writes(self) -> Iterator[None]:
-        # One log write per step instead of one per partition (each Spark write costs ~0.3 s).
+    def partition_writes(self, table: str, periods: Sequence[dt.date]) -> Iterator[None]:
+        # The periods count as missing until their rows are in; then one log write for the step
+        # instead of one per partition (each Spark write costs ~0.3 s).
+        self.unlog_partitions(table, periods)
         self._unlogged = {}
         try:
             yield
         finally:
             pending, self._unlogged = self._unlogged, None
-            for table, rows in pending.items():
-                self.record_partitions(table, rows)
+            for written, rows in pending.items():
+                self.record_partitions(written, rows)
 
     # --- the partition log ---
     def ensure_partition_log(self) -> None:
@@ -269,6 +307,37 @@ class SparkWarehouse(Warehouse):
         columns = ", ".join(f"CAST({sql.value_lit(v)} AS {t})" for v, t in zip(
             values, ("DATE", "DATE", "VARCHAR", "VARCHAR")))
         self._sql(f"INSERT OVERWRITE TABLE {DEFINITIONS} PARTITION (behavior = {literal(behavior)}) SELECT {columns}")
+
+
+# DuckDB's CSV types as Spark casts them from text.
+SPARK_CASTS = {
+    "BIGINT": "bigint", "INTEGER": "int", "SMALLINT": "smallint", "TINYINT": "tinyint", "DOUBLE": "double",
+    "FLOAT": "float", "BOOLEAN": "boolean", "DATE": "date", "TIMESTAMP": "timestamp_ntz",
+    "TIMESTAMP WITH TIME ZONE": "timestamp",
+}
+
+
+def _typed_like_duckdb(frame: Any, location: str) -> Any:
+    """A CSV read as text, then given the types DuckDB's sniffer gives the same files.
+
+    Spark's own inference differs: it reads "007" and "7" as the integer 7, one user, where DuckDB
+    keeps zero-padded ids as text. One source must give the same types and rows on both engines.
+    A CSV at a URL (which DuckDB does not read here) stays text: the time column is parsed from it
+    all the same, and ids are kept exactly as written.
+    """
+    if is_url(location):
+        return frame
+    import duckdb
+
+    from pyspark.sql import functions as F
+
+    with duckdb.connect() as conn:
+        types = dict(conn.execute(
+            f"SELECT column_name, column_type FROM (DESCRIBE SELECT * FROM read_csv({literal(location)},"
+            " union_by_name = true))").fetchall())
+    return frame.select([
+        F.col(_quote(c)).cast(SPARK_CASTS[types[c]]).alias(c) if types.get(c) in SPARK_CASTS else F.col(_quote(c))
+        for c in frame.columns])
 
 
 def _quote(name: str) -> str:

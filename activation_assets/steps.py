@@ -184,7 +184,7 @@ def materialize_fact(conn: Warehouse, behavior: BehaviorConfig, days: Sequence[d
     try:
         profile_row = wh.query_one(
             sql.source_profile(
-                relation, behavior.user_column, behavior.time_column, time_type, behavior.timezone,
+                relation, behavior.time_column, time_type, behavior.timezone,
                 behavior.start_date, behavior.end_date,
             )
         )
@@ -259,7 +259,7 @@ def _replace_partitions(
 ) -> dict[dt.date, int]:
     """Each partition whole, in order, on its own (see `Warehouse.replace_partition`)."""
     rows: dict[dt.date, int] = {}
-    with wh.partition_writes():
+    with wh.partition_writes(table, periods):
         for i, period in enumerate(periods):
             rows[period] = wh.replace_partition(table, period, select(period))
             progress(i + 1, len(periods), period)

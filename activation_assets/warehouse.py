@@ -219,8 +219,9 @@ class Warehouse:
         yield
 
     @contextmanager
-    def partition_writes(self) -> Iterator[None]:
-        """Around a step's loop of `replace_partition` calls (an engine may log them in one go)."""
+    def partition_writes(self, table: str, periods: Sequence[dt.date]) -> Iterator[None]:
+        """Around a step's loop of `replace_partition` calls over `periods` of `table` (an engine
+        without transactions unlogs them first and logs what it wrote in one go)."""
         yield
 
     # --- the partition log ---

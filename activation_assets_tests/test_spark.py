@@ -271,3 +271,63 @@ def test_a_backfill_from_the_ui_runs_on_spark(engines, tmp_path):
         expected = table_rows(database, table)
         assert sorted(names) == sorted(expected[0]), table
         assert _rows(names, rows) == _rows(list(expected[0]), [tuple(r.values()) for r in expected]), table
+
+
+def test_a_failed_spark_write_leaves_old_rows_or_a_missing_partition(engines):
+    """A job that fails mid-write (an injected runtime error) must not leave a partition empty while
+    the log still lists it: the next FirstLast would then treat every user as new."""
+    config = load_config(engines["spark"])
+    behavior = config.behaviors[0]
+    table = "visited_activation_weekly"
+    period = existing_periods(behavior, Grain.weekly)[2]
+    count = f"SELECT count(*) FROM {table} WHERE period_start = DATE '{period}'"
+    # Reads another table, so the failure comes from the write's own job, after planning.
+    failing = f"""SELECT period_start, user_id, 'new' AS state, CAST(NULL AS VARCHAR) AS prev_state,
+        first_active_period, last_active_period,
+        CAST(concat('not a number ', CAST(user_id AS VARCHAR)) AS INTEGER) AS streak,
+        0 AS inactive_streak, CAST(NULL AS INTEGER) AS return_gap, active_periods
+        FROM visited_firstlast_weekly WHERE period_start = DATE '{period}'"""
+    try:
+        with open_warehouse(config) as warehouse:
+            before = warehouse.query_one(count)[0]
+            assert before > 0
+            with pytest.raises(warehouse.errors):
+                warehouse.replace_partition(table, period, failing)
+            warehouse.session.sql(f"REFRESH TABLE {table}")  # what is on disk now, not a cached listing
+            after = warehouse.query_one(count)[0]
+            logged = period in warehouse.recorded_periods(table, period, period)
+            assert after == before or not logged, "never empty and logged"
+            if not logged:  # the guard refuses to build on it
+                later = existing_periods(behavior, Grain.weekly)[3]
+                with pytest.raises(ActivationError, match=f"partition {period} of {table} has not been materialized"):
+                    steps.materialize_activation(warehouse, behavior, Grain.weekly, [later])
+    finally:  # leave the module's graph as it was for the other tests
+        with open_warehouse(config) as warehouse:
+            steps.materialize_activation(warehouse, behavior, Grain.weekly, [period])
+
+
+def test_a_csv_source_gives_the_same_types_and_rows_on_both_engines(engines, tmp_path):
+    """Spark's own CSV inference reads "007" and "7" as one integer user; DuckDB keeps them apart."""
+    from activation_assets.config import SourceConfig
+    from activation_assets.warehouse import DuckDBWarehouse
+
+    csv = tmp_path / "ids.csv"
+    csv.write_text("user_id,occurred_at,created,device\n"
+                   "007,2025-03-01 10:00:00,2025-03-01T10:00:00+09:00,ios\n"
+                   "7,2025-03-01 11:00:00,2025-03-01T11:00:00+09:00,web\n"
+                   "12,2025-03-02 10:00:00,2025-03-02T10:00:00-05:00,ios\n")
+    behavior = load_config(engines["spark"]).behaviors[0].model_copy(update={
+        "source": SourceConfig(csv=str(csv)), "user_column": "user_id", "time_column": "occurred_at"})
+
+    def read(warehouse) -> tuple[dict, list]:
+        relation, columns = steps.describe_source(warehouse, behavior)
+        return columns, sorted(warehouse.query(f"SELECT user_id, occurred_at, device FROM {relation}"))
+
+    with duckdb.connect() as conn:
+        duck = read(DuckDBWarehouse(conn))
+    with open_warehouse(load_config(engines["spark"])) as warehouse:
+        spark = read(warehouse)
+    assert duck[0] == {"user_id": "VARCHAR", "occurred_at": "TIMESTAMP", "created": "TIMESTAMP WITH TIME ZONE",
+                       "device": "VARCHAR"}
+    assert spark == duck
+    assert [row[0] for row in spark[1]] == ["007", "12", "7"]

@@ -139,3 +139,29 @@ def test_duckdb_runs_the_source_text_unchanged():
         conn.execute(sql.create_table("fl", sql.with_user_type(sql.FIRSTLAST_COLUMNS, "BIGINT")))
         assert conn.execute(statement).fetchall() == []
 
+
+
+def test_a_local_spark_warehouse_is_held_by_one_process_at_a_time(tmp_path):
+    """A CLI run and a UI run worker on one local Spark warehouse take turns: the second waits for
+    the first process's lock, and says who holds it when it gives up."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("dagster_pyspark")
+    from activation_assets.spark import hold_warehouse_lock, spark_resource
+    from activation_assets.warehouse import ActivationError
+
+    config = _parse(tmp_path, warehouse={"spark": {"master": "local[1]", "warehouse_dir": "wh"}})
+    lock = spark_resource(config.warehouse.spark).lock_file
+    assert lock == str(tmp_path / "wh" / ".activation.lock")
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from filelock import FileLock; l = FileLock(sys.argv[1]); l.acquire();"
+        " print('held', flush=True); time.sleep(60)"), lock], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(ActivationError, match=r"waited 1 s for the Spark warehouse .*wh: another process"):
+            hold_warehouse_lock(lock, timeout=1)
+    finally:
+        holder.kill()
+        holder.wait()
+    hold_warehouse_lock(lock, timeout=5)  # free again: this process takes it
