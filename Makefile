@@ -13,7 +13,8 @@ $(BIN)/activation: pyproject.toml
 
 install: $(BIN)/activation
 
-## PySpark and sqlglot, for `warehouse: {spark: ...}` and the Spark tests (not needed for DuckDB).
+## PySpark and dagster-pyspark, for `warehouse: {spark: ...}` and the Spark tests (not needed for DuckDB;
+## sqlglot, which renders the SQL for Spark, is a core dependency).
 $(VENV)/.spark: $(BIN)/activation
 	$(BIN)/python -m pip install --quiet -e ".[dev,spark]"
 	@touch $@
