@@ -13,7 +13,7 @@ def test_benchmark_smoke(tmp_path):
     results = run(users=1500, days=35, reps=1, workdir=tmp_path / "work", report=report)
     assert results.facts["failed_checks"] == 0
     # The naive full-history recompute writes exactly the incremental step's rows, and the classic
-    # growth accounting (a self-join over the whole history) gets the same counts.
+    # growth accounting (one day, its predecessor and the first days of its users) gets the same counts.
     naive = {k: v for k, v in results.facts.items() if k.startswith("naive_differs")}
     assert naive and all(v == 0 for v in naive.values())
     assert results.facts["classic_matches"] is True
