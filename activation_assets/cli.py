@@ -256,8 +256,8 @@ def summary(config: ActivationConfig, behaviors: list[BehaviorConfig],
                 periods = existing_periods(behavior, grain)
                 if not periods or not warehouse.table_exists(table):
                     continue
-                row = warehouse.query_one(sql.state_counts(table, periods[-1]))
-                n = dict(zip(("users", *sql.STATES, "churned"), row))
+                row = warehouse.query_one(sql.state_counts_by_period(table, periods[-1], periods[-1]))
+                n = dict(zip(("period_start", "users", *sql.STATES, "churned"), row or (None,) + (0,) * 6))
                 active = n["new"] + n["retained"] + n["reactivated"]
                 say(f"  {behavior.name:<14} {grain.value:<8} {periods[-1]!s:<11} {active:>8} {n['new']:>7}"
                     f" {n['retained']:>9} {n['reactivated']:>9} {n['churned']:>8} {n['users']:>8}")

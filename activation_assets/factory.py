@@ -210,13 +210,19 @@ def fact_asset(behavior: BehaviorConfig, engine: str = "duckdb") -> dg.AssetsDef
                 {"dagster/row_count": numbers["rows"], **{k: v for k, v in numbers.items() if k != "rows"}},
                 partition_key=day.isoformat(),
             )
+        # Source-wide counts come with a run that read the whole source (every day, or a text
+        # time column); a run of some days reads only what can fall on them.
         dropped = {f"source_{k}": v for k, v in outcome.source.items()}
+        scope = "whole source" if outcome.source else "the run's days only (source-wide counts: a run of every day)"
+        read = {"files_read": outcome.files_read} if outcome.files_read is not None else {}
         context.log.info(
             f"{name}: {len(days)} day(s), {sum(n['rows'] for n in outcome.per_day.values())} rows written;"
-            f" source-wide: {dropped}"
+            f" read: {scope}; {dropped or ''}"
         )
         return dg.MaterializeResult(metadata={
             **dropped,
+            **read,
+            "source_read": scope,
             "dagster/column_schema": dg.TableSchema(
                 columns=[dg.TableColumn(n, t) for n, t in outcome.columns.items()]),
             "preview": preview,

@@ -179,16 +179,16 @@ class SparkWarehouse(Warehouse):
     def file_sources_are_local(self) -> bool:
         return False  # paths may be s3://, abfss://, dbfs:/ ...: Spark reads them
 
-    def source_relation(self, behavior: BehaviorConfig) -> str:
+    def source_relation(self, behavior: BehaviorConfig, files: list[str] | None = None) -> str:
         """A temporary view over the source; `where:` applies on top (written in portable SQL)."""
         source = behavior.source
         if source.kind == "table":
             return sql.filtered(sql.table_name(source.location), source.where)
-        reader = self.session.read
+        reader, paths = self.session.read, files or [source.location]
         if source.kind == "parquet":
-            frame = reader.option("mergeSchema", "true").parquet(source.location)
+            frame = reader.option("mergeSchema", "true").parquet(*paths)
         else:
-            frame = _typed_like_duckdb(reader.option("header", "true").csv(source.location), source.location)
+            frame = _typed_like_duckdb(reader.option("header", "true").csv(paths), source.location)
         view = f"_source_{behavior.name}"
         frame.createOrReplaceTempView(view)
         return sql.filtered(sql.ident(view), source.where)
@@ -198,6 +198,14 @@ class SparkWarehouse(Warehouse):
         nullable = tuple((name, kind, True) for name, kind, _ in columns)  # Parquet tables do not enforce NOT NULL
         self.session.sql(render(sql.create_table(table, nullable), "spark")
                          + " USING parquet PARTITIONED BY (period_start)")
+
+    def is_view(self, name: str) -> bool:
+        return self.table_exists(name) and self.session.catalog.getTable(f"{self.database}.{name}").tableType == "VIEW"
+
+    def create_view(self, name: str, select: str) -> None:
+        if self.table_exists(name) and not self.is_view(name):
+            self.session.sql(f"DROP TABLE {_quote(name)}")  # written as a table by an earlier version
+        self.session.sql(f"CREATE OR REPLACE VIEW {_quote(name)} AS {render(select, 'spark')}")
 
     def _columns(self, table: str) -> list[str]:
         return [c for c in self.session.table(table).columns if c != "period_start"]
@@ -297,7 +305,7 @@ class SparkWarehouse(Warehouse):
             self.session.sql(f"ALTER TABLE {_quote(table)} DROP IF EXISTS {specs}")
 
     def forget_partitions(self, table: str, where: str) -> None:
-        if self.table_exists(table):
+        if self.table_exists(table) and not self.is_view(table):
             self._drop_partitions(table, [r[0] for r in self.query(
                 f"SELECT DISTINCT period_start FROM {sql.ident(table)} WHERE {where}")])
         self.unlog_partitions(table, [r[0] for r in self.query(

@@ -16,7 +16,7 @@ The incremental state, FirstLast(p), holds per user ever seen by the end of p:
 
 FirstLast(p) is FirstLast(q) joined with the users active in p, nothing else. Every activation
 column of (u, p) — including prev_state, the state in q — is a function of that one row, so the
-activation table is a projection of FirstLast(p), and no step ever reads the fact history.
+activation relation is a view: a projection of FirstLast, and no step ever reads the fact history.
 """
 
 from __future__ import annotations
@@ -108,12 +108,14 @@ def periods_between(grain: Grain, earlier: str, later: str) -> str:
 # --- the fact ---------------------------------------------------------------------------------
 
 
-def source_relation(source: SourceConfig) -> str:
-    """The configured source as a DuckDB relation, with its `where:` filter applied."""
+def source_relation(source: SourceConfig, files: list[str] | None = None) -> str:
+    """The configured source as a DuckDB relation, with its `where:` filter applied; `files`, when
+    given, are the only files of the source's glob to read (the ones a run's days can be in)."""
+    location = "[" + ", ".join(literal(f) for f in files) + "]" if files else literal(source.location)
     if source.kind == "parquet":
-        relation = f"read_parquet({literal(source.location)}, union_by_name = true)"
+        relation = f"read_parquet({location}, union_by_name = true)"
     elif source.kind == "csv":
-        relation = f"read_csv({literal(source.location)}, union_by_name = true)"
+        relation = f"read_csv({location}, union_by_name = true)"
     else:
         relation = table_name(source.location)
     return filtered(relation, source.where)
@@ -148,47 +150,43 @@ def local_date_expr(instant: str, timezone: str) -> str:
     return f"CAST(timezone({literal(timezone)}, {instant}) AS DATE)"
 
 
-def source_profile(
-    relation: str, time_column: str, time_type: str, timezone: str,
-    start_date: dt.date, end_date: dt.date | None,
-) -> str:
-    """One scan of the source: the rows that can never be activity, counted by reason."""
-    instant = instant_expr(time_column, time_type)
-    local = local_date_expr("instant", timezone)
-    after_end = f"count(*) FILTER (WHERE {local} > {date_lit(end_date)})" if end_date else "0"
-    return f"""
-        WITH rows AS (
-            SELECT {ident(time_column)} AS raw_time, {instant} AS instant FROM {relation}
-        )
-        SELECT
-            count(*) AS source_rows,
-            count(*) FILTER (WHERE raw_time IS NULL) AS null_occurred_at,
-            count(*) FILTER (WHERE raw_time IS NOT NULL AND instant IS NULL) AS unparseable_occurred_at,
-            count(*) FILTER (WHERE {local} < {date_lit(start_date)}) AS before_start_date,
-            {after_end} AS after_end_date
-        FROM rows
-    """
-
-
-def unparseable_examples(relation: str, time_column: str, time_type: str, limit: int = 3) -> str:
-    instant = instant_expr(time_column, time_type)
-    return f"""
-        SELECT DISTINCT CAST({ident(time_column)} AS VARCHAR) AS value FROM {relation}
-        WHERE {ident(time_column)} IS NOT NULL AND {instant} IS NULL LIMIT {limit}
-    """
+def time_bound(column: str, column_type: str, first_day: dt.date, last_day: dt.date) -> str | None:
+    """A filter on the raw time column that keeps every row whose local date can fall in
+    [first_day, last_day], in any timezone (offsets stay within a day), so that readers skip row
+    groups and files by their statistics. None for a string column: it cannot be bounded unparsed."""
+    if column_type not in TIMESTAMP_TYPES:
+        return None
+    low, high = first_day - dt.timedelta(days=1), last_day + dt.timedelta(days=2)
+    if column_type == "TIMESTAMP WITH TIME ZONE":
+        literal_of = lambda day: f"TIMESTAMPTZ '{day.isoformat()} 00:00:00+00'"  # noqa: E731
+    else:
+        literal_of = lambda day: f"TIMESTAMP '{day.isoformat()} 00:00:00'"  # noqa: E731
+    return f"{ident(column)} >= {literal_of(low)} AND {ident(column)} < {literal_of(high)}"
 
 
 def stage_select(
     relation: str, user_column: str, time_column: str, other_columns: list[str], time_type: str, timezone: str,
-    first_day: dt.date, last_day: dt.date,
+    first_day: dt.date, last_day: dt.date, window: tuple[dt.date, dt.date | None] | None = None,
 ) -> str:
-    """The source rows whose local date falls in [first_day, last_day], renamed to the contract.
+    """The source rows whose local date falls in [first_day, last_day], renamed to the contract,
+    read through the time bound when the column has one.
 
-    The warehouse keeps it as a temporary stage, so that one scan of the source serves every day
-    of a range.
+    With `window` (start_date, end_date) the whole source is read instead, and the rows that can
+    never be activity (no time, an unparseable one, a local date outside the window) are staged too,
+    so that one scan both counts them source-wide and serves every day of the range.
     """
     local = local_date_expr(instant_expr(time_column, time_type), timezone)
     others = "".join(f",\n                {ident(c)}" for c in other_columns)
+    days = f"period_start BETWEEN {date_lit(first_day)} AND {date_lit(last_day)}"
+    if window is None:
+        bound = time_bound(time_column, time_type, first_day, last_day)
+        read = f"(SELECT * FROM {relation} WHERE {bound})" if bound else relation
+        keep = days
+    else:
+        start, end = window
+        read = relation
+        keep = f"{days} OR period_start IS NULL OR period_start < {date_lit(start)}" + (
+            f" OR period_start > {date_lit(end)}" if end else "")
     return f"""
         SELECT * FROM (
             SELECT
@@ -196,17 +194,38 @@ def stage_select(
                 {ident(user_column)} AS user_id,
                 {ident(time_column)} AS occurred_at,
                 {local} AS activity_date{others}
-            FROM {relation}
+            FROM {read}
         ) AS source_rows
-        WHERE period_start BETWEEN {date_lit(first_day)} AND {date_lit(last_day)}
+        WHERE {keep}
     """
 
 
-def stage_day_counts(stage: str = "fact_stage") -> str:
+def stage_profile(start_date: dt.date, end_date: dt.date | None, stage: str = "fact_stage") -> str:
+    """Source-wide counts of the rows that can never be activity, from a stage of the whole source."""
+    after_end = f"count(*) FILTER (WHERE period_start > {date_lit(end_date)})" if end_date else "0"
+    return f"""
+        SELECT
+            count(*) FILTER (WHERE occurred_at IS NULL) AS null_occurred_at,
+            count(*) FILTER (WHERE occurred_at IS NOT NULL AND period_start IS NULL) AS unparseable_occurred_at,
+            count(*) FILTER (WHERE period_start < {date_lit(start_date)}) AS before_start_date,
+            {after_end} AS after_end_date
+        FROM {stage}
+    """
+
+
+def unparseable_examples_in(stage: str = "fact_stage", limit: int = 3) -> str:
+    return f"""
+        SELECT DISTINCT CAST(occurred_at AS VARCHAR) AS value FROM {stage}
+        WHERE occurred_at IS NOT NULL AND period_start IS NULL LIMIT {limit}
+    """
+
+
+def stage_day_counts(first_day: dt.date, last_day: dt.date, stage: str = "fact_stage") -> str:
     """Per local day: rows read and rows without a user (duplicates are what the insert then drops)."""
     return f"""
         SELECT period_start, count(*) AS rows_read, count(*) FILTER (WHERE user_id IS NULL) AS null_user_id
         FROM {stage}
+        WHERE period_start BETWEEN {date_lit(first_day)} AND {date_lit(last_day)}
         GROUP BY period_start
     """
 
@@ -219,10 +238,11 @@ def rows_per_period(table: str, first: dt.date, last: dt.date) -> str:
     """
 
 
-def fact_select(stage: str = "fact_stage") -> str:
-    """Valid rows only (a user and a time; the window was applied when staging), exact duplicates once."""
+def fact_select(first_day: dt.date, last_day: dt.date, stage: str = "fact_stage") -> str:
+    """The valid rows of the days (a user, and a local date in them), exact duplicates once."""
     return f"""
-        SELECT DISTINCT * FROM {stage} WHERE user_id IS NOT NULL
+        SELECT DISTINCT * FROM {stage}
+        WHERE user_id IS NOT NULL AND period_start BETWEEN {date_lit(first_day)} AND {date_lit(last_day)}
         ORDER BY period_start, user_id, occurred_at
     """
 
@@ -234,7 +254,8 @@ def delete_range(table: str, first: dt.date, last: dt.date) -> str:
 # --- FirstLast, activation, transitions ---------------------------------------------------------
 
 
-# Column lists of the models; USER stands for the user id's type, which is the source's.
+# Column lists of the tables; USER stands for the user id's type, which is the source's. (The
+# activation relation is a view over FirstLast: its columns are those of `activation_view`.)
 USER = "USER"
 Column = tuple[str, str, bool]  # name, DuckDB type, nullable
 
@@ -245,18 +266,6 @@ FIRSTLAST_COLUMNS: tuple[Column, ...] = (
     ("last_active_period", "DATE", False),
     ("streak_start_period", "DATE", False),
     ("prior_active_period", "DATE", True),
-    ("active_periods", "INTEGER", False),
-)
-ACTIVATION_COLUMNS: tuple[Column, ...] = (
-    ("period_start", "DATE", False),
-    ("user_id", USER, False),
-    ("state", "VARCHAR", False),
-    ("prev_state", "VARCHAR", True),
-    ("first_active_period", "DATE", False),
-    ("last_active_period", "DATE", False),
-    ("streak", "INTEGER", False),
-    ("inactive_streak", "INTEGER", False),
-    ("return_gap", "INTEGER", True),
     ("active_periods", "INTEGER", False),
 )
 TRANSITIONS_COLUMNS: tuple[Column, ...] = (
@@ -317,14 +326,21 @@ def firstlast_select(
     """
 
 
-def activation_select(firstlast: str, grain: Grain, period: dt.date, previous: dt.date) -> str:
-    """The states of period p, read off FirstLast(p) alone (see the module docstring).
+def previous_period(grain: Grain, period: str) -> str:
+    """The start of the period before the one starting at `period` (a SQL date expression)."""
+    step = {Grain.daily: "1 DAY", Grain.weekly: "7 DAY", Grain.monthly: "1 MONTH"}[grain]
+    return f"CAST({period} - INTERVAL {step} AS DATE)"
+
+
+def activation_view(firstlast: str, grain: Grain) -> str:
+    """The states of every period p, each read off FirstLast(p) alone (see the module docstring):
+    the activation relation is this view, so each period writes one per-user snapshot, not two.
 
     active(p)       <=> last_active_period = p
     active(q)       <=> last_active_period = q, or active(p) with a streak that began before p
     retained(x)     <=> active in x with a streak that began before x (and x is not first(u))
     """
-    p, q = date_lit(period), date_lit(previous)
+    p, q = "period_start", previous_period(grain, "period_start")
     between = lambda a, b: periods_between(grain, a, b)  # noqa: E731
     return f"""
         SELECT
@@ -353,7 +369,21 @@ def activation_select(firstlast: str, grain: Grain, period: dt.date, previous: d
                 THEN {between('prior_active_period', p)} - 1 END AS INTEGER) AS return_gap,
             active_periods
         FROM {ident(firstlast)}
-        WHERE period_start = {p}
+    """
+
+
+def state_counts_by_period(activation: str, first: dt.date, last: dt.date) -> str:
+    """Rows per state and churned users (active in q, inactive in p), for each period of a range."""
+    counts = ",\n".join(f"count(*) FILTER (WHERE state = {literal(s)}) AS {s}" for s in STATES)
+    return f"""
+        SELECT
+            period_start,
+            count(*) AS users,
+            {counts},
+            count(*) FILTER (WHERE state = 'inactive' AND prev_state IN {ACTIVE_LIST}) AS churned
+        FROM {ident(activation)}
+        WHERE period_start BETWEEN {date_lit(first)} AND {date_lit(last)}
+        GROUP BY period_start
     """
 
 
@@ -364,19 +394,6 @@ def transitions_select(activation: str, period: dt.date) -> str:
         WHERE period_start = {date_lit(period)}
         GROUP BY period_start, prev_state, state
         ORDER BY from_state NULLS FIRST, to_state
-    """
-
-
-def state_counts(activation: str, period: dt.date) -> str:
-    """Rows per state, plus the churned users (active in q, inactive in p)."""
-    counts = ",\n".join(f"count(*) FILTER (WHERE state = {literal(s)}) AS {s}" for s in STATES)
-    return f"""
-        SELECT
-            count(*) AS users,
-            {counts},
-            count(*) FILTER (WHERE state = 'inactive' AND prev_state IN {ACTIVE_LIST}) AS churned
-        FROM {ident(activation)}
-        WHERE period_start = {date_lit(period)}
     """
 
 

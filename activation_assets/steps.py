@@ -10,12 +10,13 @@ from __future__ import annotations
 import datetime as dt
 import glob
 import os
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from . import sql
-from .config import BehaviorConfig, Grain
-from .periods import end_exclusive, first_period, periods_for
+from .config import BehaviorConfig, Grain, is_url
+from .periods import end_exclusive, existing_periods, first_period, periods_for
 from .warehouse import ActivationError, Warehouse, as_warehouse
 
 Progress = Callable[[int, int, dt.date], None]
@@ -69,21 +70,49 @@ def reconcile_definition(conn: Warehouse, behavior: BehaviorConfig) -> list[str]
 @dataclass
 class FactOutcome:
     per_day: dict[dt.date, dict[str, int]]
-    source: dict[str, int]
+    source: dict[str, int]  # source-wide counts, when the run read the whole source; else empty
     columns: dict[str, str] = field(default_factory=dict)
+    files_read: int | None = None  # of a source in Hive-style day directories
 
 
-def describe_source(conn: Warehouse, behavior: BehaviorConfig) -> tuple[str, dict[str, str]]:
-    """The source as a relation of this warehouse, and its columns' types."""
+def describe_source(
+    conn: Warehouse, behavior: BehaviorConfig, files: list[str] | None = None,
+) -> tuple[str, dict[str, str]]:
+    """The source (or only `files` of its glob) as a relation of this warehouse, and its columns' types."""
     wh = as_warehouse(conn)
     try:
-        relation = wh.source_relation(behavior)
+        relation = wh.source_relation(behavior, files)
         columns = wh.column_types(relation)
     except wh.errors as exc:
         raise ActivationError(_unreadable(wh, behavior, exc)) from None
     if wh.file_sources_are_local():
-        _refuse_mixed_types(wh, behavior)
+        _refuse_mixed_types(wh, behavior, files)
     return relation, columns
+
+
+# A Hive-style day directory, e.g. events/date=2025-03-01/part-0.parquet
+HIVE_DAY = re.compile(r"(?:^|/)[A-Za-z_][A-Za-z0-9_]*=(\d{4}-\d{2}-\d{2})(?=/|$)")
+
+
+def day_files(behavior: BehaviorConfig, first_day: dt.date, last_day: dt.date) -> list[str] | None:
+    """The files of a source laid out in Hive-style day directories (`.../date=YYYY-MM-DD/...`)
+    that can hold rows of the local days first_day..last_day, found from the paths alone.
+
+    The key's day may be a UTC day or a local one, so a day either side is read too. None when the
+    source is not laid out that way (a table, a URL, files without a day key), or when no file falls
+    in the range: then the whole source is read, bounded by the time column.
+    """
+    source = behavior.source
+    if source.kind == "table" or is_url(source.location):
+        return None
+    keyed = []
+    for path in sorted(glob.glob(source.location, recursive=True)):
+        keys = HIVE_DAY.findall(os.path.dirname(path))
+        if not keys:
+            return None
+        keyed.append((dt.date.fromisoformat(keys[-1]), path))
+    low, high = first_day - dt.timedelta(days=1), last_day + dt.timedelta(days=1)
+    return [path for day, path in keyed if low <= day <= high] or None
 
 
 def _unreadable(wh: Warehouse, behavior: BehaviorConfig, exc: BaseException) -> str:
@@ -116,8 +145,8 @@ def source_last_day(conn: Warehouse, behavior: BehaviorConfig, relation: str, ti
     return day[0] if day else None
 
 
-def _refuse_mixed_types(wh: Warehouse, behavior: BehaviorConfig) -> None:
-    """Files of one source must agree on the user and time columns' types.
+def _refuse_mixed_types(wh: Warehouse, behavior: BehaviorConfig, files: list[str] | None = None) -> None:
+    """Files of one source (or of the ones a run reads) must agree on the user and time columns' types.
 
     Reading a glob unifies differing types (an integer id in one file and a string in another
     become strings), which would quietly change which ids are the same user.
@@ -125,7 +154,7 @@ def _refuse_mixed_types(wh: Warehouse, behavior: BehaviorConfig) -> None:
     source = behavior.source
     if source.kind == "table":
         return
-    files = sorted(glob.glob(source.location, recursive=True))
+    files = files or sorted(glob.glob(source.location, recursive=True))
     if len(files) < 2:
         return
     reader = "read_parquet" if source.kind == "parquet" else "read_csv"
@@ -172,55 +201,55 @@ def check_source_columns(behavior: BehaviorConfig, columns: dict[str, str]) -> s
 
 
 def materialize_fact(conn: Warehouse, behavior: BehaviorConfig, days: Sequence[dt.date]) -> FactOutcome:
+    """Replace the fact partitions `days` with the source's valid rows of those local days.
+
+    A day costs a day: the source is read through the time bound (and, laid out in Hive-style day
+    directories, only the files of those days), once. Only a run over every existing day, or a
+    source whose time column is text (which cannot be bounded), reads the whole source; that same
+    single scan then also counts, source-wide, the rows that can never be activity.
+    """
     wh = as_warehouse(conn)
     reconcile_definition(wh, behavior)
     days = sorted(days)
     first_day, last_day = days[0], days[-1]
     table = sql.fact_table(behavior.name)
-    relation, columns = describe_source(wh, behavior)
+    files = day_files(behavior, first_day, last_day)
+    relation, columns = describe_source(wh, behavior, files)
     time_type = check_source_columns(behavior, columns)
     source = behavior.source
-
-    try:
-        profile_row = wh.query_one(
-            sql.source_profile(
-                relation, behavior.time_column, time_type, behavior.timezone,
-                behavior.start_date, behavior.end_date,
-            )
-        )
-    except wh.errors as exc:
-        raise ActivationError(
-            f"behavior {behavior.name!r}: reading its source ({source.describe()}) failed: {wh.message(exc)}."
-            " Fix the source data (mixed types across files are a common cause) and run again."
-        ) from None
-    profile = dict(zip(
-        ("source_rows", "null_occurred_at", "unparseable_occurred_at", "before_start_date", "after_end_date"),
-        profile_row,
-    ))
-    if profile["source_rows"] == 0:
-        raise ActivationError(
-            f"behavior {behavior.name!r}: its source ({source.describe()}) has no rows at all. Check the path"
-            " and the `where:` filter; an empty day is fine, an empty source is a mistake."
-        )
-    if profile["unparseable_occurred_at"]:
-        examples = [r[0] for r in wh.query(sql.unparseable_examples(relation, behavior.time_column, time_type))]
-        raise ActivationError(
-            f"behavior {behavior.name!r}: {profile['unparseable_occurred_at']} value(s) of time column"
-            f" {behavior.time_column!r} in {source.describe()} do not parse as timestamps, e.g. {examples}."
-            " Fix them in the source (or filter them out with `where:`); no rows were written."
-        )
+    existing = existing_periods(behavior, Grain.daily)
+    whole = sql.time_bound(behavior.time_column, time_type, first_day, last_day) is None or (
+        bool(existing) and first_day <= existing[0] and last_day >= existing[-1])
 
     others = [c for c in columns if c not in (behavior.user_column, behavior.time_column)]
     try:
         wh.stage(STAGE, sql.stage_select(
             relation, behavior.user_column, behavior.time_column, others, time_type, behavior.timezone,
-            first_day, last_day))
+            first_day, last_day, window=(behavior.start_date, behavior.end_date) if whole else None))
     except wh.errors as exc:
         raise ActivationError(
-            f"behavior {behavior.name!r}: staging {first_day}..{last_day} from {source.describe()} failed:"
-            f" {wh.message(exc)}."
+            f"behavior {behavior.name!r}: reading {first_day}..{last_day} from its source ({source.describe()})"
+            f" failed: {wh.message(exc)}. Fix the source data (mixed types across files are a common cause)"
+            " and run again."
         ) from None
-    read = {row[0]: {"rows_read": row[1], "null_user_id": row[2]} for row in wh.query(sql.stage_day_counts(STAGE))}
+    profile = {}
+    if whole:
+        names = ("null_occurred_at", "unparseable_occurred_at", "before_start_date", "after_end_date")
+        profile = dict(zip(names, wh.query_one(sql.stage_profile(behavior.start_date, behavior.end_date, STAGE))))
+        if profile["unparseable_occurred_at"]:
+            examples = [r[0] for r in wh.query(sql.unparseable_examples_in(STAGE))]
+            raise ActivationError(
+                f"behavior {behavior.name!r}: {profile['unparseable_occurred_at']} value(s) of time column"
+                f" {behavior.time_column!r} in {source.describe()} do not parse as timestamps, e.g. {examples}."
+                " Fix them in the source (or filter them out with `where:`); no rows were written."
+            )
+    read = {row[0]: {"rows_read": row[1], "null_user_id": row[2]}
+            for row in wh.query(sql.stage_day_counts(first_day, last_day, STAGE))}
+    if not read and not wh.query(f"SELECT 1 FROM {relation} LIMIT 1"):  # an empty day is fine
+        raise ActivationError(
+            f"behavior {behavior.name!r}: its source ({source.describe()}) has no rows at all. Check the path"
+            " and the `where:` filter; an empty day is fine, an empty source is a mistake."
+        )
 
     with wh.transaction():
         wh.create_table_like(table, STAGE)
@@ -235,7 +264,7 @@ def materialize_fact(conn: Warehouse, behavior: BehaviorConfig, days: Sequence[d
                 f" were written ({'; '.join(changed)}). Nothing was written. Make the source consistent, or"
                 f" drop {table} (and the behavior's other tables) and materialize every partition again."
             )
-        written = wh.replace_days(table, days, sql.fact_select(STAGE))
+        written = wh.replace_days(table, days, sql.fact_select(first_day, last_day, STAGE))
     wh.drop_stage(STAGE)
 
     per_day = {}
@@ -248,7 +277,7 @@ def materialize_fact(conn: Warehouse, behavior: BehaviorConfig, days: Sequence[d
             "dropped_null_user_id": counts["null_user_id"],
             "dropped_duplicates": counts["rows_read"] - counts["null_user_id"] - rows,
         }
-    return FactOutcome(per_day=per_day, source=profile, columns=staged)
+    return FactOutcome(per_day=per_day, source=profile, columns=staged, files_read=len(files) if files else None)
 
 
 # --- FirstLast, activation, transitions ---------------------------------------------------------
@@ -321,10 +350,12 @@ def materialize_activation(
     conn: Warehouse, behavior: BehaviorConfig, grain: Grain, periods: Sequence[dt.date],
     progress: Progress = _no_progress,
 ) -> dict[dt.date, dict[str, int]]:
+    """The activation relation is a view over FirstLast (every column is a function of the user's
+    FirstLast row), so materializing its partitions writes no rows: it (re)defines the view, and
+    records the partitions once their FirstLast is there (and, in the asset, once checked)."""
     wh, periods = as_warehouse(conn), sorted(periods)
     table = sql.activation_table(behavior.name, grain)
     firstlast = sql.firstlast_table(behavior.name, grain)
-    calendar = periods_for(behavior, grain)
     reconcile_definition(wh, behavior)
     _require_previous(wh, behavior, grain, table, periods)
     wh.require_recorded(
@@ -332,11 +363,13 @@ def materialize_activation(
         why=f"cannot materialize {table} for {periods[0]}..{periods[-1]}: its states are read off {firstlast}",
         how=f"Materialize {firstlast} for those periods first.",
     )
-    wh.create_table(table, sql.with_user_type(sql.ACTIVATION_COLUMNS, _user_type(wh, behavior)))
-    _replace_partitions(wh, table, periods, lambda period: sql.activation_select(
-        firstlast, grain, period, calendar.previous(period)), progress)
-    return {period: dict(zip(("users", *sql.STATES, "churned"), wh.query_one(sql.state_counts(table, period))))
-            for period in periods}
+    wh.create_view(table, sql.activation_view(firstlast, grain))
+    rows = {row[0]: dict(zip(("users", *sql.STATES, "churned"), row[1:]))
+            for row in wh.query(sql.state_counts_by_period(table, periods[0], periods[-1]))}
+    counts = {period: rows.get(period, dict.fromkeys(("users", *sql.STATES, "churned"), 0)) for period in periods}
+    wh.record_partitions(table, {period: numbers["users"] for period, numbers in counts.items()})
+    progress(len(periods), len(periods), periods[-1])
+    return counts
 
 
 def _from_activation(

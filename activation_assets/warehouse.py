@@ -186,13 +186,21 @@ class Warehouse:
     def table_column_types(self, table: str) -> dict[str, str]:
         return self.column_types(ident(table))
 
-    def source_relation(self, behavior: BehaviorConfig) -> str:
+    def source_relation(self, behavior: BehaviorConfig, files: list[str] | None = None) -> str:
+        """The source as a relation; `files` restricts a file source to those files."""
         raise NotImplementedError
 
     def file_sources_are_local(self) -> bool:
         return True
 
     def create_table(self, table: str, columns: tuple[sql.Column, ...]) -> None:
+        raise NotImplementedError
+
+    def is_view(self, name: str) -> bool:
+        raise NotImplementedError
+
+    def create_view(self, name: str, select: str) -> None:
+        """`name` as a view of `select`, replacing a view or a table of that name."""
         raise NotImplementedError
 
     # --- writes ---
@@ -298,11 +306,21 @@ class DuckDBWarehouse(Warehouse):
     def column_types(self, relation: str) -> dict[str, str]:
         return {row[0]: row[1] for row in self.conn.execute(f"DESCRIBE SELECT * FROM {relation}").fetchall()}
 
-    def source_relation(self, behavior: BehaviorConfig) -> str:
-        return sql.source_relation(behavior.source)
+    def source_relation(self, behavior: BehaviorConfig, files: list[str] | None = None) -> str:
+        return sql.source_relation(behavior.source, files)
 
     def create_table(self, table: str, columns: tuple[sql.Column, ...]) -> None:
         self.conn.execute(sql.create_table(table, columns))
+
+    def is_view(self, name: str) -> bool:
+        return bool(self.conn.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = ? AND table_type = 'VIEW'",
+            [name]).fetchone()[0])
+
+    def create_view(self, name: str, select: str) -> None:
+        if self.table_exists(name) and not self.is_view(name):
+            self.conn.execute(f"DROP TABLE {ident(name)}")  # written as a table by an earlier version
+        self.conn.execute(f"CREATE OR REPLACE VIEW {ident(name)} AS {select}")
 
     def stage(self, name: str, select: str) -> None:
         self.conn.execute(f"CREATE OR REPLACE TEMP TABLE {ident(name)} AS {select}")
@@ -364,7 +382,7 @@ class DuckDBWarehouse(Warehouse):
         self.conn.execute(f"INSERT OR REPLACE INTO {PARTITION_LOG} VALUES {values}")
 
     def forget_partitions(self, table: str, where: str) -> None:
-        if self.table_exists(table):
+        if self.table_exists(table) and not self.is_view(table):
             self.conn.execute(f"DELETE FROM {ident(table)} WHERE {where}")
         self.conn.execute(f"DELETE FROM {PARTITION_LOG} WHERE table_name = {literal(table)} AND ({where})")
 

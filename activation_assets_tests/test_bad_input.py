@@ -187,8 +187,14 @@ def test_rows_that_are_not_activity_are_dropped_and_counted(tmp_path):
     assert first["dagster/row_count"].value == 1
     assert first["dropped_duplicates"].value == 2 and first["dropped_null_user_id"].value == 1
     assert second["dagster/row_count"].value == 1 and second["dropped_duplicates"].value == 0
-    assert first["source_null_occurred_at"].value == 2
-    assert first["source_before_start_date"].value == 1 and first["source_after_end_date"].value == 1
+    # A run of some days reads only what can fall on them: no source-wide counts, and it says so.
+    assert "source_null_occurred_at" not in first and "the run's days only" in first["source_read"].value
+    # A run of every day reads the whole source once, and counts what can never be activity.
+    whole = materialize(config, ["fact_visited"], "2025-03-03", "2025-03-30")
+    metadata = whole.get_asset_materialization_events()[0].materialization.metadata
+    assert metadata["source_read"].value == "whole source"
+    assert metadata["source_null_occurred_at"].value == 2 and metadata["source_unparseable_occurred_at"].value == 0
+    assert metadata["source_before_start_date"].value == 1 and metadata["source_after_end_date"].value == 1
     assert len(table_rows(tmp_path / "warehouse.duckdb", "fact_visited")) == reference.fact_rows(
         [r for r in rows if r[1] is None or reference.local_date(r[1], SPEC.timezone) <= dt.date(2025, 3, 4)], SPEC)
 

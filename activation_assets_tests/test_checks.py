@@ -117,6 +117,14 @@ def _fill(sql: str, period: dt.date) -> str:
     )
 
 
+def _as_table(conn, name: str) -> None:
+    """The activation relation is a view over FirstLast; the checks guard the relation whatever
+    writes it, so a corruption of its rows is made on a table copy of the same name."""
+    conn.execute(f"CREATE TABLE copy_of_view AS SELECT * FROM {name}")
+    conn.execute(f"DROP VIEW {name}")
+    conn.execute(f"ALTER TABLE copy_of_view RENAME TO {name}")
+
+
 def test_the_clean_graph_passes_every_check(clean):
     with duckdb.connect(clean.database, read_only=True) as conn:
         for table, grain, period in [("activation", Grain.daily, DAY), ("firstlast", Grain.daily, DAY),
@@ -131,6 +139,7 @@ def test_corruption_is_caught(clean, tmp_path, case):
     copy = tmp_path / "corrupt.duckdb"
     shutil.copy(clean.database, copy)
     with duckdb.connect(str(copy)) as conn:
+        _as_table(conn, f"visited_activation_{grain}")
         changed = conn.execute(_fill(corruption, period)).fetchone()[0]
         assert changed == 1, "the corruption must touch exactly one row"
         outcome = _evaluate(conn, clean, table, grain, period)[check_name]
@@ -164,26 +173,27 @@ def test_matches_days_catches_a_model_built_from_days_outside_the_window(clean, 
 
 
 def test_a_failing_check_reports_and_blocks_downstream(tmp_path):
-    """Through Dagster: the result carries counts and examples, and transitions do not run on it."""
+    """Through Dagster: the result carries counts and examples, and nothing downstream runs on it."""
     config = small_behavior(tmp_path, SPEC, edge_events(SPEC, seed=32, users=list(range(1, 30))))
     instance = dg.DagsterInstance.ephemeral()
     keys = ["visited_firstlast_daily", "visited_activation_daily", "visited_transitions_daily"]
     assert materialize(config, ["fact_visited"], "2025-03-03", "2025-04-13", instance).success
     assert materialize(config, keys, "2025-03-03", "2025-04-01", instance).success
-    with duckdb.connect(str(tmp_path / "warehouse.duckdb")) as conn:  # corrupt the predecessor of 04-02
-        conn.execute("UPDATE visited_activation_daily SET state = 'reactivated'"
-                     " WHERE period_start = DATE '2025-04-01' AND state = 'retained'")
+    with duckdb.connect(str(tmp_path / "warehouse.duckdb")) as conn:  # the predecessor of 04-02 counts a user twice
+        conn.execute("INSERT INTO visited_firstlast_daily SELECT * FROM visited_firstlast_daily"
+                     " WHERE period_start = DATE '2025-04-01' ORDER BY user_id LIMIT 1")
     result = materialize(config, keys, "2025-04-02", "2025-04-04", instance)
     evaluations = {e.check_name: e for e in result.get_asset_check_evaluations()
-                   if e.asset_key == dg.AssetKey("visited_activation_daily")}
-    failed = evaluations["prev_state_is_previous_state"]
+                   if e.asset_key == dg.AssetKey("visited_firstlast_daily")}
+    failed = evaluations["one_row_per_user"]
     assert not failed.passed
-    assert failed.metadata["failing_partitions"].value == ["2025-04-02"]
+    assert failed.metadata["failing_partitions"].value == ["2025-04-02", "2025-04-03", "2025-04-04"]
     assert failed.metadata["partitions_checked"].value == 3
-    assert "reactivated" in failed.metadata["summary"].value
-    assert evaluations["one_row_per_user"].passed
-    # Blocking: Dagster fails the activation step, and transitions never run on the bad partitions.
+    assert "1 duplicated rows" in failed.metadata["summary"].value
+    assert "examples" in failed.metadata
+    assert evaluations["nobody_disappears"].passed
+    # Blocking: Dagster fails the FirstLast step, and activation and transitions never run on it.
     assert not result.success
-    assert [e.step_key for e in result.get_step_failure_events()] == ["visited_activation_daily"]
-    assert "visited_transitions_daily" not in {
+    assert [e.step_key for e in result.get_step_failure_events()] == ["visited_firstlast_daily"]
+    assert not {"visited_activation_daily", "visited_transitions_daily"} & {
         e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}

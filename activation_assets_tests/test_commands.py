@@ -169,16 +169,18 @@ def test_activation_check_passes_then_names_a_violation(tmp_path, capsys):
 
     import duckdb
 
-    with duckdb.connect(str(tmp_path / "warehouse.duckdb")) as conn:  # a retained user loses their streak
-        conn.execute("UPDATE visited_activation_weekly SET streak = 0 WHERE period_start = DATE '2025-03-17'"
-                     " AND user_id = (SELECT min(user_id) FROM visited_activation_weekly"
-                     "                WHERE period_start = DATE '2025-03-17' AND state = 'retained')")
+    with duckdb.connect(str(tmp_path / "warehouse.duckdb")) as conn:  # a user counted as active in 2030
+        conn.execute("UPDATE visited_firstlast_weekly SET last_active_period = DATE '2030-01-06'"
+                     " WHERE period_start = DATE '2025-03-17'"
+                     " AND user_id = (SELECT min(user_id) FROM visited_firstlast_weekly"
+                     "                WHERE period_start = DATE '2025-03-17')")
     assert cli.main(["check", "--config", str(config), "--from", "2025-03-10", "--to", "2025-03-24"]) == 1
     out = capsys.readouterr().out
-    assert "FAIL visited_activation_weekly.columns_consistent: failed on 1 of 3 partition(s)" in out
+    assert "FAIL visited_firstlast_weekly.periods_in_order: failed on 1 of 3 partition(s)" in out
     assert "failing partitions: 2025-03-17" in out
-    assert "examples: period_start | user_id | state" in out and "| retained |" in out
-    assert "1 failed" in out
+    assert "examples: period_start | user_id | first_active_period" in out and "| 2030-01-06 |" in out
+    assert "PASS visited_firstlast_weekly.one_row_per_user" in out
+    assert "13 passed, 2 failed." in out  # and the activation view read off it
 
 
 def test_the_sample_data_has_the_noise_it_promises(tmp_path):

@@ -115,3 +115,40 @@ def test_a_changed_window_gives_what_a_fresh_run_gives(tmp_path, monkeypatch, ch
                           document["behaviors"][0]["end_date"], document["behaviors"][0]["week_start"])
     assert as_set(table_rows(fresh / "warehouse.duckdb", "visited_activation_weekly"), ACTIVATION_COLUMNS) == as_set(
         reference.activation(rows, spec, "weekly"), ACTIVATION_COLUMNS)
+
+
+# --- a day costs a day ------------------------------------------------------------------------------
+
+
+def test_a_days_run_reads_only_the_files_of_its_days(tmp_path):
+    """A source in Hive-style day directories: a run of one day opens only that day's files (and
+    one either side, for timezones), so it succeeds although every other day's file is unreadable."""
+    frame = _events().assign(occurred_at=lambda f: f["occurred_at"].dt.tz_localize(None))
+    days = sorted(frame["occurred_at"].dt.date.unique())
+    for day in days:
+        directory = tmp_path / "events" / f"date={day}"
+        directory.mkdir(parents=True)
+        frame[frame["occurred_at"].dt.date == day].to_parquet(directory / "part-0.parquet", index=False)
+    config = write_config(tmp_path, [{"name": "visited", "source": {"parquet": "events/**/*.parquet"},
+                                      "start_date": START, "end_date": END}])
+    instance = dg.DagsterInstance.ephemeral()
+    assert materialize(config, ["fact_visited"], str(START), str(END), instance).success
+
+    target = dt.date(2025, 3, 9)
+    for day in days:
+        if abs((day - target).days) > 1:
+            (tmp_path / "events" / f"date={day}" / "part-0.parquet").write_bytes(b"not parquet at all" * 100)
+    late = pd.DataFrame({"user_id": ["late"], "occurred_at": [pd.Timestamp("2025-03-09 12:00")],
+                         "country": ["KR"], "device": ["web"]})
+    late.to_parquet(tmp_path / "events" / f"date={target}" / "part-1.parquet", index=False)
+    result = materialize(config, ["fact_visited"], str(target), instance=instance)
+    assert result.success
+    metadata = result.asset_materializations_for_node("fact_visited")[0].metadata
+    assert metadata["files_read"].value == 4  # the day's two files and the days either side
+    assert "the run's days only" in metadata["source_read"].value
+    with duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True) as conn:
+        users = {r[0] for r in conn.execute(
+            "SELECT user_id FROM fact_visited WHERE period_start = DATE '2025-03-09'").fetchall()}
+        expected = set(frame[frame["occurred_at"].dt.date == target]["user_id"]) | {"late"}
+        assert users == expected
+        assert conn.execute("SELECT count(DISTINCT period_start) FROM fact_visited").fetchone()[0] == len(days)

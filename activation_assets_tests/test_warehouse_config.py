@@ -86,17 +86,21 @@ P, Q, NEXT = dt.date(2025, 3, 10), dt.date(2025, 3, 3), dt.date(2025, 3, 17)
 def _model_statements() -> list[str]:
     relation = sql.filtered("read_parquet('x.parquet')", "event_name = 'visit'")
     statements = [
-        sql.source_profile(relation, "ts", "TIMESTAMP", "Asia/Seoul", P, NEXT),
         sql.stage_select(relation, "uid", "ts", ["event_name"], "VARCHAR", "Asia/Seoul", P, NEXT),
-        sql.fact_select(),
+        sql.stage_select(relation, "uid", "ts", ["event_name"], "TIMESTAMP", "Asia/Seoul", P, NEXT),
+        sql.stage_select(relation, "uid", "ts", [], "TIMESTAMP WITH TIME ZONE", "UTC", P, NEXT, window=(Q, None)),
+        sql.stage_profile(Q, NEXT),
+        sql.unparseable_examples_in(),
+        sql.stage_day_counts(P, NEXT),
+        sql.fact_select(P, NEXT),
         sql.firstlast_select("fl", "fact", P, Q, NEXT, is_first=False),
         sql.transitions_select("a", P),
         sql.growth_select("a", P),
         sql.distributions_select("a", P),
-        sql.state_counts("a", P),
+        sql.state_counts_by_period("a", P, P),
     ]
     for grain in Grain:
-        statements += [sql.activation_select("fl", grain, P, Q), sql.cohorts_select("a", grain, P)]
+        statements += [sql.activation_view("fl", grain), sql.cohorts_select("a", grain, P)]
     return statements
 
 
@@ -133,7 +137,7 @@ def test_local_dates_render_to_spark_functions(time_type, expected):
 
 
 def test_duckdb_runs_the_source_text_unchanged():
-    statement = sql.activation_select("fl", Grain.weekly, P, Q)
+    statement = sql.activation_view("fl", Grain.weekly)
     assert render(statement, "duckdb") is statement
     with duckdb.connect() as conn:  # and it is valid DuckDB (an empty FirstLast)
         conn.execute(sql.create_table("fl", sql.with_user_type(sql.FIRSTLAST_COLUMNS, "BIGINT")))
@@ -165,3 +169,25 @@ def test_a_local_spark_warehouse_is_held_by_one_process_at_a_time(tmp_path):
         holder.kill()
         holder.wait()
     hold_warehouse_lock(lock, timeout=5)  # free again: this process takes it
+
+
+@pytest.mark.parametrize("zone", ["Pacific/Kiritimati", "Pacific/Pago_Pago", "UTC"])
+@pytest.mark.parametrize("time_type, bounded", [
+    ("TIMESTAMP", True), ("TIMESTAMP_NS", True), ("TIMESTAMP WITH TIME ZONE", True), ("VARCHAR", False)])
+def test_a_days_read_is_bounded_on_the_raw_time_column(time_type, bounded, zone):
+    """Readers skip row groups and files by their statistics only for a filter on the stored column,
+    widened by a day each side so that every timezone's local days are inside it (UTC+14 to UTC-11)."""
+    from zoneinfo import ZoneInfo
+
+    statement = sql.stage_select("src", "uid", "ts", [], time_type, zone, P, P)
+    assert ('"ts" >= ' in statement) is bounded
+    local = ZoneInfo(zone)
+    edges = [dt.datetime.combine(P, t, tzinfo=local).astimezone(dt.timezone.utc).replace(tzinfo=None)
+             for t in (dt.time(0, 0, 0), dt.time(23, 59, 59))]
+    outside = [edges[0] - dt.timedelta(seconds=1), edges[1] + dt.timedelta(seconds=1)]
+    column = {"TIMESTAMP WITH TIME ZONE": "TIMESTAMPTZ", "VARCHAR": "VARCHAR"}.get(time_type, time_type)
+    with duckdb.connect() as conn:
+        conn.execute("SET TimeZone = 'UTC'")
+        values = ", ".join(f"('{t.isoformat(sep=' ')}')" for t in edges + outside)
+        conn.execute(f"CREATE TABLE src AS SELECT 1 AS uid, CAST(x AS {column}) AS ts FROM (VALUES {values}) AS v(x)")
+        assert [r[0] for r in conn.execute(f"SELECT activity_date FROM ({statement})").fetchall()] == [P, P]
