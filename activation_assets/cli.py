@@ -272,19 +272,27 @@ def summary(config: ActivationConfig, behaviors: list[BehaviorConfig],
 STALE_SOURCE_DAYS = 7
 
 
-def preflight(config: ActivationConfig, behaviors: list[BehaviorConfig]) -> dict[str, dt.date | None]:
+def preflight(config: ActivationConfig, behaviors: list[BehaviorConfig], every_file: bool = False,
+              ) -> dict[str, dt.date | None]:
     """Read every selected source before Dagster starts: all problems in one message, printed once,
     and nothing created (no database file, no Dagster instance). Returns, for behaviors without
-    end_date, the local date of their source's last event."""
-    from .steps import check_source_columns, describe_source, source_last_day
+    end_date, the local date of their source's last event.
+
+    A source in Hive-style day directories is read through its newest day's files only, so that a
+    daily run does not open a year of files first (`validate` reads them all: `every_file`).
+    """
+    from .periods import existing_periods
+    from .steps import check_source_columns, day_files, describe_source, source_last_day
     from .warehouse import ActivationError, open_for_reading
 
     problems: list[str] = []
     last_days: dict[str, dt.date | None] = {}
     with open_for_reading(config) as warehouse:
         for behavior in behaviors:
+            days = [] if every_file else existing_periods(behavior, Grain.daily)
+            files = day_files(behavior, days[-1], days[-1]) if days else None
             try:
-                relation, columns = describe_source(warehouse, behavior)
+                relation, columns = describe_source(warehouse, behavior, files)
                 time_type = check_source_columns(behavior, columns)
                 if behavior.end_date is None:
                     last_days[behavior.name] = source_last_day(warehouse, behavior, relation, time_type)
@@ -343,7 +351,7 @@ def _load(args) -> ActivationConfig:
 
 def cmd_validate(args) -> int:
     config = _load(args)
-    last_days = preflight(config, list(config.behaviors))
+    last_days = preflight(config, list(config.behaviors), every_file=True)
     for note in stale_sources(list(config.behaviors), last_days):
         say(f"note: {note}")
     names = ", ".join(f"{b.name} ({'/'.join(g.value for g in b.grains)})" for b in config.behaviors)

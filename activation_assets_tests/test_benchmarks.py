@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import pytest
 
+from benchmarks import harness
 from benchmarks.harness import run
 
 
 @pytest.mark.slow
-def test_benchmark_smoke(tmp_path):
+def test_benchmark_smoke(tmp_path, monkeypatch):
+    monkeypatch.setattr(harness, "ONE_PASS_SCALE", (900, 21))
     report = tmp_path / "benchmarks.md"
     results = run(users=1500, days=35, reps=1, workdir=tmp_path / "work", report=report)
     assert results.facts["failed_checks"] == 0
@@ -17,6 +19,9 @@ def test_benchmark_smoke(tmp_path):
     naive = {k: v for k, v in results.facts.items() if k.startswith("naive_differs")}
     assert naive and all(v == 0 for v in naive.values())
     assert results.facts["classic_matches"] is True
+    # The one-pass SQL reference builds exactly the daily backfill's tables.
+    one_pass = {k: v for k, v in results.facts.items() if k.startswith("one_pass_differs")}
+    assert one_pass and all(v == 0 for v in one_pass.values())
     text = report.read_text()
     assert "| measure | value | note |" in text and "backfill: all grains, wall time" in text
     assert "floor" in text and "naive recompute" in text and "classic growth accounting" in text

@@ -12,7 +12,7 @@ from .harness import ROOT, backfill_child, run
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["_backfill"]:  # the child process of the backfill measurement
-        backfill_child(argv[1], argv[2])
+        backfill_child(argv[1], argv[2], daily_only=argv[3:] == ["daily"])
         return 0
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("--users", type=int, default=2_000_000)
@@ -28,6 +28,8 @@ def main(argv: list[str] | None = None) -> int:
         problems.append(f"{results.facts['failed_checks']} check(s) failed during the backfill")
     problems += [f"the naive recompute differs at {k}" for k, v in results.facts.items()
                  if k.startswith("naive_differs") and v]
+    problems += [f"the one-pass reference differs ({k})" for k, v in results.facts.items()
+                 if k.startswith("one_pass_differs") and v]
     if results.facts.get("classic_matches") is False:
         problems.append("classic growth accounting disagrees with the activation table")
     for problem in problems:

@@ -158,11 +158,79 @@ def naive_differs(conn, day: dt.date) -> int:
         f" + (SELECT count(*) FROM (SELECT * FROM naive EXCEPT {ours}))").fetchone()[0]
 
 
+def one_pass_sql(config: ActivationConfig) -> list[str]:
+    """The daily tables a backfill builds — the fact, FirstLast, activation (the same view) and
+    transitions — in one pass each, as a team would write them for a one-off: the fact as one
+    CREATE TABLE AS; FirstLast as every (user, day) from the user's first day, ASOF-joined with the
+    latest active day (whose streak start, prior active day and active-day count come from window
+    functions over the distinct active days); transitions grouped off the view."""
+    behavior = config.behaviors[0]
+    days = existing_periods(behavior, Grain.daily)
+    first, last = sql.date_lit(days[0]), sql.date_lit(days[-1])
+    local = sql.local_date_expr(sql.instant_expr("occurred_at", "TIMESTAMP"), behavior.timezone)
+    source = sql.source_relation(behavior.source)
+    return [
+        f"""CREATE OR REPLACE TABLE ref_fact AS
+            SELECT DISTINCT {local} AS period_start, user_id, occurred_at, {local} AS activity_date FROM {source}
+            WHERE user_id IS NOT NULL AND {local} BETWEEN {first} AND {last}
+            ORDER BY period_start, user_id, occurred_at""",
+        f"""CREATE OR REPLACE TABLE ref_firstlast AS
+            WITH active AS (SELECT DISTINCT user_id, period_start AS day FROM ref_fact),
+            marked AS (
+                SELECT user_id, day, lag(day) OVER w AS prev_day, count(*) OVER w AS active_periods,
+                       min(day) OVER (PARTITION BY user_id) AS first_day
+                FROM active WINDOW w AS (PARTITION BY user_id ORDER BY day)
+            ),
+            runs AS (
+                SELECT user_id, day, first_day, active_periods,
+                       max(CASE WHEN prev_day = day - 1 THEN NULL ELSE day END)
+                           OVER (PARTITION BY user_id ORDER BY day) AS streak_start,
+                       max(CASE WHEN prev_day = day - 1 THEN NULL ELSE coalesce(prev_day, DATE '0001-01-01') END)
+                           OVER (PARTITION BY user_id ORDER BY day) AS prior_or_none
+                FROM marked
+            ),
+            grid AS (
+                SELECT user_id, CAST(d AS DATE) AS period_start
+                FROM (SELECT DISTINCT user_id, first_day FROM runs) AS users,
+                     generate_series(users.first_day, {last}, INTERVAL 1 DAY) AS g(d)
+            )
+            SELECT grid.period_start, grid.user_id, runs.first_day AS first_active_period,
+                   runs.day AS last_active_period, runs.streak_start AS streak_start_period,
+                   nullif(runs.prior_or_none, DATE '0001-01-01') AS prior_active_period,
+                   CAST(runs.active_periods AS INTEGER) AS active_periods
+            FROM grid ASOF JOIN runs ON grid.user_id = runs.user_id AND grid.period_start >= runs.day
+            ORDER BY grid.period_start""",
+        f"CREATE OR REPLACE VIEW ref_activation AS {sql.activation_view('ref_firstlast', Grain.daily)}",
+        """CREATE OR REPLACE TABLE ref_transitions AS
+            SELECT period_start, prev_state AS from_state, state AS to_state, count(*) AS users
+            FROM ref_activation GROUP BY ALL ORDER BY period_start""",
+    ]
+
+
+def one_pass_differs(conn, config: ActivationConfig) -> int:
+    """Rows that differ between the one-pass reference and the backfill's tables (0: identical)."""
+    behavior = config.behaviors[0].name
+    pairs = [("ref_fact", sql.fact_table(behavior)),
+             ("ref_firstlast", sql.firstlast_table(behavior, Grain.daily)),
+             ("ref_transitions", sql.transitions_table(behavior, Grain.daily))]
+    total = 0
+    for ref, ours in pairs:
+        total += conn.execute(
+            f"SELECT (SELECT count(*) FROM (SELECT * FROM {ref} EXCEPT ALL SELECT * FROM {ours}))"
+            f" + (SELECT count(*) FROM (SELECT * FROM {ours} EXCEPT ALL SELECT * FROM {ref}))").fetchone()[0]
+    return total
+
+
 # --- the backfill, in a child process so its peak memory is its own -------------------------------
 
 
-def backfill_child(config_path: str, report_path: str) -> None:
-    """Run by the child: every partition of every grain, as single-run backfill runs do."""
+# What the daily backfill measured against the one-pass reference builds: the same tables.
+DAILY_TABLES = ("firstlast", "activation", "transitions")
+
+
+def backfill_child(config_path: str, report_path: str, daily_only: bool = False) -> None:
+    """Run by the child: every partition of every grain, as single-run backfill runs do (or, with
+    `daily_only`, the fact and the daily FirstLast, activation and transitions)."""
     import dagster as dg
 
     from activation_assets import cli
@@ -170,7 +238,11 @@ def backfill_child(config_path: str, report_path: str) -> None:
 
     config = load_config(config_path)
     instance = dg.DagsterInstance.get()
-    runs = cli.plan(config, list(config.behaviors), None, None, None, done=lambda table: set())
+    runs = cli.plan(config, list(config.behaviors), [Grain.daily] if daily_only else None, None, None,
+                    done=lambda table: set())
+    if daily_only:
+        for run in runs:
+            run.keys = [k for k in run.keys if k.startswith("fact_") or k.split("_")[-2] in DAILY_TABLES]
     timings = []
     for run in runs:
         began = time.perf_counter()
@@ -180,7 +252,7 @@ def backfill_child(config_path: str, report_path: str) -> None:
     Path(report_path).write_text(json.dumps(timings))
 
 
-def run_backfill(config: ActivationConfig, workdir: Path) -> dict:
+def run_backfill(config: ActivationConfig, workdir: Path, daily_only: bool = False) -> dict:
     import yaml
 
     config_path = workdir / "bench.yaml"
@@ -193,7 +265,8 @@ def run_backfill(config: ActivationConfig, workdir: Path) -> dict:
     shutil.copy(ROOT / "activation_assets" / "instance" / "dagster.yaml", home / "dagster.yaml")
     report = workdir / "backfill.json"
     began = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "benchmarks", "_backfill", str(config_path), str(report)],
+    subprocess.run([sys.executable, "-m", "benchmarks", "_backfill", str(config_path), str(report),
+                    *(["daily"] if daily_only else [])],
                    check=True, env={**os.environ, "DAGSTER_HOME": str(home)}, stdout=subprocess.DEVNULL)
     wall = time.perf_counter() - began
     peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
@@ -331,9 +404,45 @@ def run(users: int, days: int, reps: int, workdir: Path, report: Path | None) ->
     results.add(f"storage: {sql.fact_table(BEHAVIOR)}", f"{fact_bytes / max(fact_rows, 1):.2f} B/row",
                 f"{fact_rows:,} rows")
     conn.close()
+    for scale_users, scale_days in sorted({ONE_PASS_SCALE, (users, days)}):
+        one_pass_comparison(scale_users, scale_days, workdir, results)
     if report:
         write_report(report, results, users, days, reps)
     return results
+
+
+ONE_PASS_SCALE = (500_000, 120)  # the issue's smaller scale, measured in every run besides --users x --days
+
+
+def one_pass_comparison(users: int, days: int, workdir: Path, results: Results) -> None:
+    """The daily backfill through Dagster (fact, FirstLast, activation, transitions, with checks)
+    against the one-pass SQL reference that builds the same tables, in the same database."""
+    events = workdir / f"events_{users}x{days}.parquet"
+    if not events.exists():
+        write_benchmark_events(events, SampleSpec(users=users, days=days, start=START, seed=7))
+    database = workdir / f"onepass_{users}x{days}.duckdb"
+    for stale in workdir.glob(f"onepass_{users}x{days}.duckdb*"):
+        stale.unlink()
+    config = config_for(events, database, days)
+    print(f"daily backfill against the one-pass reference at {users:,} x {days}:", flush=True)
+    backfill = run_backfill(config, workdir, daily_only=True)
+    results.facts["failed_checks"] = results.facts.get("failed_checks", 0) + sum(
+        item["failed_checks"] for item in backfill["runs"])
+    with duckdb.connect(str(database), config={"memory_limit": MEMORY_LIMIT}) as conn:
+        conn.execute("SET TimeZone = 'UTC'")
+        began = time.perf_counter()
+        for statement in one_pass_sql(config):
+            conn.execute(statement)
+        one_pass = time.perf_counter() - began
+        differs = one_pass_differs(conn, config)
+    results.facts[f"one_pass_differs_{users}x{days}"] = differs
+    label = f"{users:,} x {days}, daily grain"
+    results.add(f"{label}: backfill through Dagster (fact, FirstLast, activation, transitions, checks)",
+                f"{backfill['wall']:.1f} s", f"{backfill['wall'] / one_pass:.2f}x the one-pass reference (target <= 1.0x)")
+    results.add(f"{label}: one-pass SQL reference building the same tables", f"{one_pass:.1f} s",
+                "identical rows" if differs == 0 else f"{differs} rows differ!")
+    for stale in workdir.glob(f"onepass_{users}x{days}.duckdb*"):
+        stale.unlink()
 
 
 def _dagster_partition(config: ActivationConfig, partition: str) -> None:
