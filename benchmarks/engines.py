@@ -59,13 +59,14 @@ def measure(engine: str, workdir: Path, events: Path, days: int, reps: int) -> d
         last = periods[-1]
         timings = []
         for _ in range(reps):
-            began = time.perf_counter()
-            outcomes: dict[str, inv.CheckOutcome] = {}
+            began, count = time.perf_counter(), 0
             for group in (inv.FIRSTLAST_CHECKS, inv.ACTIVATION_CHECKS, inv.TRANSITIONS_CHECKS):
+                outcomes: dict[str, inv.CheckOutcome] = {}  # one per asset: check names repeat across assets
                 inv.evaluate(warehouse, group, behavior, Grain.daily, last, outcomes)
+                assert all(o.passed for o in outcomes.values()), [o.summary() for o in outcomes.values()]
+                count += len(outcomes)
             timings.append(time.perf_counter() - began)
-            assert all(o.passed for o in outcomes.values()), [o.summary() for o in outcomes.values() if not o.passed]
-        out["the 12 checks of the last day"] = sorted(timings)[len(timings) // 2]
+        out[f"the {count} checks of the last day"] = sorted(timings)[len(timings) // 2]
         timings = []
         for _ in range(reps):
             began = time.perf_counter()
