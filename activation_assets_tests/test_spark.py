@@ -25,7 +25,7 @@ from activation_assets import cli, steps
 from activation_assets.config import Grain, load_config
 from activation_assets.factory import grain_tables
 from activation_assets.periods import existing_periods
-from activation_assets.sql import PARTITION_LOG, fact_table
+from activation_assets.sql import PARTITION_LOG, activation_view, fact_table
 from activation_assets.warehouse import ActivationError, open_warehouse
 
 from . import reference
@@ -262,11 +262,16 @@ def test_a_backfill_from_the_ui_runs_on_spark(engines, tmp_path):
     assert len(backfill["runs"]) >= 2
     assert run_graph(duck_config) == 0
     database = load_config(duck_config).database
-    # This process's Spark session has its own metastore: read the Spark tables' Parquet files with DuckDB.
+    # This process's Spark session has its own metastore: read the Spark tables' Parquet files with
+    # DuckDB, and the activation view as the same view over FirstLast's files.
+    firstlast, activation = grain_tables("visited", Grain.monthly)[:2]
     for table in keys:
-        files = tmp_path / "warehouse" / "ui.db" / table / "**" / "*.parquet"
         with duckdb.connect() as conn:
-            cursor = conn.execute(f"SELECT * FROM read_parquet('{files}', hive_partitioning = true)")
+            source = firstlast if table == activation else table
+            files = tmp_path / "warehouse" / "ui.db" / source / "**" / "*.parquet"
+            conn.execute(f"CREATE VIEW \"{source}\" AS SELECT * FROM read_parquet('{files}', hive_partitioning = true)")
+            select = activation_view(firstlast, Grain.monthly) if table == activation else f'SELECT * FROM "{table}"'
+            cursor = conn.execute(select)
             names, rows = [d[0] for d in cursor.description], cursor.fetchall()
         expected = table_rows(database, table)
         assert sorted(names) == sorted(expected[0]), table
