@@ -3,13 +3,15 @@
     activation sample-data [--out DIR] [--users N] [--days N] [--seed N] [--force]
     activation validate    [--config PATH]
     activation materialize [--config PATH] [--behavior B ...] [--grain G ...] [--from DATE] [--to DATE]
+    activation status      [--config PATH] [--behavior B ...] [--grain G ...]
     activation check       [--config PATH] [--behavior B ...] [--grain G ...] [--from DATE] [--to DATE]
     activation report      [--config PATH] [--behavior B ...] [--grain G ...] [--out DIR] [--png DIR]
     activation ui          [--config PATH] [--port N]
 
 `materialize` runs the selected part of the graph in dependency order through Dagster (recorded in
 the project-local instance, so the UI shows every materialization and check). Without --from/--to it
-does only what is missing; with them it recomputes that window.
+does what is missing or outdated (fact days whose source rows changed, and every later partition);
+with them it recomputes that window.
 """
 
 from __future__ import annotations
@@ -100,6 +102,9 @@ class Run:
     label: str
     keys: list[str]
     periods: list[dt.date]
+    # A fact run checks that every fact day matches its source; while later fact runs of the same
+    # behavior are still to come that check would fail on their days, so only the last one runs it.
+    checks: bool = True
 
 
 def _contiguous(days: list[dt.date], step) -> list[list[dt.date]]:
@@ -115,11 +120,14 @@ def _contiguous(days: list[dt.date], step) -> list[list[dt.date]]:
 def plan(
     config: ActivationConfig, behaviors: list[BehaviorConfig], grains: list[Grain] | None,
     start: dt.date | None, end: dt.date | None, done, today: dt.date | None = None,
+    outdated_days: dict[str, set[dt.date]] | None = None,
+    rebuilt_from: dict[tuple[str, Grain], dt.date] | None = None,
 ) -> list[Run]:
     """The runs to make, in order. `done(table)` is the set of partitions already materialized.
 
-    Without a window: the missing fact days, and for each grain everything from the first period
-    that is missing or reads a fact day written now. With --from/--to: the fact days of the window,
+    Without a window: the missing and `outdated_days` fact days, and for each grain everything from
+    the first period that is missing, reads a fact day written now, or was built before one of its
+    inputs was written again (`rebuilt_from`). With --from/--to: the fact days of the window,
     and for each grain the periods from the one containing --from that end by --to, plus every later
     period already materialized (each builds on its predecessor, so all of them change).
     """
@@ -134,9 +142,11 @@ def plan(
         days = [d for d in existing_periods(behavior, Grain.daily, today)
                 if (start is None or d >= start) and (end is None or d <= end)]
         fact = sql.fact_table(behavior.name)
-        fact_days = days if windowed else [d for d in days if d not in done(fact)]
-        for group in _contiguous(fact_days, daily.next):
-            runs.append(Run(behavior, fact, [fact], group))
+        outdated = (outdated_days or {}).get(behavior.name, set())
+        fact_days = days if windowed else [d for d in days if d not in done(fact) or d in outdated]
+        groups = _contiguous(fact_days, daily.next)
+        for number, group in enumerate(groups, 1):
+            runs.append(Run(behavior, fact, [fact], group, checks=number == len(groups)))
         for grain in [g for g in behavior.grains if grains is None or g in grains]:
             calendar = periods_for(behavior, grain)
             periods = existing_periods(behavior, grain, today)
@@ -148,7 +158,9 @@ def plan(
                         and (end is None or calendar.last_day(p) <= end or p in materialized)]
             else:
                 touched = {calendar.start_of(d) for d in fact_days}
-                stale = [p for p in periods if p in touched or any(p not in done(k) for k in keys)]
+                rebuilt = (rebuilt_from or {}).get((behavior.name, grain))
+                stale = [p for p in periods if p in touched or any(p not in done(k) for k in keys)
+                         or (rebuilt is not None and p >= rebuilt)]
                 todo = [p for p in periods if stale and p >= stale[0]]
             if todo:
                 runs.append(Run(behavior, f"{behavior.name} {grain.value}", keys, todo))
@@ -200,7 +212,7 @@ def execute(config: ActivationConfig, runs: list[Run], instance=None) -> int:
     from .definitions import build_definitions
 
     defs = build_definitions(config, check_files=False)
-    assets = list(defs.assets or [])
+    assets = [*(defs.assets or []), *(defs.asset_checks or [])]  # a fact's run also checks its source days
     resources = dict(defs.resources or {})
     instance = instance or dg.DagsterInstance.get()
     failed_checks = 0
@@ -215,7 +227,8 @@ def execute(config: ActivationConfig, runs: list[Run], instance=None) -> int:
             began = time.monotonic()
             result = dg.materialize(
                 assets,
-                selection=run.keys,
+                selection=dg.AssetSelection.assets(*run.keys) if run.checks
+                else dg.AssetSelection.assets(*run.keys).without_checks(),
                 instance=instance,
                 resources=resources,
                 tags={RANGE_START: first, RANGE_END: last},
@@ -226,12 +239,14 @@ def execute(config: ActivationConfig, runs: list[Run], instance=None) -> int:
                 raise CommandError(f"{run.label} failed: {_failure_message(result)}")
             evaluations = result.get_asset_check_evaluations()
             bad = [e for e in evaluations if not e.passed]
-            failed_checks += len(bad)
+            # A warning (a fact day whose source changed outside a --from/--to window) is said, not fatal.
+            failed_checks += sum(e.severity != dg.AssetCheckSeverity.WARN for e in bad)
             say(f"      done in {time.monotonic() - began:.1f} s; checks: {len(evaluations) - len(bad)}"
                 f"/{len(evaluations)} passed")
             for evaluation in bad:
                 summary = evaluation.metadata.get("summary")
-                say(f"      CHECK FAILED {evaluation.asset_key.to_user_string()}.{evaluation.check_name}:"
+                level = "WARNING" if evaluation.severity == dg.AssetCheckSeverity.WARN else "FAILED"
+                say(f"      CHECK {level} {evaluation.asset_key.to_user_string()}.{evaluation.check_name}:"
                     f" {summary.value if summary else ''}")
     finally:
         progress.removeHandler(handler)
@@ -317,6 +332,58 @@ def reconcile(config: ActivationConfig, behaviors: list[BehaviorConfig]) -> None
                     " built again")
 
 
+@dataclass
+class Findings:
+    """What is outdated, per behavior: fact days whose source changed, and per grain why."""
+
+    changes: dict[str, object]  # behavior -> changes.SourceChanges
+    grains: dict[tuple[str, Grain], object]  # (behavior, grain) -> changes.Outdated
+
+    def outdated_days(self) -> dict[str, set[dt.date]]:
+        return {name: set(c.days) for name, c in self.changes.items()}
+
+    def rebuilt_from(self) -> dict[tuple[str, Grain], dt.date]:
+        return {key: min(o.rebuilt_inputs) for key, o in self.grains.items() if o.rebuilt_inputs}
+
+
+def find_outdated(config: ActivationConfig, behaviors: list[BehaviorConfig], grains: list[Grain] | None = None,
+                  record: bool = True) -> Findings:
+    """Fact days whose source rows changed since they were written (reading only what changed), and
+    the partitions that are missing or were built before one of their inputs was written again."""
+    from .changes import detect, outdated_partitions
+    from .warehouse import open_warehouse
+
+    findings = Findings({}, {})
+    with open_warehouse(config) as warehouse:
+        for behavior in behaviors:
+            changes = detect(warehouse, behavior, record=record)
+            findings.changes[behavior.name] = changes
+            for grain in [g for g in behavior.grains if grains is None or g in grains]:
+                findings.grains[(behavior.name, grain)] = outdated_partitions(
+                    warehouse, behavior, grain, changes.days)
+    return findings
+
+
+def say_source_changes(findings: Findings) -> None:
+    for name, changes in findings.changes.items():
+        if not changes.days:
+            if changes.changed_files or changes.new_files or changes.removed_files or changes.days_read:
+                say(f"behavior {name!r}: {changes.describe_files()}; their fact days are current"
+                    f" (read {changes.read})")
+            continue
+        say(f"behavior {name!r}: {len(changes.days)} fact day(s) outdated, their source rows changed"
+            f" ({changes.describe_files()}; read {changes.read}):")
+        for change in list(changes.days.values())[:10]:
+            say(f"  {change.describe()}")
+        if len(changes.days) > 10:
+            say(f"  ... and {len(changes.days) - 10} more up to {changes.outdated[-1]}")
+    for (name, grain), outdated in findings.grains.items():
+        if outdated.rebuilt_inputs:
+            first = min(outdated.rebuilt_inputs)
+            say(f"behavior {name!r} {grain.value}: partitions from {first} on are outdated:"
+                f" {outdated.rebuilt_inputs[first]}")
+
+
 def stale_sources(behaviors: list[BehaviorConfig], last_days: dict[str, dt.date | None],
                   today: dt.date | None = None) -> list[str]:
     """Behaviors without end_date whose source ended well before the last complete day."""
@@ -374,11 +441,17 @@ def cmd_materialize(args) -> int:
     for note in stale_sources(behaviors, last_days):
         say(f"note: {note}")
     reconcile(config, behaviors)
+    findings = None
+    if start is None and end is None:
+        findings = find_outdated(config, behaviors, grains)
+        say_source_changes(findings)
     done = _materialized(instance, config)
-    runs = plan(config, behaviors, grains, start, end, done)
+    runs = plan(config, behaviors, grains, start, end, done,
+                outdated_days=findings.outdated_days() if findings else None,
+                rebuilt_from=findings.rebuilt_from() if findings else None)
     if not runs:
-        say("Nothing to do: every selected partition is already materialized."
-            " (Use --from/--to to recompute a window.)")
+        say("Nothing to do: every selected partition is materialized and current."
+            " (Use --from/--to to recompute a window anyway.)")
     else:
         total = sum(len(r.periods) * len(r.keys) for r in runs)
         say(f"{len(runs)} run(s), {total} asset partition(s) to materialize")
@@ -390,6 +463,70 @@ def cmd_materialize(args) -> int:
             raise CommandError(f"{failed} asset check(s) failed; see above and the checks in the UI")
     summary(config, behaviors, last_days)
     return 0
+
+
+def cmd_status(args) -> int:
+    """What is outdated, per behavior and grain, and why; exit 0 when everything is current."""
+    config = _load(args)
+    behaviors = [config.behavior(name) for name in args.behavior] if args.behavior else list(config.behaviors)
+    grains = [Grain(g) for g in args.grain] if args.grain else None
+    preflight(config, behaviors)
+    home, instance = dagster_instance(config)
+    reconcile(config, behaviors)
+    findings = find_outdated(config, behaviors, grains)
+    done = _materialized(instance, config)
+    runs = plan(config, behaviors, grains, None, None, done, outdated_days=findings.outdated_days(),
+                rebuilt_from=findings.rebuilt_from())
+    from .periods import existing_periods
+    from .sql import fact_table
+
+    for behavior in behaviors:
+        changes = findings.changes[behavior.name]
+        fact = fact_table(behavior.name)
+        missing = [d for d in existing_periods(behavior, Grain.daily) if d not in done(fact)]
+        say(f"{behavior.name} (sources: {changes.describe_files()}; read {changes.read})")
+        if not changes.days and not missing:
+            say(f"  {fact}: current")
+        if missing:
+            say(f"  {fact}: {len(missing)} day(s) missing: {_span(missing)}")
+        if changes.days:
+            say(f"  {fact}: {len(changes.days)} day(s) outdated, their source rows changed:")
+            for change in list(changes.days.values())[:10]:
+                say(f"    {change.describe()}")
+            if len(changes.days) > 10:
+                say(f"    ... and {len(changes.days) - 10} more up to {changes.outdated[-1]}")
+        for grain in [g for g in behavior.grains if grains is None or g in grains]:
+            outdated = findings.grains[(behavior.name, grain)]
+            todo = [r for r in runs if r.behavior is behavior and r.label.endswith(f" {grain.value}")]
+            if not todo:
+                say(f"  {grain.value}: current")
+                continue
+            periods = todo[0].periods
+            why = []
+            if outdated.missing:
+                why.append(f"{len(outdated.missing)} missing ({_span(outdated.missing)})")
+            if outdated.reads_outdated_days:
+                why.append(f"{len(outdated.reads_outdated_days)} read an outdated fact day"
+                           f" ({_span(outdated.reads_outdated_days)})")
+            if outdated.rebuilt_inputs:
+                first = min(outdated.rebuilt_inputs)
+                why.append(f"{len(outdated.rebuilt_inputs)} built before an input was written again, from {first}"
+                           f" ({outdated.rebuilt_inputs[first]})")
+            if not why:
+                why.append("they read fact days that are missing")
+            say(f"  {grain.value}: {len(periods)} partition(s) to rebuild, {periods[0]}..{periods[-1]}"
+                f" (each builds on the previous one): {'; '.join(why)}")
+    if not runs:
+        say("\nEverything is current.")
+        return 0
+    command = f"activation materialize --config {config.path}"
+    say(f"\n{sum(len(r.periods) * len(r.keys) for r in runs)} asset partition(s) are outdated or missing."
+        f" To bring them up to date: {command}")
+    return 1
+
+
+def _span(days: list[dt.date]) -> str:
+    return f"{days[0]}" if len(days) == 1 else f"{days[0]}..{days[-1]}"
 
 
 def cmd_check(args) -> int:
@@ -496,6 +633,12 @@ def parser() -> argparse.ArgumentParser:
     m.add_argument("--from", dest="date_from", help="first day (YYYY-MM-DD) of a window to recompute")
     m.add_argument("--to", dest="date_to", help="last day (YYYY-MM-DD) of a window to recompute")
     m.set_defaults(handler=cmd_materialize)
+
+    st = with_config(commands.add_parser(
+        "status", help="what is outdated or missing, and why (exit 0 when everything is current)"))
+    st.add_argument("--behavior", action="append", help="only this behavior (repeatable)")
+    st.add_argument("--grain", action="append", choices=[g.value for g in Grain], help="only this grain (repeatable)")
+    st.set_defaults(handler=cmd_status)
 
     c = with_config(commands.add_parser(
         "check", help="re-run every invariant over the materialized partitions (exit 1 on any violation)"))

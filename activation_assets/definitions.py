@@ -18,6 +18,7 @@ from dagster_duckdb import DuckDBResource
 
 from .config import ActivationConfig, ConfigError, load_config, missing_source_files
 from .factory import RESOURCE, behavior_assets
+from .freshness import source_changes_sensor, source_check
 
 
 def warehouse_resource(config: ActivationConfig) -> dg.ConfigurableResource:
@@ -53,9 +54,13 @@ def build_definitions(config: ActivationConfig, check_files: bool = True) -> dg.
         description="Materializes new fact days as they end and propagates every fact update (late data"
         " included) through FirstLast, activation and the models read off it.",
     )
+    # The source-changes sensor opens the warehouse from the daemon, between runs: DuckDB only (a Spark
+    # session in the daemon would hold the local metastore); on Spark, `activation status/materialize`.
+    sensors = [automation] + ([source_changes_sensor(config)] if config.engine == "duckdb" else [])
     return dg.Definitions(
         assets=assets,
-        sensors=[automation],
+        asset_checks=[source_check(behavior) for behavior in config.behaviors],
+        sensors=sensors,
         resources={RESOURCE: warehouse_resource(config)},
         executor=dg.in_process_executor,
     )

@@ -27,7 +27,7 @@ from filelock import FileLock, Timeout
 from . import sql
 from .config import BehaviorConfig, SparkWarehouseConfig, is_url
 from .dialect import render
-from .sql import DEFINITIONS, PARTITION_LOG, date_lit, literal
+from .sql import DEFINITIONS, PARTITION_LOG, SOURCE_FILES, date_lit, literal
 from .warehouse import LOCK_TIMEOUT_SECONDS, ActivationError, Warehouse, first_line
 
 # Spark's types, named as DuckDB names them (the steps compare and create columns in those names).
@@ -222,7 +222,10 @@ class SparkWarehouse(Warehouse):
             f"CREATE TABLE IF NOT EXISTS {_quote(table)} USING parquet PARTITIONED BY (period_start)"
             f" AS SELECT * FROM {_quote(stage)} LIMIT 0")
 
-    def replace_days(self, table: str, days: Sequence[dt.date], select: str) -> dict[dt.date, int]:
+    def replace_days(
+        self, table: str, days: Sequence[dt.date], select: str,
+        fingerprints: dict[dt.date, tuple[int, int]] | None = None,
+    ) -> dict[dt.date, int]:
         self.unlog_partitions(table, days)  # until the new rows are in, the days count as missing
         rows = self._sql(select).localCheckpoint(eager=True)
         counts = {r[0]: r[1] for r in rows.groupBy("period_start").count().collect()}
@@ -230,7 +233,7 @@ class SparkWarehouse(Warehouse):
         self._drop_partitions(table, [day for day, n in written.items() if n == 0])
         if any(written.values()):
             self._overwrite(table, rows)
-        self.record_partitions(table, written)
+        self.record_partitions(table, written, fingerprints)
         return written
 
     def replace_partition(self, table: str, period: dt.date, select: str) -> int:
@@ -278,20 +281,49 @@ class SparkWarehouse(Warehouse):
 
     # --- the partition log ---
     def ensure_partition_log(self) -> None:
+        extras = ", ".join(f"{c} {t}" for c, t in sql.LOG_EXTRA_COLUMNS)
         self.session.sql(
-            f"CREATE TABLE IF NOT EXISTS {PARTITION_LOG} (row_count BIGINT, table_name STRING, period_start DATE)"
-            " USING parquet PARTITIONED BY (table_name, period_start)")
-
+            f"CREATE TABLE IF NOT EXISTS {PARTITION_LOG} (row_count BIGINT, {extras}, table_name STRING,"
+            " period_start DATE) USING parquet PARTITIONED BY (table_name, period_start)")
+        missing = [(c, t) for c, t in sql.LOG_EXTRA_COLUMNS if c not in self.session.table(PARTITION_LOG).columns]
+        if missing:  # a log created by an earlier version
+            self.session.sql(f"ALTER TABLE {PARTITION_LOG} ADD COLUMNS ({', '.join(f'{c} {t}' for c, t in missing)})")
+        self.session.sql(
+            f"CREATE TABLE IF NOT EXISTS {SOURCE_FILES} (path STRING, size BIGINT, mtime_ns BIGINT, first_day DATE,"
+            " last_day DATE, behavior STRING) USING parquet PARTITIONED BY (behavior)")
         self.session.sql(
             f"CREATE TABLE IF NOT EXISTS {DEFINITIONS} (start_date DATE, end_date DATE, timezone STRING,"
-            " week_start STRING, behavior STRING) USING parquet PARTITIONED BY (behavior)")
+            " week_start STRING, source STRING, behavior STRING) USING parquet PARTITIONED BY (behavior)")
+        if "source" not in self.session.table(DEFINITIONS).columns:  # added later
+            self.session.sql(f"ALTER TABLE {DEFINITIONS} ADD COLUMNS (source STRING)")
 
-    def record_partitions(self, table: str, rows: dict[dt.date, int]) -> None:
+    def record_partitions(
+        self, table: str, rows: dict[dt.date, int], fingerprints: dict[dt.date, tuple[int, int]] | None = None,
+    ) -> None:
         if not rows:
             return
-        values = ", ".join(f"({count}, {literal(table)}, {date_lit(day)})" for day, count in rows.items())
+        values = ", ".join(f"({count}, {sql.log_extras(day, fingerprints)}, {literal(table)}, {date_lit(day)})"
+                           for day, count in rows.items())
+        columns = ", ".join(["row_count", *(c for c, _ in sql.LOG_EXTRA_COLUMNS), "table_name", "period_start"])
+        self.session.sql(f"INSERT OVERWRITE TABLE {PARTITION_LOG} PARTITION (table_name, period_start)"
+                         f" SELECT {columns} FROM VALUES {values} AS log({columns})")
+
+    def update_source_files(
+        self, behavior: str, seen: dict[str, tuple[int, int, dt.date | None, dt.date | None]], gone: Sequence[str],
+    ) -> None:
+        entries = {**self.source_files(behavior), **seen}
+        for path in gone:
+            entries.pop(path, None)
+        if not entries:
+            self.session.sql(f"ALTER TABLE {SOURCE_FILES} DROP IF EXISTS PARTITION (behavior = {literal(behavior)})")
+            return
+        values = ", ".join(
+            f"({literal(path)}, {size}, {mtime}, {sql.value_lit(first)}, {sql.value_lit(last)})"
+            for path, (size, mtime, first, last) in entries.items())
         self.session.sql(
-            f"INSERT OVERWRITE TABLE {PARTITION_LOG} PARTITION (table_name, period_start) VALUES {values}")
+            f"INSERT OVERWRITE TABLE {SOURCE_FILES} PARTITION (behavior = {literal(behavior)})"
+            f" SELECT path, size, mtime_ns, CAST(first_day AS DATE), CAST(last_day AS DATE)"
+            f" FROM VALUES {values} AS files(path, size, mtime_ns, first_day, last_day)")
 
     def unlog_partitions(self, table: str, periods: Sequence[dt.date]) -> None:
         if periods:
@@ -312,8 +344,9 @@ class SparkWarehouse(Warehouse):
             f"SELECT period_start FROM {PARTITION_LOG} WHERE table_name = {literal(table)} AND ({where})")])
 
     def record_definition(self, behavior: str, values: tuple) -> None:
-        columns = ", ".join(f"CAST({sql.value_lit(v)} AS {t})" for v, t in zip(
-            values, ("DATE", "DATE", "VARCHAR", "VARCHAR")))
+        columns = ", ".join(f"CAST({sql.value_lit(v)} AS {t}) AS {name}" for v, t, name in zip(
+            values, ("DATE", "DATE", "VARCHAR", "VARCHAR", "VARCHAR"), sql.DEFINITION_FIELDS))
+        # By position: the table's data columns are DEFINITION_FIELDS, in order (`source` was appended).
         self._sql(f"INSERT OVERWRITE TABLE {DEFINITIONS} PARTITION (behavior = {literal(behavior)}) SELECT {columns}")
 
 

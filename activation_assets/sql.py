@@ -44,7 +44,16 @@ PARTITION_LOG = "_activation_partitions"
 # Per behavior, the settings its tables were built with (the window, the timezone, the week start):
 # when they change, partitions built under the old ones are forgotten instead of silently kept.
 DEFINITIONS = "_activation_definitions"
-DEFINITION_FIELDS = ("start_date", "end_date", "timezone", "week_start")
+# `source` is what a fact row is read from: the source, its `where:`, the user and time columns.
+DEFINITION_FIELDS = ("start_date", "end_date", "timezone", "week_start", "source")
+# Per behavior, the source files its fact days were read from (path, size, modification time, the
+# local days the file held): what tells a changed file from an unchanged one without reading it.
+SOURCE_FILES = "_activation_source_files"
+# Columns the partition log gained after its first version: when each partition was written (what
+# tells a partition built on a predecessor that was rewritten since), and a fact day's fingerprint.
+LOG_EXTRA_COLUMNS = (("written_at", "TIMESTAMP"), ("source_rows", "BIGINT"), ("source_hash", "BIGINT"))
+# The order-independent hash of a fact day's source rows is kept modulo this prime (fits a BIGINT).
+HASH_MODULUS = 9223372036854775783
 
 
 # --- names and literals -----------------------------------------------------------------------
@@ -65,8 +74,19 @@ def date_lit(day: dt.date) -> str:
     return f"DATE '{day.isoformat()}'"
 
 
-def value_lit(value: dt.date | str | None) -> str:
-    return "NULL" if value is None else date_lit(value) if isinstance(value, dt.date) else literal(str(value))
+def value_lit(value: dt.date | int | str | None) -> str:
+    if value is None:
+        return "NULL"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return date_lit(value) if isinstance(value, dt.date) else literal(str(value))
+
+
+def log_extras(day: dt.date, fingerprints: dict[dt.date, tuple[int, int]] | None) -> str:
+    """written_at (now, UTC, to the microsecond), source_rows and source_hash of a log entry."""
+    now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None).isoformat(sep=" ")
+    rows, fingerprint = (fingerprints or {}).get(day, (None, None))
+    return f"TIMESTAMP '{now}', {value_lit(rows)}, {value_lit(fingerprint)}"
 
 
 def values_list(values: tuple) -> str:
@@ -220,12 +240,35 @@ def unparseable_examples_in(stage: str = "fact_stage", limit: int = 3) -> str:
     """
 
 
-def stage_day_counts(first_day: dt.date, last_day: dt.date, stage: str = "fact_stage") -> str:
-    """Per local day: rows read and rows without a user (duplicates are what the insert then drops)."""
+def stage_day_counts(
+    first_day: dt.date, last_day: dt.date, other_columns: list[str], stage: str = "fact_stage",
+) -> str:
+    """Per local day: rows read, rows without a user (duplicates are what the insert then drops),
+    and the fingerprint of the rows read: an order-independent sum of row hashes, so that a row
+    added, removed, corrected or moved to another day changes the day's (rows_read, fingerprint)."""
+    columns = ", ".join(ident(c) for c in ("user_id", "occurred_at", *other_columns))
     return f"""
-        SELECT period_start, count(*) AS rows_read, count(*) FILTER (WHERE user_id IS NULL) AS null_user_id
+        SELECT period_start, count(*) AS rows_read, count(*) FILTER (WHERE user_id IS NULL) AS null_user_id,
+            CAST(sum(CAST(hash({columns}) AS DECIMAL(38, 0))) % {HASH_MODULUS} AS BIGINT) AS fingerprint
         FROM {stage}
         WHERE period_start BETWEEN {date_lit(first_day)} AND {date_lit(last_day)}
+        GROUP BY period_start
+    """
+
+
+def fact_difference(fact: str, stage: str, columns: list[str], days: list[dt.date]) -> str:
+    """Per fact day: the fact rows the staged source rows would add and remove (as multisets)."""
+    names = ", ".join(ident(c) for c in columns)
+    within = f"period_start IN ({', '.join(date_lit(d) for d in days)})"
+    return f"""
+        WITH now_rows AS (SELECT DISTINCT {names} FROM {stage} WHERE user_id IS NOT NULL AND {within}),
+        was_rows AS (SELECT {names} FROM {ident(fact)} WHERE {within}),
+        added AS (SELECT {names} FROM now_rows EXCEPT ALL SELECT {names} FROM was_rows),
+        removed AS (SELECT {names} FROM was_rows EXCEPT ALL SELECT {names} FROM now_rows)
+        SELECT period_start, sum(added) AS added, sum(removed) AS removed FROM (
+            SELECT period_start, 1 AS added, 0 AS removed FROM added
+            UNION ALL SELECT period_start, 0 AS added, 1 AS removed FROM removed
+        ) AS changed
         GROUP BY period_start
     """
 

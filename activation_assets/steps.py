@@ -22,6 +22,7 @@ from .warehouse import ActivationError, Warehouse, as_warehouse
 Progress = Callable[[int, int, dt.date], None]
 CONTRACT_COLUMNS = ("period_start", "user_id", "occurred_at", "activity_date")
 STAGE = "fact_stage"
+EMPTY_DAY = (0, 0)  # the fingerprint of a day without source rows
 
 
 def _no_progress(done: int, total: int, period: dt.date) -> None:
@@ -34,6 +35,9 @@ def _no_progress(done: int, total: int, period: dt.date) -> None:
 def reconcile_definition(conn: Warehouse, behavior: BehaviorConfig) -> list[str]:
     """Forget every partition that the behavior's current settings do not give; say which.
 
+    A new source (its location, `where:`, user or time column) changes every fact row: like a new
+    timezone, it forgets every partition, so that the tables equal a fresh run over the new source.
+
     Every step starts here, and so does the CLI before it plans, so that after a change of the
     window (start_date, end_date), timezone or week start the tables end up equal to a fresh run:
     - rows outside the window are always dropped: fact days outside [start_date, end_date], and
@@ -43,17 +47,23 @@ def reconcile_definition(conn: Warehouse, behavior: BehaviorConfig) -> list[str]
       weekly ones. Forgotten partitions count as missing, so they are built again in order.
     """
     wh = as_warehouse(conn)
-    current = tuple(getattr(behavior, name) for name in sql.DEFINITION_FIELDS)
+    current = definition(behavior)
     recorded = wh.recorded_definition(behavior.name)
     if recorded == current:
         return []
     was = dict(zip(sql.DEFINITION_FIELDS, recorded)) if recorded else {}
-    changed = [f"{name} {was[name]} -> {value}" for name, value in zip(sql.DEFINITION_FIELDS, current)
-               if was and was[name] != value]
-    moved = {name for name in ("start_date", "timezone", "week_start") if was and was[name] != getattr(behavior, name)}
+    now = dict(zip(sql.DEFINITION_FIELDS, current))
+    # A database from before `source` was recorded: take the current one as what it was built from.
+    if was and was["source"] is None:
+        was["source"] = now["source"]
+    changed = [f"{name} {was[name]} -> {value}" for name, value in now.items() if was and was[name] != value]
+    moved = {name for name in ("start_date", "timezone", "week_start", "source") if was and was[name] != now[name]}
     with wh.transaction():
-        wh.forget_partitions(sql.fact_table(behavior.name), "TRUE" if "timezone" in moved else sql.outside(
+        every_day = bool(moved & {"timezone", "source"})  # every fact row is read or dated anew
+        wh.forget_partitions(sql.fact_table(behavior.name), "TRUE" if every_day else sql.outside(
             behavior.start_date, behavior.end_date))
+        if every_day:  # the local days each file holds, or the files themselves, are others now
+            wh.update_source_files(behavior.name, {}, list(wh.source_files(behavior.name)))
         for grain in Grain:  # configured or not: a grain dropped from the config keeps no stale rows either
             rebuilt = bool(moved - {"week_start"}) or (grain is Grain.weekly and "week_start" in moved)
             end = end_exclusive(behavior, grain)
@@ -62,6 +72,13 @@ def reconcile_definition(conn: Warehouse, behavior: BehaviorConfig) -> list[str]
                 wh.forget_partitions(table, "TRUE" if rebuilt else keep)
         wh.record_definition(behavior.name, current)
     return changed
+
+
+def definition(behavior: BehaviorConfig) -> tuple:
+    """The recorded settings of a behavior, in `sql.DEFINITION_FIELDS` order."""
+    source = (f"{behavior.source.describe()}; user_column {behavior.user_column};"
+              f" time_column {behavior.time_column}")
+    return (behavior.start_date, behavior.end_date, behavior.timezone, behavior.week_start, source)
 
 
 # --- fact -------------------------------------------------------------------------------------
@@ -243,8 +260,8 @@ def materialize_fact(conn: Warehouse, behavior: BehaviorConfig, days: Sequence[d
                 f" {behavior.time_column!r} in {source.describe()} do not parse as timestamps, e.g. {examples}."
                 " Fix them in the source (or filter them out with `where:`); no rows were written."
             )
-    read = {row[0]: {"rows_read": row[1], "null_user_id": row[2]}
-            for row in wh.query(sql.stage_day_counts(first_day, last_day, STAGE))}
+    read = {row[0]: {"rows_read": row[1], "null_user_id": row[2], "fingerprint": row[3]}
+            for row in wh.query(sql.stage_day_counts(first_day, last_day, others, STAGE))}
     if not read and not wh.query(f"SELECT 1 FROM {relation} LIMIT 1"):  # an empty day is fine
         raise ActivationError(
             f"behavior {behavior.name!r}: its source ({source.describe()}) has no rows at all. Check the path"
@@ -264,7 +281,9 @@ def materialize_fact(conn: Warehouse, behavior: BehaviorConfig, days: Sequence[d
                 f" were written ({'; '.join(changed)}). Nothing was written. Make the source consistent, or"
                 f" drop {table} (and the behavior's other tables) and materialize every partition again."
             )
-        written = wh.replace_days(table, days, sql.fact_select(first_day, last_day, STAGE))
+        fingerprints = {day: (read[day]["rows_read"], read[day]["fingerprint"]) if day in read else EMPTY_DAY
+                        for day in days}
+        written = wh.replace_days(table, days, sql.fact_select(first_day, last_day, STAGE), fingerprints)
     wh.drop_stage(STAGE)
 
     per_day = {}

@@ -31,7 +31,7 @@ import pandas as pd
 
 from . import sql
 from .config import ActivationConfig, BehaviorConfig
-from .sql import DEFINITIONS, PARTITION_LOG, date_lit, ident, literal
+from .sql import DEFINITIONS, PARTITION_LOG, SOURCE_FILES, date_lit, ident, literal
 
 LOCK_TIMEOUT_SECONDS = 30 * 60
 
@@ -61,7 +61,7 @@ def database_lock(database: str, timeout: float = LOCK_TIMEOUT_SECONDS) -> Itera
 
 
 @contextmanager
-def connect(resource: Any) -> Iterator[Warehouse]:
+def connect(resource: Any, lock_timeout: float = LOCK_TIMEOUT_SECONDS) -> Iterator[Warehouse]:
     """The assets' warehouse, from the resource bound in `definitions.py` (DuckDB or Spark)."""
     if not isinstance(resource, DuckDBResource):
         from .spark import connect_spark
@@ -71,7 +71,7 @@ def connect(resource: Any) -> Iterator[Warehouse]:
         return
     # Held under the cross-process lock, with the session time zone pinned to UTC (so a timestamp
     # without a zone means UTC, as the contract says).
-    with database_lock(resource.database), resource.get_connection() as conn:
+    with database_lock(resource.database, lock_timeout), resource.get_connection() as conn:
         # DuckDBResource closes its connection only when the block succeeds; a failed step would
         # otherwise keep the database file open (and locked) until garbage collection.
         try:
@@ -214,8 +214,12 @@ class Warehouse:
     def create_table_like(self, table: str, stage: str) -> None:
         raise NotImplementedError
 
-    def replace_days(self, table: str, days: Sequence[dt.date], select: str) -> dict[dt.date, int]:
-        """Replace the partitions `days` of `table` with the rows of `select`, log them, return rows per day."""
+    def replace_days(
+        self, table: str, days: Sequence[dt.date], select: str,
+        fingerprints: dict[dt.date, tuple[int, int]] | None = None,
+    ) -> dict[dt.date, int]:
+        """Replace the partitions `days` of `table` with the rows of `select`, log them (with the
+        fingerprints of the source rows they come from), return rows per day."""
         raise NotImplementedError
 
     def replace_partition(self, table: str, period: dt.date, select: str) -> int:
@@ -236,7 +240,41 @@ class Warehouse:
     def ensure_partition_log(self) -> None:
         raise NotImplementedError
 
-    def record_partitions(self, table: str, rows: dict[dt.date, int]) -> None:
+    def record_partitions(
+        self, table: str, rows: dict[dt.date, int], fingerprints: dict[dt.date, tuple[int, int]] | None = None,
+    ) -> None:
+        """Log partitions as written now, with their row counts and, for fact days, the
+        (rows, hash) fingerprint of the source rows they were written from."""
+        raise NotImplementedError
+
+    def log_entries(self, tables: Sequence[str]) -> list[tuple[str, dt.date, dt.datetime]]:
+        """(table, partition, written_at) of every logged partition of `tables`."""
+        if not tables or not self.table_exists(PARTITION_LOG):
+            return []
+        names = ", ".join(literal(t) for t in tables)
+        return [tuple(row) for row in self.query(
+            f"SELECT table_name, period_start, written_at FROM {PARTITION_LOG} WHERE table_name IN ({names})")]
+
+    def recorded_fingerprints(self, table: str) -> dict[dt.date, tuple[int | None, int | None]]:
+        """Fact day -> (source rows, source hash) it was written from (None for a day logged by an
+        older version, which recorded none)."""
+        if not self.table_exists(PARTITION_LOG):
+            return {}
+        return {row[0]: (row[1], row[2]) for row in self.query(
+            f"SELECT period_start, source_rows, source_hash FROM {PARTITION_LOG} WHERE table_name = {literal(table)}")}
+
+    # --- the source files a behavior's fact days were read from ---
+    def source_files(self, behavior: str) -> dict[str, tuple[int, int, dt.date | None, dt.date | None]]:
+        """path -> (size, mtime_ns, first local day, last local day) as last seen."""
+        if not self.table_exists(SOURCE_FILES):
+            return {}
+        return {row[0]: tuple(row[1:]) for row in self.query(
+            f"SELECT path, size, mtime_ns, first_day, last_day FROM {SOURCE_FILES}"
+            f" WHERE behavior = {literal(behavior)}")}
+
+    def update_source_files(
+        self, behavior: str, seen: dict[str, tuple[int, int, dt.date | None, dt.date | None]], gone: Sequence[str],
+    ) -> None:
         raise NotImplementedError
 
     def recorded_periods(self, table: str, first: dt.date, last: dt.date) -> set[dt.date]:
@@ -331,13 +369,16 @@ class DuckDBWarehouse(Warehouse):
     def create_table_like(self, table: str, stage: str) -> None:
         self.conn.execute(f"CREATE TABLE IF NOT EXISTS {ident(table)} AS SELECT * FROM {ident(stage)} LIMIT 0")
 
-    def replace_days(self, table: str, days: Sequence[dt.date], select: str) -> dict[dt.date, int]:
+    def replace_days(
+        self, table: str, days: Sequence[dt.date], select: str,
+        fingerprints: dict[dt.date, tuple[int, int]] | None = None,
+    ) -> dict[dt.date, int]:
         first, last = min(days), max(days)
         self.conn.execute(sql.delete_range(table, first, last))
         self.conn.execute(f"INSERT INTO {ident(table)} BY NAME {select}")
         written = dict(self.conn.execute(sql.rows_per_period(table, first, last)).fetchall())
         rows = {day: written.get(day, 0) for day in days}
-        self.record_partitions(table, rows)
+        self.record_partitions(table, rows, fingerprints)
         return rows
 
     def replace_partition(self, table: str, period: dt.date, select: str) -> int:
@@ -365,6 +406,19 @@ class DuckDBWarehouse(Warehouse):
             )"""
         )
 
+        for column, kind in sql.LOG_EXTRA_COLUMNS:  # a log created by an earlier version lacks them
+            self.conn.execute(f"ALTER TABLE {PARTITION_LOG} ADD COLUMN IF NOT EXISTS {column} {kind}")
+        self.conn.execute(
+            f"""CREATE TABLE IF NOT EXISTS {SOURCE_FILES} (
+                behavior VARCHAR NOT NULL,
+                path VARCHAR NOT NULL,
+                size BIGINT NOT NULL,
+                mtime_ns BIGINT NOT NULL,
+                first_day DATE,
+                last_day DATE,
+                PRIMARY KEY (behavior, path)
+            )"""
+        )
         self.conn.execute(
             f"""CREATE TABLE IF NOT EXISTS {DEFINITIONS} (
                 behavior VARCHAR PRIMARY KEY,
@@ -374,12 +428,30 @@ class DuckDBWarehouse(Warehouse):
                 week_start VARCHAR NOT NULL
             )"""
         )
+        self.conn.execute(f"ALTER TABLE {DEFINITIONS} ADD COLUMN IF NOT EXISTS source VARCHAR")  # added later
 
-    def record_partitions(self, table: str, rows: dict[dt.date, int]) -> None:
+    def record_partitions(
+        self, table: str, rows: dict[dt.date, int], fingerprints: dict[dt.date, tuple[int, int]] | None = None,
+    ) -> None:
         if not rows:
             return
-        values = ", ".join(f"({literal(table)}, {date_lit(day)}, {count})" for day, count in rows.items())
-        self.conn.execute(f"INSERT OR REPLACE INTO {PARTITION_LOG} VALUES {values}")
+        values = ", ".join(f"({literal(table)}, {date_lit(day)}, {count}, {sql.log_extras(day, fingerprints)})"
+                           for day, count in rows.items())
+        self.conn.execute(f"INSERT OR REPLACE INTO {PARTITION_LOG} (table_name, period_start, row_count,"
+                          f" {', '.join(c for c, _ in sql.LOG_EXTRA_COLUMNS)}) VALUES {values}")
+
+    def update_source_files(
+        self, behavior: str, seen: dict[str, tuple[int, int, dt.date | None, dt.date | None]], gone: Sequence[str],
+    ) -> None:
+        # No transaction of its own (the caller's, if any): a record half updated only makes files
+        # look new, and a new file's days are read again.
+        if gone:
+            self.conn.execute(f"DELETE FROM {SOURCE_FILES} WHERE behavior = {literal(behavior)}"
+                              f" AND path IN ({', '.join(literal(p) for p in gone)})")
+        if seen:
+            values = ", ".join(f"({literal(behavior)}, {sql.values_list((path, *entry))})"
+                               for path, entry in seen.items())
+            self.conn.execute(f"INSERT OR REPLACE INTO {SOURCE_FILES} VALUES {values}")
 
     def forget_partitions(self, table: str, where: str) -> None:
         if self.table_exists(table) and not self.is_view(table):
@@ -387,7 +459,8 @@ class DuckDBWarehouse(Warehouse):
         self.conn.execute(f"DELETE FROM {PARTITION_LOG} WHERE table_name = {literal(table)} AND ({where})")
 
     def record_definition(self, behavior: str, values: tuple) -> None:
-        self.conn.execute(f"INSERT OR REPLACE INTO {DEFINITIONS} VALUES ({literal(behavior)}, {sql.values_list(values)})")
+        self.conn.execute(f"INSERT OR REPLACE INTO {DEFINITIONS} (behavior, {', '.join(sql.DEFINITION_FIELDS)})"
+                          f" VALUES ({literal(behavior)}, {sql.values_list(values)})")
 
 
 def first_line(text: str, exc: BaseException) -> str:

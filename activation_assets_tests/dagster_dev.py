@@ -171,6 +171,13 @@ class DagsterDev:
         if not ok:
             raise RuntimeError(result)
 
+    def runs_tagged(self, key: str, value: str) -> list[dict]:
+        data = self.graphql(
+            """query($filter: RunsFilter!) { runsOrError(filter: $filter) {
+                ... on Runs { results { runId status } } } }""",
+            {"filter": {"tags": [{"key": key, "value": value}]}})["runsOrError"]
+        return data["results"]
+
     def step_failures(self, run_id: str) -> list[str]:
         data = self.graphql(
             """query($runId: ID!) { logsForRun(runId: $runId) { __typename ... on EventConnection {

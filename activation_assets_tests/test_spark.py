@@ -60,6 +60,10 @@ def _spark_config(directory: Path, warehouse_dir: Path, database: str, source: P
     return path
 
 
+# The partition log's write times, and the fact days' source hashes (each engine hashes its own way).
+ENGINE_SPECIFIC = ("written_at", "source_hash")
+
+
 def _tables() -> list[str]:
     return [fact_table("visited")] + [t for g in GRAINS for t in grain_tables("visited", g)]
 
@@ -75,7 +79,7 @@ def duckdb_tables(config: Path) -> dict[str, list[tuple]]:
     database = load_config(config).database
     out = {}
     for table in [*_tables(), PARTITION_LOG]:
-        rows = table_rows(database, table)
+        rows = [{k: v for k, v in row.items() if k not in ENGINE_SPECIFIC} for row in table_rows(database, table)]
         names = list(rows[0]) if rows else []
         out[table] = (sorted(names), _rows(names, [tuple(r.values()) for r in rows]))
     return out
@@ -86,6 +90,8 @@ def spark_tables(config: Path) -> dict[str, list[tuple]]:
     with open_warehouse(load_config(config)) as warehouse:
         for table in [*_tables(), PARTITION_LOG]:
             names, rows = warehouse.query_named(f'SELECT * FROM "{table}"')
+            keep = [i for i, name in enumerate(names) if name not in ENGINE_SPECIFIC]
+            names, rows = [names[i] for i in keep], [tuple(row[i] for i in keep) for row in rows]
             out[table] = (sorted(names) if rows else [], _rows(names, rows))
     return out
 
@@ -143,8 +149,9 @@ def test_spark_activation_equals_the_reference(engines):
 
 
 def test_late_data_and_an_emptied_day_rerun_the_same_on_both_engines(engines, tmp_path):
-    """A corrected source (one day loses all its rows, late rows arrive for another) re-materialized
-    with the CLI's window semantics; Spark's partition overwrite must drop the emptied day."""
+    """A corrected source (one day loses all its rows, late rows arrive for another): each engine finds
+    the two changed days itself and re-materializes them and every later partition; Spark's partition
+    overwrite must drop the emptied day."""
     emptied, late_day = dt.date(2025, 3, 25), dt.date(2025, 3, 27)
     kept = [(u, t) for u, t in engines["rows"]
             if t is None or reference.local_date(t, SPEC.timezone) != emptied]
@@ -157,11 +164,16 @@ def test_late_data_and_an_emptied_day_rerun_the_same_on_both_engines(engines, tm
         for engine in ("duckdb", "spark"):
             config = load_config(engines[engine])
             instance = dg.DagsterInstance.ephemeral()
+            # No window given: the changed days are found by their fingerprints (the file changed).
+            findings = cli.find_outdated(config, list(config.behaviors))
+            assert findings.changes["visited"].outdated == [emptied, late_day], engine
+            assert findings.changes["visited"].days[emptied].rows_now == 0
             # Everything is materialized (the fixture's runs used a throwaway Dagster instance).
             materialized = {p for g in GRAINS for p in existing_periods(config.behaviors[0], g)}
-            runs = cli.plan(config, list(config.behaviors), None, emptied, late_day, lambda table: materialized)
-            assert runs[0].label == "fact_visited" and runs[0].periods == [
-                emptied + dt.timedelta(days=i) for i in range((late_day - emptied).days + 1)]
+            runs = cli.plan(config, list(config.behaviors), None, None, None, lambda table: materialized,
+                            outdated_days=findings.outdated_days(), rebuilt_from=findings.rebuilt_from())
+            assert [p for r in runs if r.label == "fact_visited" for p in r.periods] == [emptied, late_day]
+            assert next(r for r in runs if r.label == "visited daily").periods[0] == emptied
             assert cli.execute(config, runs, instance=instance) == 0
         duck, spark = duckdb_tables(engines["duckdb"]), spark_tables(engines["spark"])
         assert_same_tables(duck, spark)

@@ -11,6 +11,7 @@ import dagster as dg
 import duckdb
 import pytest
 
+from activation_assets import cli
 from activation_assets.config import load_config
 from activation_assets.definitions import build_definitions
 from activation_assets.warehouse import connect_database
@@ -25,6 +26,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.ui]
 
 SEOUL = reference.Spec("Asia/Seoul", dt.date(2025, 3, 3), dt.date(2025, 4, 13), "monday")
 UTC = reference.Spec("UTC", dt.date(2025, 3, 1), dt.date(2025, 4, 13), "monday")
+LONG = reference.Spec("UTC", dt.date(2025, 1, 1), dt.date(2025, 4, 30), "monday")
 TIMINGS: dict[str, float] = {}
 
 
@@ -35,6 +37,9 @@ def _behaviors(directory: Path) -> list[dict]:
          "timezone": SEOUL.timezone},
         {"name": "posted", "source": {"csv": "posts.csv"}, "user_column": "author", "time_column": "created",
          "start_date": UTC.start_date, "end_date": UTC.end_date, "timezone": UTC.timezone},
+        {"name": "corrected", "source": {"parquet": "corrected/*.parquet", "where": "event_name = 'visit'"},
+         "user_column": "uid", "time_column": "ts", "start_date": LONG.start_date, "end_date": LONG.end_date,
+         "timezone": LONG.timezone},
         {"name": "fragile", "source": {"parquet": "fragile/*.parquet", "where": "event_name = 'visit'"},
          "user_column": "uid", "time_column": "ts", "start_date": UTC.start_date, "end_date": UTC.end_date,
          "timezone": UTC.timezone, "grains": ["monthly"]},
@@ -50,11 +55,13 @@ def ui(tmp_path_factory):
     write_parquet_source(directory / "events" / "part-1.parquet", visited)
     write_csv_source(directory / "posts.csv", posted, "UTC")
     write_parquet_source(directory / "fragile" / "good.parquet", fragile)
+    corrected = [r for r in edge_events(LONG, seed=64, users=list(range(1, 9))) if r[1] is not None]
+    _write_months(directory, corrected)
     (directory / "fragile" / "broken.parquet").write_bytes(b"this file was cut off in transfer")
     config = write_config(directory, _behaviors(directory))
     dev = DagsterDev(config, directory / "dagster_home", directory / "dagster_dev.log").start()
     state = {"dir": directory, "config": config, "dev": dev, "visited": visited, "posted": posted,
-             "fragile": fragile}
+             "fragile": fragile, "corrected": corrected}
     yield state
     dev.stop()
     assert dev.process.poll() is not None
@@ -170,6 +177,44 @@ def test_the_automation_sensor_propagates_a_late_correction(ui):
             pytest.fail("the automation sensor did not propagate the correction within 8 minutes")
     finally:
         dev.set_sensor("activation_automation", running=False)
+
+
+def _write_months(directory: Path, rows: list[tuple]) -> None:
+    for month in (1, 2, 3, 4):
+        write_parquet_source(directory / "corrected" / f"2025-{month:02}.parquet",
+                             [r for r in rows if r[1] is not None and r[1].month == month])
+
+
+def test_the_source_changes_sensor_propagates_a_correction_far_back_in_one_backfill(ui, monkeypatch):
+    """A correction 100 days before the end: the sensor finds the day itself and launches one backfill
+    (one run per asset), instead of the automation's one period per tick."""
+    dev, directory, config = ui["dev"], ui["dir"], ui["config"]
+    rows = ui["corrected"]
+    monkeypatch.setenv("DAGSTER_HOME", str(dev.home))
+    assert cli.main(["materialize", "--config", str(config), "--behavior", "corrected"]) == 0
+    day = LONG.end_date - dt.timedelta(days=100)
+    corrected = rows + [(u, dt.datetime.combine(day, dt.time(12, u % 60), tzinfo=dt.timezone.utc)) for u in (2, 999)]
+    _write_months(directory, corrected)
+    expected = _fresh_cli_tables(ui, ("corrected",))
+    assert _tables(directory / "warehouse.duckdb", ("corrected",)) != expected
+    dev.set_sensor("activation_source_changes", running=True)
+    try:
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            runs = dev.runs_tagged("activation/trigger", "activation_source_changes")
+            if runs and all(r["status"] in ("SUCCESS", "FAILURE", "CANCELED") for r in runs) and _tables(
+                    directory / "warehouse.duckdb", ("corrected",)) == expected:
+                break
+            time.sleep(10)
+        else:
+            pytest.fail("the source-changes sensor did not bring the corrected behavior up to date in 10 minutes")
+    finally:
+        dev.set_sensor("activation_source_changes", running=False)
+    assert all(r["status"] == "SUCCESS" for r in runs)
+    assets = len(_keys(config, ("corrected",)))
+    print(f"source-changes sensor: a correction {(LONG.end_date - day).days} days back, {len(runs)} runs")
+    assert len(runs) <= assets  # one run per asset at most, not one per partition
+    assert cli.main(["status", "--config", str(config), "--behavior", "corrected"]) == 0
 
 
 def test_a_backfill_on_a_missing_predecessor_fails_naming_it(ui):

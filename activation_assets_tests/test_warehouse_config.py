@@ -91,7 +91,7 @@ def _model_statements() -> list[str]:
         sql.stage_select(relation, "uid", "ts", [], "TIMESTAMP WITH TIME ZONE", "UTC", P, NEXT, window=(Q, None)),
         sql.stage_profile(Q, NEXT),
         sql.unparseable_examples_in(),
-        sql.stage_day_counts(P, NEXT),
+        sql.stage_day_counts(P, NEXT, ["event_name"]),
         sql.fact_select(P, NEXT),
         sql.firstlast_select("fl", "fact", P, Q, NEXT, is_first=False),
         sql.transitions_select("a", P),

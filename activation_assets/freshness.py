@@ -1,0 +1,143 @@
+"""Changed sources in the UI: an asset check on each fact, and a sensor that brings everything up to
+date with one backfill (the Dagster shell around `changes.py`).
+
+Dagster's staleness marks one hop, and its automation walks a self-dependent chain one partition per
+tick. This sensor instead asks the warehouse which fact days changed and which partitions were built
+before one of their inputs was written again, and requests one backfill over the affected range of
+every asset; each asset's single-run policy then rebuilds its range in one run, in order.
+"""
+
+
+import datetime as dt
+import hashlib
+import json
+
+import dagster as dg
+from dagster._core.definitions.assets.graph.asset_graph_subset import AssetGraphSubset
+from dagster._core.definitions.events import AssetKeyPartitionKey
+from dagster._core.execution.backfill import BulkActionStatus
+
+from . import sql
+from .changes import SourceChanges, detect, outdated_partitions
+from .config import ActivationConfig, BehaviorConfig
+from .periods import existing_periods
+from .warehouse import ActivationError, connect
+
+RESOURCE = "warehouse"
+CHECK_NAME = "source_days_current"
+SENSOR_NAME = "activation_source_changes"
+SENSOR_LOCK_SECONDS = 5  # a sensor tick must not wait for a running backfill: it looks again next tick
+
+
+def check_metadata(changes: SourceChanges) -> dict:
+    days = changes.outdated
+    metadata = {
+        "outdated_days": len(days),
+        "files": changes.describe_files(),
+        "read": changes.read,
+        "summary": (f"{len(days)} fact day(s) outdated: their source rows changed" if days
+                    else "every fact day matches its source rows"),
+    }
+    if days:
+        metadata["days"] = dg.MetadataValue.md("\n".join(f"- {c.describe()}" for c in list(changes.days.values())[:50]))
+        metadata["first_outdated_day"] = str(days[0])
+    return metadata
+
+
+def source_check(behavior: BehaviorConfig) -> dg.AssetChecksDefinition:
+    fact = sql.fact_table(behavior.name)
+
+    @dg.asset_check(
+        asset=fact, name=CHECK_NAME, blocking=False, required_resource_keys={RESOURCE},
+        description=(
+            "Fails while some fact days no longer match their source rows (late, corrected or deleted"
+            " rows): lists them. Reads only the days of files that changed since they were last seen."
+            f" `activation materialize` or the `{SENSOR_NAME}` sensor brings them up to date."),
+    )
+    def _source_days_current(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+        try:
+            with connect(getattr(context.resources, RESOURCE)) as warehouse:
+                changes = detect(warehouse, behavior)
+        except ActivationError as exc:
+            raise dg.Failure(description=str(exc), allow_retries=False) from None
+        metadata = check_metadata(changes)
+        return dg.AssetCheckResult(passed=not changes.days, metadata=metadata, description=metadata["summary"],
+                                   severity=dg.AssetCheckSeverity.WARN)
+
+    return _source_days_current
+
+
+def affected(behavior: BehaviorConfig, warehouse) -> tuple[SourceChanges, set[tuple[str, dt.date]]]:
+    """The outdated fact days, and every (asset, partition) to rebuild because of them or because it
+    was built before an input was written again: from the first such period of each grain to the
+    last one materialized (each partition builds on the previous one)."""
+    changes = detect(warehouse, behavior)
+    targets = {(sql.fact_table(behavior.name), day) for day in changes.days}
+    for grain in behavior.grains:
+        outdated = outdated_partitions(warehouse, behavior, grain, changes.days)
+        starts = [*outdated.reads_outdated_days[:1], *sorted(outdated.rebuilt_inputs)[:1]]
+        if not starts:
+            continue
+        logged = {p for _, p, _ in warehouse.log_entries(sql.grain_tables(behavior.name, grain))}
+        periods = [p for p in existing_periods(behavior, grain) if p >= min(starts) and p in logged]
+        targets |= {(table, p) for table in sql.grain_tables(behavior.name, grain) for p in periods}
+    return changes, targets
+
+
+def source_changes_sensor(config: ActivationConfig) -> dg.SensorDefinition:
+    @dg.sensor(
+        name=SENSOR_NAME,
+        minimum_interval_seconds=30,
+        default_status=dg.DefaultSensorStatus.STOPPED,  # opt in from the UI: Automation -> activation_source_changes
+        required_resource_keys={RESOURCE},
+        asset_selection=dg.AssetSelection.all(),
+        description=(
+            "Finds fact days whose source rows changed (reading only changed files' days) and partitions"
+            " built before an input was written again, and launches one backfill over the affected range"
+            " of every asset: a correction far back propagates in one run per asset, not one partition"
+            " per tick. Also reports each fact's source_days_current check."),
+    )
+    def _sensor(context: dg.SensorEvaluationContext):
+        in_progress = context.instance.get_backfills(status=BulkActionStatus.REQUESTED, limit=1)
+        if in_progress:
+            return dg.SkipReason(f"backfill {in_progress[0].backfill_id} is in progress; looking again after it")
+        previous = json.loads(context.cursor) if context.cursor else {}
+        seen, targets, events = {}, set(), []
+        try:
+            with connect(getattr(context.resources, RESOURCE), lock_timeout=SENSOR_LOCK_SECONDS) as warehouse:
+                for behavior in config.behaviors:
+                    try:
+                        changes, wanted = affected(behavior, warehouse)
+                    except ActivationError as exc:  # this behavior's source cannot be read: the others go on
+                        context.log.warning(str(exc))
+                        seen[behavior.name] = f"error: {exc}"
+                        metadata = {"summary": str(exc)}
+                        passed = False
+                    else:
+                        targets |= wanted
+                        seen[behavior.name] = [str(d) for d in changes.outdated]
+                        metadata, passed = check_metadata(changes), not changes.days
+                    if seen[behavior.name] != previous.get(behavior.name):
+                        events.append(dg.AssetCheckEvaluation(
+                            asset_key=dg.AssetKey(sql.fact_table(behavior.name)), check_name=CHECK_NAME,
+                            passed=passed, metadata=metadata, severity=dg.AssetCheckSeverity.WARN,
+                            description=metadata["summary"]))
+        except ActivationError as exc:  # the warehouse is busy (a run holds its lock): next tick
+            return dg.SkipReason(str(exc))
+        requests = []
+        requested = hashlib.sha1(json.dumps(sorted((t, p.isoformat()) for t, p in targets)).encode()).hexdigest() \
+            if targets else None
+        seen["_requested"] = requested
+        if targets and requested == previous.get("_requested"):
+            return dg.SensorResult(asset_events=events, cursor=json.dumps(seen), skip_reason=(
+                "the same partitions are still outdated after the backfill this sensor launched for them: see"
+                " that backfill's runs (a failure?), fix the cause, then run `activation status`"))
+        if targets:
+            graph = context.repository_def.asset_graph
+            subset = AssetGraphSubset.from_asset_partition_set(
+                {AssetKeyPartitionKey(dg.AssetKey(table), p.isoformat()) for table, p in targets}, graph)
+            requests.append(dg.RunRequest.for_asset_graph_subset(subset, tags={"activation/trigger": SENSOR_NAME}))
+        return dg.SensorResult(run_requests=requests, asset_events=events, cursor=json.dumps(seen),
+                               skip_reason=None if requests or events else "every fact day and partition is current")
+
+    return _sensor
