@@ -12,12 +12,14 @@ import shutil
 from collections import Counter
 from pathlib import Path
 
+import dagster as dg
 import duckdb
 import pytest
 
 from activation_assets import cli, steps
 from activation_assets.changes import detect
 from activation_assets.config import Grain, load_config
+from activation_assets.definitions import build_definitions
 from activation_assets.periods import existing_periods
 from activation_assets.sql import PARTITION_LOG
 from activation_assets.warehouse import DuckDBWarehouse
@@ -257,6 +259,16 @@ def _fresh_run(directory: Path, monkeypatch) -> dict[str, list[str]]:
     return _every_table(directory / "fresh.duckdb")
 
 
+def _source_check(config: str):
+    """Run only the fact's source_days_current check, as the UI's *Execute checks* does."""
+    defs = build_definitions(load_config(config))
+    result = dg.materialize([*defs.assets, *defs.asset_checks], resources=dict(defs.resources),
+                            selection=dg.AssetSelection.checks_for_assets("fact_visited"),
+                            instance=dg.DagsterInstance.ephemeral())
+    [evaluation] = result.get_asset_check_evaluations()
+    return evaluation
+
+
 def test_materialize_finds_the_changes_says_which_and_equals_a_fresh_run(tmp_path, monkeypatch, capsys):
     rows = edge_events(SPEC, seed=33, users=USERS)
     _write_days(tmp_path, rows)
@@ -278,6 +290,10 @@ def test_materialize_finds_the_changes_says_which_and_equals_a_fresh_run(tmp_pat
     out = capsys.readouterr().out
     assert f"{len(expected)} day(s) outdated" in out and all(str(day) in out for day in expected)
     assert f"activation materialize --config {config}" in out
+    # In the UI, the fact's check says the same, listing the days.
+    evaluation = _source_check(config)
+    assert not evaluation.passed and evaluation.metadata["outdated_days"].value == len(expected)
+    assert all(str(day) in evaluation.metadata["days"].value for day in expected)
 
     assert cli.main(["materialize", "--config", config]) == 0
     out = capsys.readouterr().out
@@ -289,6 +305,7 @@ def test_materialize_finds_the_changes_says_which_and_equals_a_fresh_run(tmp_pat
     assert cli.main(["status", "--config", config]) == 0
     assert cli.main(["materialize", "--config", config]) == 0
     assert "Nothing to do" in capsys.readouterr().out
+    assert _source_check(config).passed
     assert _every_table(tmp_path / "warehouse.duckdb") == _fresh_run(tmp_path, monkeypatch)
 
 

@@ -167,16 +167,20 @@ def test_the_automation_sensor_propagates_a_late_correction(ui):
         assert dev.wait_for_backfill(dev.backfill_ranges({"fact_visited": (str(day), str(day))}))["status"] == \
             "COMPLETED_SUCCESS"
         expected = _fresh_cli_tables(ui, ("visited",))
-        deadline = time.monotonic() + 480
-        while time.monotonic() < deadline:
-            if _tables(ui["dir"] / "warehouse.duckdb", ("visited",)) == expected and dev.stale_status(
-                    "visited_distributions_daily", ["2025-04-13"]) == ["FRESH"]:
-                break
-            time.sleep(10)
-        else:
-            pytest.fail("the automation sensor did not propagate the correction within 8 minutes")
+        _wait_for(lambda: _tables(ui["dir"] / "warehouse.duckdb", ("visited",)) == expected and dev.stale_status(
+            "visited_distributions_daily", ["2025-04-13"]) == ["FRESH"], 480,
+            "the automation sensor did not propagate the correction")
     finally:
         dev.set_sensor("activation_automation", running=False)
+
+
+def _wait_for(done, seconds: float, failure: str) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if done():
+            return
+        time.sleep(10)
+    pytest.fail(f"{failure} within {seconds / 60:.0f} minutes")
 
 
 def _write_months(directory: Path, rows: list[tuple]) -> None:
@@ -199,17 +203,14 @@ def test_the_source_changes_sensor_propagates_a_correction_far_back_in_one_backf
     assert _tables(directory / "warehouse.duckdb", ("corrected",)) != expected
     dev.set_sensor("activation_source_changes", running=True)
     try:
-        deadline = time.monotonic() + 600
-        while time.monotonic() < deadline:
+        def repaired() -> bool:
             runs = dev.runs_tagged("activation/trigger", "activation_source_changes")
-            if runs and all(r["status"] in ("SUCCESS", "FAILURE", "CANCELED") for r in runs) and _tables(
-                    directory / "warehouse.duckdb", ("corrected",)) == expected:
-                break
-            time.sleep(10)
-        else:
-            pytest.fail("the source-changes sensor did not bring the corrected behavior up to date in 10 minutes")
+            return bool(runs) and all(r["status"] in ("SUCCESS", "FAILURE", "CANCELED") for r in runs) and _tables(
+                directory / "warehouse.duckdb", ("corrected",)) == expected
+        _wait_for(repaired, 600, "the source-changes sensor did not bring the corrected behavior up to date")
     finally:
         dev.set_sensor("activation_source_changes", running=False)
+    runs = dev.runs_tagged("activation/trigger", "activation_source_changes")
     assert all(r["status"] == "SUCCESS" for r in runs)
     assets = len(_keys(config, ("corrected",)))
     print(f"source-changes sensor: a correction {(LONG.end_date - day).days} days back, {len(runs)} runs")
