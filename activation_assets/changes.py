@@ -68,6 +68,13 @@ class SourceChanges:
     def outdated(self) -> list[dt.date]:
         return sorted(self.days)
 
+    def describe_days(self, indent: str, limit: int = 10) -> list[str]:
+        """One line per outdated day (the first `limit`), then how many more."""
+        lines = [f"{indent}{change.describe()}" for change in list(self.days.values())[:limit]]
+        if len(self.days) > limit:
+            lines.append(f"{indent}... and {len(self.days) - limit} more up to {self.outdated[-1]}")
+        return lines
+
     def describe_files(self) -> str:
         parts = [f"{len(v)} {k}" for k, v in (
             ("new", self.new_files), ("changed", self.changed_files), ("removed", self.removed_files)) if v]
@@ -241,8 +248,9 @@ class Outdated:
     rebuilt_inputs: dict[dt.date, str] = field(default_factory=dict)  # period -> what was rewritten after it
 
     @property
-    def first(self) -> dt.date | None:
-        starts = [*self.missing[:1], *self.reads_outdated_days[:1], *sorted(self.rebuilt_inputs)[:1]]
+    def rebuild_from(self) -> dt.date | None:
+        """The first existing partition to build again (missing ones are built anyway, in order)."""
+        starts = [*self.reads_outdated_days[:1], *sorted(self.rebuilt_inputs)[:1]]
         return min(starts) if starts else None
 
 
@@ -254,7 +262,7 @@ def outdated_partitions(
     built before one of their inputs was written again. Every later partition builds on them."""
     wh = as_warehouse(conn)
     tables = sql.grain_tables(behavior.name, grain)
-    fact, firstlast, activation = tables_of(behavior.name, grain)
+    fact, (firstlast, activation) = sql.fact_table(behavior.name), tables[:2]
     written: dict[str, dict[dt.date, dt.datetime]] = {}
     for table, period, at in wh.log_entries([fact, *tables]):
         written.setdefault(table, {})[period] = at
@@ -284,7 +292,3 @@ def outdated_partitions(
         if reason:
             result.rebuilt_inputs[period] = reason
     return result
-
-
-def tables_of(behavior: str, grain: Grain) -> tuple[str, str, str]:
-    return sql.fact_table(behavior), sql.firstlast_table(behavior, grain), sql.activation_table(behavior, grain)

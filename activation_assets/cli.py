@@ -347,7 +347,7 @@ class Findings:
 
 
 def find_outdated(config: ActivationConfig, behaviors: list[BehaviorConfig], grains: list[Grain] | None = None,
-                  record: bool = True) -> Findings:
+                  ) -> Findings:
     """Fact days whose source rows changed since they were written (reading only what changed), and
     the partitions that are missing or were built before one of their inputs was written again."""
     from .changes import detect, outdated_partitions
@@ -356,7 +356,7 @@ def find_outdated(config: ActivationConfig, behaviors: list[BehaviorConfig], gra
     findings = Findings({}, {})
     with open_warehouse(config) as warehouse:
         for behavior in behaviors:
-            changes = detect(warehouse, behavior, record=record)
+            changes = detect(warehouse, behavior)
             findings.changes[behavior.name] = changes
             for grain in [g for g in behavior.grains if grains is None or g in grains]:
                 findings.grains[(behavior.name, grain)] = outdated_partitions(
@@ -373,10 +373,8 @@ def say_source_changes(findings: Findings) -> None:
             continue
         say(f"behavior {name!r}: {len(changes.days)} fact day(s) outdated, their source rows changed"
             f" ({changes.describe_files()}; read {changes.read}):")
-        for change in list(changes.days.values())[:10]:
-            say(f"  {change.describe()}")
-        if len(changes.days) > 10:
-            say(f"  ... and {len(changes.days) - 10} more up to {changes.outdated[-1]}")
+        for line in changes.describe_days("  "):
+            say(line)
     for (name, grain), outdated in findings.grains.items():
         if outdated.rebuilt_inputs:
             first = min(outdated.rebuilt_inputs)
@@ -491,10 +489,8 @@ def cmd_status(args) -> int:
             say(f"  {fact}: {len(missing)} day(s) missing: {_span(missing)}")
         if changes.days:
             say(f"  {fact}: {len(changes.days)} day(s) outdated, their source rows changed:")
-            for change in list(changes.days.values())[:10]:
-                say(f"    {change.describe()}")
-            if len(changes.days) > 10:
-                say(f"    ... and {len(changes.days) - 10} more up to {changes.outdated[-1]}")
+            for line in changes.describe_days("    "):
+                say(line)
         for grain in [g for g in behavior.grains if grains is None or g in grains]:
             outdated = findings.grains[(behavior.name, grain)]
             todo = [r for r in runs if r.behavior is behavior and r.label.endswith(f" {grain.value}")]

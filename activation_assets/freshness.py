@@ -39,7 +39,7 @@ def check_metadata(changes: SourceChanges) -> dict:
                     else "every fact day matches its source rows"),
     }
     if days:
-        metadata["days"] = dg.MetadataValue.md("\n".join(f"- {c.describe()}" for c in list(changes.days.values())[:50]))
+        metadata["days"] = dg.MetadataValue.md("\n".join(changes.describe_days("- ", limit=50)))
         metadata["first_outdated_day"] = str(days[0])
     return metadata
 
@@ -74,12 +74,11 @@ def affected(behavior: BehaviorConfig, warehouse) -> tuple[SourceChanges, set[tu
     changes = detect(warehouse, behavior)
     targets = {(sql.fact_table(behavior.name), day) for day in changes.days}
     for grain in behavior.grains:
-        outdated = outdated_partitions(warehouse, behavior, grain, changes.days)
-        starts = [*outdated.reads_outdated_days[:1], *sorted(outdated.rebuilt_inputs)[:1]]
-        if not starts:
+        start = outdated_partitions(warehouse, behavior, grain, changes.days).rebuild_from
+        if start is None:
             continue
         logged = {p for _, p, _ in warehouse.log_entries(sql.grain_tables(behavior.name, grain))}
-        periods = [p for p in existing_periods(behavior, grain) if p >= min(starts) and p in logged]
+        periods = [p for p in existing_periods(behavior, grain) if p >= start and p in logged]
         targets |= {(table, p) for table in sql.grain_tables(behavior.name, grain) for p in periods}
     return changes, targets
 
