@@ -82,6 +82,22 @@ class Period:
     def cohorts(self) -> str:
         return ident(sql.cohorts_table(self.behavior.name, self.grain))
 
+    @property
+    def engagement(self) -> str:
+        return ident(sql.engagement_table(self.behavior.name))
+
+    @property
+    def engagement_transitions(self) -> str:
+        return ident(sql.engagement_transitions_table(self.behavior.name))
+
+    @property
+    def stickiness(self) -> str:
+        return ident(sql.stickiness_table(self.behavior.name))
+
+    def window_start(self, days: int) -> str:
+        """The first day of the rolling window of `days` days that ends on this (daily) period."""
+        return date_lit(self.start - dt.timedelta(days=days - 1))
+
 
 SqlFor = Callable[[Period], str]
 
@@ -280,7 +296,7 @@ ACTIVATION_CHECKS = (
 # --- transitions -------------------------------------------------------------------------------
 
 _TRANSITION_PAIRS = """
-    WITH g AS (SELECT prev_state AS f, state AS t, count(*) AS u FROM {activation}
+    WITH g AS (SELECT {prev_state} AS f, {state} AS t, count(*) AS u FROM {activation}
                WHERE period_start = {p} GROUP BY ALL),
          tr AS (SELECT from_state AS f, to_state AS t, sum(users) AS u, count(*) AS copies FROM {transitions}
                 WHERE period_start = {p} GROUP BY ALL),
@@ -290,23 +306,36 @@ _TRANSITION_PAIRS = """
                    WHERE g.u IS DISTINCT FROM tr.u OR tr.copies > 1)
 """
 
-TRANSITIONS_CHECKS = (
-    Check(
-        "equals_grouped_activation",
-        "Invariant 8: the transitions table equals the activation table grouped by (prev_state, state):"
-        " one row per pair, the same users; its users add up to the period's activation rows.",
-        lambda c: _TRANSITION_PAIRS.format(activation=c.activation, transitions=c.transitions, p=c.p) + f"""
-            , totals AS (SELECT (SELECT coalesce(sum(users), 0) FROM {c.transitions} WHERE period_start = {c.p})
+def _equals_grouped_activation(description: str, transitions: str, prev_state: str, state: str) -> Check:
+    """A transitions table (`transitions` names the Period property) against the activation
+    relation grouped by (prev_state, state) columns."""
+
+    def pairs(c: Period) -> str:
+        return _TRANSITION_PAIRS.format(activation=c.activation, transitions=getattr(c, transitions), p=c.p,
+                                        prev_state=prev_state, state=state)
+
+    def violations(c: Period) -> str:
+        table = getattr(c, transitions)
+        return pairs(c) + f"""
+            , totals AS (SELECT (SELECT coalesce(sum(users), 0) FROM {table} WHERE period_start = {c.p})
                                 AS users,
                                 (SELECT count(*) FROM {c.activation} WHERE period_start = {c.p}) AS rows)
             SELECT (SELECT count(*) FROM pairs) + CASE WHEN totals.users = totals.rows THEN 0 ELSE 1 END,
                    (SELECT count(*) FROM pairs) || ' (from_state, to_state) pairs disagree with the activation'
                    || ' table or appear twice; users add up to ' || totals.users || ' for '
                    || totals.rows || ' activation rows'
-            FROM totals""",
-        lambda c: _TRANSITION_PAIRS.format(activation=c.activation, transitions=c.transitions, p=c.p)
-        + f"SELECT * FROM pairs LIMIT {EXAMPLE_ROWS}",
-    ),
+            FROM totals"""
+
+    return Check("equals_grouped_activation", description, violations,
+                 lambda c: pairs(c) + f"SELECT * FROM pairs LIMIT {EXAMPLE_ROWS}",
+                 grains=(Grain.daily,) if transitions == "engagement_transitions" else tuple(Grain))
+
+
+TRANSITIONS_CHECKS = (
+    _equals_grouped_activation(
+        "Invariant 8: the transitions table equals the activation table grouped by (prev_state, state):"
+        " one row per pair, the same users; its users add up to the period's activation rows.",
+        "transitions", "prev_state", "state"),
 )
 
 
@@ -357,15 +386,138 @@ COHORTS_CHECKS = (
 )
 
 
+# --- rolling engagement (daily grain) ----------------------------------------------------------------
+
+DAILY = (Grain.daily,)
+_ENGAGEMENT_ACTIVE = "(" + ", ".join(literal(s) for s in sql.ENGAGEMENT_ACTIVE) + ")"
+
+
+def _window_users(c: Period) -> str:
+    """Distinct users of the fact in the week and in the month ending on the day (not the bits)."""
+    engagement = c.behavior.engagement
+    return f"""
+        SELECT count(DISTINCT CASE WHEN period_start >= {c.window_start(engagement.week_days)} THEN user_id END)
+                   AS week,
+               count(DISTINCT user_id) AS month
+        FROM {c.fact}
+        WHERE period_start BETWEEN {c.window_start(engagement.month_days)} AND {c.p}"""
+
+
+def _text(value: str) -> str:
+    return f"coalesce(CAST({value} AS VARCHAR), 'none')"
+
+
+ENGAGEMENT_CHECKS = (
+    Check(
+        "agrees_with_activation",
+        "E1: engagement new = activation new, and current + reactivated + resurrected = activation"
+        " retained + reactivated (the bits against the FirstLast dates).",
+        lambda c: f"""
+            WITH e AS (SELECT "new" AS new, "current" + "reactivated" + "resurrected" AS returning
+                       FROM {c.engagement} WHERE period_start = {c.p}),
+                 a AS (SELECT count(*) FILTER (WHERE state = 'new') AS new,
+                              count(*) FILTER (WHERE state IN ('retained', 'reactivated')) AS returning
+                       FROM {c.activation} WHERE period_start = {c.p})
+            SELECT coalesce(abs(e.new - a.new) + abs(e.returning - a.returning), 1),
+                   'engagement new ' || {_text('e.new')} || ' vs activation new ' || a.new
+                   || '; current + reactivated + resurrected ' || {_text('e.returning')}
+                   || ' vs retained + reactivated ' || a.returning
+            FROM a LEFT JOIN e ON TRUE""",
+        grains=DAILY,
+    ),
+    Check(
+        "windows_match_fact",
+        "E2: wau and mau equal the distinct users of the fact on the days of their windows.",
+        lambda c: f"""
+            WITH e AS (SELECT wau, mau FROM {c.engagement} WHERE period_start = {c.p}),
+                 f AS ({_window_users(c)})
+            SELECT coalesce(abs(e.wau - f.week) + abs(e.mau - f.month), 1),
+                   'wau ' || {_text('e.wau')} || ' vs ' || f.week || ' users in the fact from '
+                   || {literal(c.window_start(c.behavior.engagement.week_days))} || '; mau ' || {_text('e.mau')}
+                   || ' vs ' || f.month || ' from ' || {literal(c.window_start(c.behavior.engagement.month_days))}
+            FROM f LEFT JOIN e ON TRUE""",
+        grains=DAILY,
+    ),
+    Check(
+        "states_add_up",
+        "E3: dau + at_risk_wau + at_risk_mau + dormant = users_ever = the day's activation rows; dau = new"
+        " + current + reactivated + resurrected, wau = dau + at_risk_wau, mau = wau + at_risk_mau.",
+        lambda c: f"""
+            WITH e AS (SELECT * FROM {c.engagement} WHERE period_start = {c.p}),
+                 a AS (SELECT count(*) AS rows FROM {c.activation} WHERE period_start = {c.p}),
+                 n AS (SELECT count(*) AS rows FROM e)
+            SELECT coalesce(sum(abs(dau + at_risk_wau + at_risk_mau + dormant - users_ever)
+                       + abs(users_ever - a.rows) + abs(dau - "new" - "current" - reactivated - resurrected)
+                       + abs(wau - dau - at_risk_wau) + abs(mau - wau - at_risk_mau)), 0) + abs(any_value(n.rows) - 1),
+                   any_value(n.rows) || ' row(s); dau ' || {_text('any_value(dau)')} || ' + at_risk_wau '
+                   || {_text('any_value(at_risk_wau)')} || ' + at_risk_mau ' || {_text('any_value(at_risk_mau)')}
+                   || ' + dormant ' || {_text('any_value(dormant)')} || ' vs users_ever '
+                   || {_text('any_value(users_ever)')} || ' and ' || any_value(a.rows) || ' activation rows'
+            FROM a CROSS JOIN n LEFT JOIN e ON TRUE""",
+        grains=DAILY,
+    ),
+)
+
+ENGAGEMENT_TRANSITIONS_CHECKS = (
+    Check(
+        "prev_state_is_previous_state",
+        "E4: for each state s, users of d with prev_engagement_state = s = users of d-1 with engagement_state = s.",
+        lambda c: f"""
+            WITH now AS (SELECT from_state AS s, sum(users) AS n FROM {c.engagement_transitions}
+                         WHERE period_start = {c.p} AND from_state IS NOT NULL GROUP BY 1),
+                 before AS (SELECT to_state AS s, sum(users) AS n FROM {c.engagement_transitions}
+                            WHERE period_start = {c.q} GROUP BY 1)
+            SELECT coalesce(sum(abs(coalesce(now.n, 0) - coalesce(before.n, 0))), 0),
+                   coalesce(string_agg(coalesce(now.s, before.s) || ': ' || coalesce(now.n, 0) || ' vs '
+                            || coalesce(before.n, 0), ', ') FILTER (WHERE now.n IS DISTINCT FROM before.n), 'ok')
+            FROM now FULL OUTER JOIN before ON now.s = before.s""",
+        grains=DAILY,
+    ),
+    _equals_grouped_activation(
+        "The engagement transitions equal the daily activation rows grouped by (prev_engagement_state,"
+        " engagement_state); their users add up to the day's activation rows.",
+        "engagement_transitions", "prev_engagement_state", "engagement_state"),
+)
+
+STICKINESS_CHECKS = (
+    Check(
+        "adds_up_to_active_users",
+        "E5: the stickiness rows of each window add up to the users active in it (distinct users of the"
+        " fact on its days); active_days lies in 1..W (week) or 1..M (month); users > 0.",
+        lambda c: f"""
+            WITH s AS (
+                SELECT coalesce(sum(users) FILTER (WHERE "window" = 'week'), 0) AS week,
+                       coalesce(sum(users) FILTER (WHERE "window" = 'month'), 0) AS month,
+                       count(*) FILTER (WHERE users <= 0 OR NOT coalesce(active_days BETWEEN 1 AND CASE "window"
+                           WHEN 'week' THEN {c.behavior.engagement.week_days}
+                           WHEN 'month' THEN {c.behavior.engagement.month_days} END, FALSE)) AS bad
+                FROM {c.stickiness} WHERE period_start = {c.p}),
+                 f AS ({_window_users(c)})
+            SELECT abs(s.week - f.week) + abs(s.month - f.month) + s.bad,
+                   'week rows add up to ' || s.week || ' for ' || f.week || ' active users; month rows to '
+                   || s.month || ' for ' || f.month || '; ' || s.bad || ' rows out of range'
+            FROM s, f""",
+        grains=DAILY,
+    ),
+)
+
+
 def checks_by_table(behavior: str, grain: Grain) -> dict[str, Sequence[Check]]:
     """Each checked table of a grain with its checks, in dependency order."""
-    return {
+    tables = {
         sql.firstlast_table(behavior, grain): FIRSTLAST_CHECKS,
         sql.activation_table(behavior, grain): ACTIVATION_CHECKS,
         sql.transitions_table(behavior, grain): TRANSITIONS_CHECKS,
         sql.growth_table(behavior, grain): GROWTH_CHECKS,
         sql.cohorts_table(behavior, grain): COHORTS_CHECKS,
     }
+    if grain is Grain.daily:
+        tables |= {
+            sql.engagement_table(behavior): ENGAGEMENT_CHECKS,
+            sql.engagement_transitions_table(behavior): ENGAGEMENT_TRANSITIONS_CHECKS,
+            sql.stickiness_table(behavior): STICKINESS_CHECKS,
+        }
+    return tables
 
 
 def checks_for(checks: Sequence[Check], grain: Grain) -> list[Check]:

@@ -276,6 +276,18 @@ def summary(config: ActivationConfig, behaviors: list[BehaviorConfig],
                 active = n["new"] + n["retained"] + n["reactivated"]
                 say(f"  {behavior.name:<14} {grain.value:<8} {periods[-1]!s:<11} {active:>8} {n['new']:>7}"
                     f" {n['retained']:>9} {n['reactivated']:>9} {n['churned']:>8} {n['users']:>8}")
+        engaged = [(b, sql.engagement_table(b.name)) for b in behaviors if Grain.daily in b.grains]
+        rows = [(b, warehouse.query_one(f"SELECT period_start, dau, wau, mau, dau_mau FROM {sql.ident(t)}"
+                                        " ORDER BY period_start DESC LIMIT 1"))
+                for b, t in engaged if warehouse.table_exists(t)]
+        if any(row for _, row in rows):
+            say("\nRolling engagement on the last day:")
+            say(f"  {'behavior':<14} {'day':<11} {'DAU':>8} {'WAU':>8} {'MAU':>8} {'DAU/MAU':>8}")
+            for behavior, row in rows:
+                if row:
+                    day, dau, wau, mau, ratio = row
+                    say(f"  {behavior.name:<14} {day!s:<11} {dau:>8} {wau:>8} {mau:>8}"
+                        f" {'' if ratio is None else f'{ratio:.1%}':>8}")
     for note in stale_sources(behaviors, last_days or {}):
         say(f"note: {note}")
 

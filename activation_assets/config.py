@@ -95,6 +95,28 @@ def _check_week_start(value: str | None) -> str | None:
     return value.lower()
 
 
+class EngagementConfig(_Strict):
+    """The rolling windows of the daily engagement states: a week of W days, a month of M days."""
+
+    week_days: int = 7
+    month_days: int = 28
+
+    @model_validator(mode="after")
+    def _windows(self) -> EngagementConfig:
+        # The daily FirstLast keeps 63 days of history (bits 0..62); yesterday's month needs M + 1.
+        if not 1 <= self.week_days < self.month_days <= MAX_MONTH_DAYS:
+            raise ValueError(
+                f"engagement windows week_days {self.week_days} and month_days {self.month_days} are not valid:"
+                f" they need 1 <= week_days < month_days <= {MAX_MONTH_DAYS} (defaults 7 and 28)")
+        return self
+
+    def describe(self) -> str:
+        return f"week_days {self.week_days}, month_days {self.month_days}"
+
+
+MAX_MONTH_DAYS = 62
+
+
 class BehaviorConfig(_Strict):
     name: str
     source: SourceConfig
@@ -105,6 +127,7 @@ class BehaviorConfig(_Strict):
     grains: tuple[Grain, ...] = ALL_GRAINS
     timezone: str = "UTC"
     week_start: str = "monday"
+    engagement: EngagementConfig = EngagementConfig()
     description: str | None = None
     owners: tuple[str, ...] = ()
 
@@ -211,6 +234,7 @@ class ActivationConfig(_Strict):
     warehouse: WarehouseConfig = WarehouseConfig(duckdb=DuckDBWarehouseConfig())
     timezone: str = "UTC"
     week_start: str = "monday"
+    engagement: EngagementConfig = EngagementConfig()  # the default of every behavior
     behaviors: tuple[BehaviorConfig, ...]
     path: Path | None = None  # where the file was read from; set by `load_config`
 
@@ -355,13 +379,18 @@ def parse_config(raw: Any, path: Path) -> ActivationConfig:
         _check_week_start(document.get("week_start"))
     except ValueError as exc:
         raise ConfigError(f"{path}: {exc}") from None
+    if isinstance(document.get("engagement"), dict):  # checked once here, not again in every behavior
+        try:
+            EngagementConfig.model_validate(document["engagement"])
+        except ValidationError as exc:
+            raise ConfigError(_explain(exc, {}, path).replace(":\n  - ", ":\n  - engagement: ", 1)) from None
     behaviors = document.get("behaviors")
     if isinstance(behaviors, list):
         filled = []
         for entry in behaviors:
             if isinstance(entry, dict):
                 entry = dict(entry)
-                for key in ("timezone", "week_start"):
+                for key in ("timezone", "week_start", "engagement"):
                     if key in document and key not in entry:
                         entry[key] = document[key]
                 source = entry.get("source")

@@ -1,6 +1,8 @@
 """One factory: a behavior's typed config in, its whole partitioned asset graph out.
 
     fact_<b>  ->  <b>_firstlast_<g>  ->  <b>_activation_<g>  ->  <b>_transitions_<g>     for each grain g
+                                                        ->  growth, cohorts, distributions
+                                     daily activation  ->  engagement, engagement_transitions, stickiness
 
 Every asset has a single-run backfill policy (a range is processed in order inside one run, rather
 than one partition per daemon tick), runs in its engine's concurrency pool (`duckdb` or `spark`: one
@@ -68,6 +70,13 @@ FIRSTLAST_COLUMNS = [
     _col("streak_start_period", "DATE", "first period of the run of active periods ending at last_active_period"),
     _col("prior_active_period", "DATE", "latest active period before that run (null if none)"),
     _col("active_periods", "INTEGER", "active periods from the first one to period_start"),
+]
+DAYS_SEEN_BITS = _col("days_seen_bits", "BIGINT", "daily grain: bit i (2^i) set iff active i days before, i = 0..62")
+ENGAGEMENT_STATE_COLUMNS = [
+    DAYS_SEEN_BITS,
+    _col("engagement_state", "VARCHAR",
+         "daily grain: new | current | reactivated | resurrected | at_risk_wau | at_risk_mau | dormant"),
+    _col("prev_engagement_state", "VARCHAR", "daily grain: engagement state on the day before; null iff new"),
 ]
 ACTIVATION_COLUMNS = [
     _col("period_start", "DATE", "start of the period p"),
@@ -248,7 +257,7 @@ def firstlast_asset(behavior: BehaviorConfig, grain: Grain, engine: str = "duckd
             " the end of the period, with their first and last active periods and current streak."
             " Each partition is the previous one updated with the period's active users only."
         ),
-        metadata=_schema(FIRSTLAST_COLUMNS),
+        metadata=_schema(FIRSTLAST_COLUMNS + ([DAYS_SEEN_BITS] if grain is Grain.daily else [])),
         **_common(behavior, "firstlast", grain, engine),
     )
     def _firstlast(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
@@ -283,7 +292,7 @@ def activation_asset(behavior: BehaviorConfig, grain: Grain, engine: str = "duck
             " `retained`, `reactivated` or `inactive`, with the previous state, streaks, return gap and"
             " active periods. Table and columns follow the activation contract."
         ),
-        metadata=_schema(ACTIVATION_COLUMNS),
+        metadata=_schema(ACTIVATION_COLUMNS + (ENGAGEMENT_STATE_COLUMNS if grain is Grain.daily else [])),
         **_common(behavior, "activation", grain, engine),
     )
     def _activation(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
@@ -422,16 +431,93 @@ def distributions_asset(behavior: BehaviorConfig, grain: Grain, engine: str = "d
     )
 
 
+# --- rolling engagement (daily grain) --------------------------------------------------------------
+
+ENGAGEMENT_COLUMNS = [
+    _col("period_start", "DATE", "the day d"),
+    _col("dau", "BIGINT", "users active on d (= new + current + reactivated + resurrected)"),
+    _col("wau", "BIGINT", "users active in [d-W+1, d] (= dau + at_risk_wau)"),
+    _col("mau", "BIGINT", "users active in [d-M+1, d] (= wau + at_risk_mau)"),
+    _col("new", "BIGINT", "first active day is d"),
+    _col("current", "BIGINT", "active on d and on some day of [d-W+1, d-1]"),
+    _col("reactivated", "BIGINT", "active on d, not in [d-W+1, d-1], some day in [d-M+1, d-W]"),
+    _col("resurrected", "BIGINT", "active on d, not in [d-M+1, d-1] (not new)"),
+    _col("at_risk_wau", "BIGINT", "not active on d, active in [d-W+1, d-1]"),
+    _col("at_risk_mau", "BIGINT", "not active in [d-W+1, d], active in [d-M+1, d-W]"),
+    _col("dormant", "BIGINT", "not active in [d-M+1, d]"),
+    _col("users_ever", "BIGINT", "users seen by the end of d (rows of the daily activation partition)"),
+    _col("dau_mau", "DOUBLE", "dau / mau (stickiness); null when mau = 0"),
+    _col("wau_mau", "DOUBLE", "wau / mau; null when mau = 0"),
+    *(_col(rate, "DOUBLE", f"share of yesterday's {state} users active on d (null when none)")
+      for rate, state in sql.RETENTION_RATES),
+]
+STICKINESS_COLUMNS = [
+    _col("period_start", "DATE", "the day d"),
+    _col("window", "VARCHAR", "week (the W days ending on d) or month (the M days ending on d)"),
+    _col("active_days", "INTEGER", "active days in the window: 1..W or 1..M"),
+    _col("users", "BIGINT", "users with that many active days (> 0)"),
+]
+
+
+def _windows(behavior: BehaviorConfig) -> str:
+    engagement = behavior.engagement
+    return f"W = {engagement.week_days} days, M = {engagement.month_days} days"
+
+
+def engagement_asset(behavior: BehaviorConfig, grain: Grain, engine: str = "duckdb") -> dg.AssetsDefinition:
+    return _derived_asset(
+        behavior, grain, sql.engagement_table(behavior.name), "engagement",
+        f"Rolling engagement of `{behavior.name}` per day ({_windows(behavior)}): DAU, WAU, MAU, stickiness"
+        " (dau/mau), users in each of Duolingo's daily states, and the next-day retention rates of"
+        " yesterday's states (nurr, curr, rurr, surr, iwaurr, imaurr, drr). Read off the 63-day bit history"
+        " in the daily FirstLast: no step scans the fact history.",
+        ENGAGEMENT_COLUMNS, steps.materialize_engagement, inv.ENGAGEMENT_CHECKS, "period_start",
+        lambda row: {"dagster/row_count": 1, **_numbers(row)},
+        engine,
+    )
+
+
+def engagement_transitions_asset(
+    behavior: BehaviorConfig, grain: Grain, engine: str = "duckdb",
+) -> dg.AssetsDefinition:
+    return _derived_asset(
+        behavior, grain, sql.engagement_transitions_table(behavior.name), "engagement_transitions",
+        f"How `{behavior.name}` users moved between the daily engagement states ({_windows(behavior)}):"
+        " users per (from_state, to_state), the daily activation rows grouped by (prev_engagement_state,"
+        " engagement_state).",
+        TRANSITIONS_COLUMNS, steps.materialize_engagement_transitions, inv.ENGAGEMENT_TRANSITIONS_CHECKS,
+        "from_state NULLS FIRST, to_state",
+        lambda pairs: {"dagster/row_count": len(pairs), **pairs},
+        engine,
+    )
+
+
+def stickiness_asset(behavior: BehaviorConfig, grain: Grain, engine: str = "duckdb") -> dg.AssetsDefinition:
+    return _derived_asset(
+        behavior, grain, sql.stickiness_table(behavior.name), "stickiness",
+        f"Stickiness of `{behavior.name}` per day ({_windows(behavior)}): users by their number of active"
+        " days in the week and in the month ending on the day (Amplitude's stickiness).",
+        STICKINESS_COLUMNS, steps.materialize_stickiness, inv.STICKINESS_CHECKS, '"window" DESC, active_days',
+        lambda row: {"dagster/row_count": row["rows"], **_numbers({k: v for k, v in row.items() if k != "rows"})},
+        engine,
+    )
+
+
 GRAIN_ASSETS: tuple[Callable[[BehaviorConfig, Grain, str], dg.AssetsDefinition], ...] = (
     firstlast_asset, activation_asset, transitions_asset, growth_asset, cohorts_asset, distributions_asset,
+)
+DAILY_ASSETS: tuple[Callable[[BehaviorConfig, Grain, str], dg.AssetsDefinition], ...] = (
+    engagement_asset, engagement_transitions_asset, stickiness_asset,
 )
 grain_tables = sql.grain_tables  # the assets of one grain, in dependency order
 
 
 def behavior_assets(behavior: BehaviorConfig, engine: str = "duckdb") -> list[dg.AssetsDefinition]:
     """The whole graph of one behavior: its fact, then per grain FirstLast, activation, and what is
-    read off activation (transitions, growth, cohorts, distributions). `engine` only labels the
-    assets (kind, pool): the resource bound in definitions.py decides where they run."""
+    read off activation (transitions, growth, cohorts, distributions; on the daily grain also the
+    rolling engagement, its transitions and stickiness). `engine` only labels the assets (kind,
+    pool): the resource bound in definitions.py decides where they run."""
     return [fact_asset(behavior, engine)] + [
-        build(behavior, grain, engine) for grain in behavior.grains for build in GRAIN_ASSETS
+        build(behavior, grain, engine) for grain in behavior.grains
+        for build in GRAIN_ASSETS + (DAILY_ASSETS if grain is Grain.daily else ())
     ]

@@ -217,6 +217,9 @@ class SparkWarehouse(Warehouse):
     def drop_stage(self, name: str) -> None:
         self.session.catalog.dropTempView(name)
 
+    def drop_table(self, table: str) -> None:
+        self.session.sql(f"DROP TABLE IF EXISTS {_quote(table)}")
+
     def create_table_like(self, table: str, stage: str) -> None:
         self.session.sql(
             f"CREATE TABLE IF NOT EXISTS {_quote(table)} USING parquet PARTITIONED BY (period_start)"
@@ -293,9 +296,11 @@ class SparkWarehouse(Warehouse):
             " last_day DATE, behavior STRING) USING parquet PARTITIONED BY (behavior)")
         self.session.sql(
             f"CREATE TABLE IF NOT EXISTS {DEFINITIONS} (start_date DATE, end_date DATE, timezone STRING,"
-            " week_start STRING, source STRING, behavior STRING) USING parquet PARTITIONED BY (behavior)")
-        if "source" not in self.session.table(DEFINITIONS).columns:  # added later
-            self.session.sql(f"ALTER TABLE {DEFINITIONS} ADD COLUMNS (source STRING)")
+            " week_start STRING, source STRING, engagement STRING, behavior STRING) USING parquet"
+            " PARTITIONED BY (behavior)")
+        for column in ("source", "engagement"):  # added later
+            if column not in self.session.table(DEFINITIONS).columns:
+                self.session.sql(f"ALTER TABLE {DEFINITIONS} ADD COLUMNS ({column} STRING)")
 
     def record_partitions(
         self, table: str, rows: dict[dt.date, int], fingerprints: dict[dt.date, tuple[int, int]] | None = None,
@@ -345,8 +350,9 @@ class SparkWarehouse(Warehouse):
 
     def record_definition(self, behavior: str, values: tuple) -> None:
         columns = ", ".join(f"CAST({sql.value_lit(v)} AS {t}) AS {name}" for v, t, name in zip(
-            values, ("DATE", "DATE", "VARCHAR", "VARCHAR", "VARCHAR"), sql.DEFINITION_FIELDS))
-        # By position: the table's data columns are DEFINITION_FIELDS, in order (`source` was appended).
+            values, ("DATE", "DATE", "VARCHAR", "VARCHAR", "VARCHAR", "VARCHAR"), sql.DEFINITION_FIELDS))
+        # By position: the table's data columns are DEFINITION_FIELDS, in order (`source` and
+        # `engagement` were appended).
         self._sql(f"INSERT OVERWRITE TABLE {DEFINITIONS} PARTITION (behavior = {literal(behavior)}) SELECT {columns}")
 
 

@@ -13,6 +13,7 @@ The incremental state, FirstLast(p), holds per user ever seen by the end of p:
     streak_start_period   start of the run of consecutive active periods that ends at last_active_period
     prior_active_period   the latest active period before that run began (NULL if none)
     active_periods        active periods from first(u) to p
+    days_seen_bits        (daily grain only) bit i set iff active i days before p, i = 0..62
 
 FirstLast(p) is FirstLast(q) joined with the users active in p, nothing else. Every activation
 column of (u, p) — including prev_state, the state in q — is a function of that one row, so the
@@ -45,7 +46,7 @@ PARTITION_LOG = "_activation_partitions"
 # when they change, partitions built under the old ones are forgotten instead of silently kept.
 DEFINITIONS = "_activation_definitions"
 # `source` is what a fact row is read from: the source, its `where:`, the user and time columns.
-DEFINITION_FIELDS = ("start_date", "end_date", "timezone", "week_start", "source")
+DEFINITION_FIELDS = ("start_date", "end_date", "timezone", "week_start", "source", "engagement")
 # Per behavior, the source files its fact days were read from (path, size, modification time, the
 # local days the file held): what tells a changed file from an unchanged one without reading it.
 SOURCE_FILES = "_activation_source_files"
@@ -311,6 +312,18 @@ FIRSTLAST_COLUMNS: tuple[Column, ...] = (
     ("prior_active_period", "DATE", True),
     ("active_periods", "INTEGER", False),
 )
+# The daily FirstLast also carries the last 63 days of activity, one bit a day (Mozilla's
+# clients_last_seen): what the rolling engagement states are read off.
+DAYS_SEEN_BITS: Column = ("days_seen_bits", "BIGINT", False)
+BITS_KEPT = 63
+# Shifting keeps bits 0..61 (this mask) and moves them up by one: bit 62 is the oldest day kept.
+SHIFT_MASK = 2 ** (BITS_KEPT - 1) - 1
+
+
+def firstlast_columns(grain: Grain) -> tuple[Column, ...]:
+    return FIRSTLAST_COLUMNS + ((DAYS_SEEN_BITS,) if grain is Grain.daily else ())
+
+
 TRANSITIONS_COLUMNS: tuple[Column, ...] = (
     ("period_start", "DATE", False),
     ("from_state", "VARCHAR", True),
@@ -340,10 +353,17 @@ def active_users(fact: str, period: dt.date, next_period: dt.date) -> str:
 
 def firstlast_select(
     firstlast: str, fact: str, period: dt.date, previous: dt.date, next_period: dt.date, is_first: bool,
+    days_seen_bits: bool = False,
 ) -> str:
-    """FirstLast(p) = FirstLast(q) updated with the users active in p (new users are added)."""
+    """FirstLast(p) = FirstLast(q) updated with the users active in p (new users are added).
+
+    With `days_seen_bits` (the daily grain), everyone's bits move up a day and bit 0 says whether
+    the user is active on p; the day that falls off the end (63 days ago) is dropped."""
     p, q = date_lit(period), date_lit(previous)
     prior = "FALSE" if is_first else f"period_start = {q}"
+    bits = (f""",
+            (coalesce(prior_state.days_seen_bits, 0) & {SHIFT_MASK}) * 2
+                + CASE WHEN active.user_id IS NULL THEN 0 ELSE 1 END AS days_seen_bits""" if days_seen_bits else "")
     return f"""
         WITH active AS ({active_users(fact, period, next_period)}),
         prior_state AS (SELECT * FROM {ident(firstlast)} WHERE {prior})
@@ -364,7 +384,7 @@ def firstlast_select(
                 ELSE prior_state.last_active_period  -- NULL for a new user
             END AS prior_active_period,
             coalesce(prior_state.active_periods, 0) + CASE WHEN active.user_id IS NULL THEN 0 ELSE 1 END
-                AS active_periods
+                AS active_periods{bits}
         FROM prior_state FULL OUTER JOIN active ON prior_state.user_id = active.user_id
     """
 
@@ -375,16 +395,56 @@ def previous_period(grain: Grain, period: str) -> str:
     return f"CAST({period} - INTERVAL {step} AS DATE)"
 
 
-def activation_view(firstlast: str, grain: Grain) -> str:
+ENGAGEMENT_STATES = ("new", "current", "reactivated", "resurrected", "at_risk_wau", "at_risk_mau", "dormant")
+ENGAGEMENT_ACTIVE = ENGAGEMENT_STATES[:4]
+# The next-day retention rate of each of yesterday's states (Duolingo's CURR, NURR, ...).
+RETENTION_RATES = (("nurr", "new"), ("curr", "current"), ("rurr", "reactivated"), ("surr", "resurrected"),
+                   ("iwaurr", "at_risk_wau"), ("imaurr", "at_risk_mau"), ("drr", "dormant"))
+
+
+def window_mask(days: int) -> int:
+    """The bits of the days [d - days + 1, d]."""
+    return 2 ** days - 1
+
+
+def engagement_state(bits: str, is_new: str, week_days: int, month_days: int) -> str:
+    """The engagement state of a day whose last 63 days are `bits` (bit 0 = that day)."""
+    week, month = window_mask(week_days), window_mask(month_days)
+    return f"""CASE
+                WHEN {is_new} THEN 'new'
+                WHEN {bits} & 1 = 1 THEN CASE
+                    WHEN {bits} & {week - 1} <> 0 THEN 'current'  -- also active in [d-W+1, d-1]
+                    WHEN {bits} & {month - week} <> 0 THEN 'reactivated'  -- in [d-M+1, d-W] only
+                    ELSE 'resurrected' END  -- nothing in [d-M+1, d-1]
+                WHEN {bits} & {week} <> 0 THEN 'at_risk_wau'
+                WHEN {bits} & {month} <> 0 THEN 'at_risk_mau'
+                ELSE 'dormant'
+            END"""
+
+
+def activation_view(
+    firstlast: str, grain: Grain, week_days: int = 7, month_days: int = 28, engagement: bool = True,
+) -> str:
     """The states of every period p, each read off FirstLast(p) alone (see the module docstring):
     the activation relation is this view, so each period writes one per-user snapshot, not two.
 
     active(p)       <=> last_active_period = p
     active(q)       <=> last_active_period = q, or active(p) with a streak that began before p
     retained(x)     <=> active in x with a streak that began before x (and x is not first(u))
+
+    The daily view adds the rolling engagement states of day d and of d - 1, read off the bits:
+    yesterday's bits are today's shifted down a day (M <= 62 keeps yesterday's month in them).
+    `engagement=False` leaves them out (the calendar columns only, over a FirstLast without bits).
     """
     p, q = "period_start", previous_period(grain, "period_start")
     between = lambda a, b: periods_between(grain, a, b)  # noqa: E731
+    engagement = "" if grain is not Grain.daily or not engagement else f""",
+            days_seen_bits,
+            {engagement_state("days_seen_bits", f"first_active_period = {p}", week_days, month_days)}
+                AS engagement_state,
+            CASE WHEN first_active_period = {p} THEN NULL ELSE
+            {engagement_state("(days_seen_bits // 2)", f"first_active_period = {q}", week_days, month_days)}
+            END AS prev_engagement_state"""
     return f"""
         SELECT
             period_start,
@@ -410,7 +470,7 @@ def activation_view(firstlast: str, grain: Grain) -> str:
                 THEN 0 ELSE {between('last_active_period', p)} END AS INTEGER) AS inactive_streak,
             CAST(CASE WHEN first_active_period < {p} AND streak_start_period = {p}
                 THEN {between('prior_active_period', p)} - 1 END AS INTEGER) AS return_gap,
-            active_periods
+            active_periods{engagement}
         FROM {ident(firstlast)}
     """
 
@@ -550,7 +610,98 @@ def distributions_select(activation: str, period: dt.date) -> str:
     """
 
 
+# --- rolling engagement (daily grain; all read one daily activation partition) ----------------------
+
+
+def engagement_table(behavior: str) -> str:
+    return f"{behavior}_engagement_daily"
+
+
+def engagement_transitions_table(behavior: str) -> str:
+    return f"{behavior}_engagement_transitions_daily"
+
+
+def stickiness_table(behavior: str) -> str:
+    return f"{behavior}_stickiness_daily"
+
+
+ENGAGEMENT_COLUMNS: tuple[Column, ...] = (
+    ("period_start", "DATE", False),
+    ("dau", "BIGINT", False),
+    ("wau", "BIGINT", False),
+    ("mau", "BIGINT", False),
+    *((state, "BIGINT", False) for state in ENGAGEMENT_STATES),
+    ("users_ever", "BIGINT", False),
+    ("dau_mau", "DOUBLE", True),
+    ("wau_mau", "DOUBLE", True),
+    *((rate, "DOUBLE", True) for rate, _ in RETENTION_RATES),
+)
+STICKINESS_COLUMNS: tuple[Column, ...] = (
+    ("period_start", "DATE", False),
+    ("window", "VARCHAR", False),
+    ("active_days", "INTEGER", False),
+    ("users", "BIGINT", False),
+)
+
+
+def engagement_select(activation: str, period: dt.date, week_days: int, month_days: int) -> str:
+    """One row for day d: DAU/WAU/MAU (users active on d, in [d-W+1, d], in [d-M+1, d]), users per
+    engagement state, the ratios, and the share of each of yesterday's states active on d."""
+    week, month = window_mask(week_days), window_mask(month_days)
+    states = "".join(f",\n                count(*) FILTER (WHERE engagement_state = {literal(s)}) AS {ident(s)}"
+                     for s in ENGAGEMENT_STATES)
+    rates = "".join(
+        f",\n               count(*) FILTER (WHERE prev_engagement_state = {literal(s)} AND days_seen_bits & 1 = 1)"
+        f" / nullif(count(*) FILTER (WHERE prev_engagement_state = {literal(s)}), 0) AS {rate}"
+        for rate, s in RETENTION_RATES)
+    return f"""
+        WITH counts AS (
+            SELECT
+                count(*) FILTER (WHERE days_seen_bits & 1 = 1) AS dau,
+                count(*) FILTER (WHERE days_seen_bits & {week} <> 0) AS wau,
+                count(*) FILTER (WHERE days_seen_bits & {month} <> 0) AS mau{states},
+                count(*) AS users_ever{rates}
+            FROM {ident(activation)} WHERE period_start = {date_lit(period)}
+        )
+        SELECT {date_lit(period)} AS period_start, dau, wau, mau, {", ".join(map(ident, ENGAGEMENT_STATES))}, users_ever,
+               dau / nullif(mau, 0) AS dau_mau, wau / nullif(mau, 0) AS wau_mau,
+               {", ".join(rate for rate, _ in RETENTION_RATES)}
+        FROM counts
+    """
+
+
+def engagement_transitions_select(activation: str, period: dt.date) -> str:
+    return f"""
+        SELECT period_start, prev_engagement_state AS from_state, engagement_state AS to_state, count(*) AS users
+        FROM {ident(activation)}
+        WHERE period_start = {date_lit(period)}
+        GROUP BY period_start, prev_engagement_state, engagement_state
+        ORDER BY from_state NULLS FIRST, to_state
+    """
+
+
+def stickiness_select(activation: str, period: dt.date, week_days: int, month_days: int) -> str:
+    """Users by their number of active days in the week and in the month ending on d (Amplitude's
+    stickiness); users without an active day in a window are not in its rows."""
+    p = date_lit(period)
+    parts = []
+    for window, days in (("week", week_days), ("month", month_days)):
+        mask = window_mask(days)
+        parts.append(f"""
+        SELECT period_start, {literal(window)} AS {ident("window")},
+               CAST(bit_count(days_seen_bits & {mask}) AS INTEGER) AS active_days, count(*) AS users
+        FROM {ident(activation)} WHERE period_start = {p} AND days_seen_bits & {mask} <> 0
+        GROUP BY period_start, bit_count(days_seen_bits & {mask})""")
+    return "\n        UNION ALL".join(parts) + "\n        ORDER BY 2 DESC, 3"
+
+
+def engagement_tables(behavior: str) -> list[str]:
+    return [engagement_table(behavior), engagement_transitions_table(behavior), stickiness_table(behavior)]
+
+
 def grain_tables(behavior: str, grain: Grain) -> list[str]:
-    """The tables of one grain, in dependency order (each an asset of the same name)."""
+    """The tables of one grain, in dependency order (each an asset of the same name); the daily
+    grain's rolling engagement tables, like every table after activation, read activation only."""
     return [table(behavior, grain) for table in (
-        firstlast_table, activation_table, transitions_table, growth_table, cohorts_table, distributions_table)]
+        firstlast_table, activation_table, transitions_table, growth_table, cohorts_table, distributions_table)
+    ] + (engagement_tables(behavior) if grain is Grain.daily else [])

@@ -44,7 +44,8 @@ def reconcile_definition(conn: Warehouse, behavior: BehaviorConfig) -> list[str]
       periods before the first or not complete by end_date;
     - a new start_date or timezone changes every period (first periods, local dates): all grain
       partitions are forgotten, and with a new timezone every fact day too; a new week start, the
-      weekly ones. Forgotten partitions count as missing, so they are built again in order.
+      weekly ones; new engagement windows, the daily ones. Forgotten partitions count as missing,
+      so they are built again in order.
     """
     wh = as_warehouse(conn)
     current = definition(behavior)
@@ -56,6 +57,11 @@ def reconcile_definition(conn: Warehouse, behavior: BehaviorConfig) -> list[str]
     # A database from before `source` was recorded: take the current one as what it was built from.
     if was and was["source"] is None:
         was["source"] = now["source"]
+    # One from before the rolling engagement: its daily FirstLast has no days_seen_bits to carry on.
+    if was and was["engagement"] is None:
+        was["engagement"] = "none (built before days_seen_bits)"
+        if Grain.daily in behavior.grains:
+            wh.drop_table(sql.firstlast_table(behavior.name, Grain.daily))
     changed = [f"{name} {was[name]} -> {value}" for name, value in now.items() if was and was[name] != value]
     moved = {name for name in ("start_date", "timezone", "week_start", "source") if was and was[name] != now[name]}
     with wh.transaction():
@@ -65,7 +71,8 @@ def reconcile_definition(conn: Warehouse, behavior: BehaviorConfig) -> list[str]
         if every_day:  # the local days each file holds, or the files themselves, are others now
             wh.update_source_files(behavior.name, {}, list(wh.source_files(behavior.name)))
         for grain in Grain:  # configured or not: a grain dropped from the config keeps no stale rows either
-            rebuilt = bool(moved - {"week_start"}) or (grain is Grain.weekly and "week_start" in moved)
+            rebuilt = bool(moved - {"week_start"}) or (grain is Grain.weekly and "week_start" in moved) or (
+                grain is Grain.daily and was and was["engagement"] != now["engagement"])
             end = end_exclusive(behavior, grain)
             keep = sql.outside(first_period(behavior, grain), end - dt.timedelta(days=1) if end else None)
             for table in sql.grain_tables(behavior.name, grain):
@@ -78,7 +85,8 @@ def definition(behavior: BehaviorConfig) -> tuple:
     """The recorded settings of a behavior, in `sql.DEFINITION_FIELDS` order."""
     source = (f"{behavior.source.describe()}; user_column {behavior.user_column};"
               f" time_column {behavior.time_column}")
-    return (behavior.start_date, behavior.end_date, behavior.timezone, behavior.week_start, source)
+    return (behavior.start_date, behavior.end_date, behavior.timezone, behavior.week_start, source,
+            behavior.engagement.describe())
 
 
 # --- fact -------------------------------------------------------------------------------------
@@ -359,10 +367,11 @@ def materialize_firstlast(
         why=f"cannot materialize {table} for {periods[0]}..{periods[-1]}: it reads every day of its periods",
         how=f"Materialize {fact} for those days first.",
     )
-    wh.create_table(table, sql.with_user_type(sql.FIRSTLAST_COLUMNS, _user_type(wh, behavior)))
+    wh.create_table(table, sql.with_user_type(sql.firstlast_columns(grain), _user_type(wh, behavior)))
     first = first_period(behavior, grain)
     return _replace_partitions(wh, table, periods, lambda period: sql.firstlast_select(
-        table, fact, period, calendar.previous(period), calendar.next(period), is_first=period == first), progress)
+        table, fact, period, calendar.previous(period), calendar.next(period), is_first=period == first,
+        days_seen_bits=grain is Grain.daily), progress)
 
 
 def materialize_activation(
@@ -382,7 +391,8 @@ def materialize_activation(
         why=f"cannot materialize {table} for {periods[0]}..{periods[-1]}: its states are read off {firstlast}",
         how=f"Materialize {firstlast} for those periods first.",
     )
-    wh.create_view(table, sql.activation_view(firstlast, grain))
+    engagement = behavior.engagement
+    wh.create_view(table, sql.activation_view(firstlast, grain, engagement.week_days, engagement.month_days))
     rows = {row[0]: dict(zip(("users", *sql.STATES, "churned"), row[1:]))
             for row in wh.query(sql.state_counts_by_period(table, periods[0], periods[-1]))}
     counts = {period: rows.get(period, dict.fromkeys(("users", *sql.STATES, "churned"), 0)) for period in periods}
@@ -463,6 +473,62 @@ def materialize_distributions(
             f"SELECT period_start, measure, bucket, users FROM {sql.ident(table)}"
             f" WHERE period_start BETWEEN {sql.date_lit(min(periods))} AND {sql.date_lit(max(periods))}"):
         out[period][f"{measure}_{bucket}"] = users
+    return out
+
+
+# --- rolling engagement (daily) ---------------------------------------------------------------------
+
+
+def materialize_engagement(
+    conn: Warehouse, behavior: BehaviorConfig, grain: Grain, periods: Sequence[dt.date],
+    progress: Progress = _no_progress,
+) -> dict[dt.date, dict[str, float | int | None]]:
+    wh, (week, month) = as_warehouse(conn), (behavior.engagement.week_days, behavior.engagement.month_days)
+    table, activation = sql.engagement_table(behavior.name), sql.activation_table(behavior.name, grain)
+    _from_activation(wh, behavior, grain, periods, table, sql.ENGAGEMENT_COLUMNS,
+                     lambda period: sql.engagement_select(activation, period, week, month), progress)
+    names = [name for name, _, _ in sql.ENGAGEMENT_COLUMNS[1:]]
+    rows = wh.query(
+        f"SELECT period_start, {', '.join(sql.ident(c) for c in names)} FROM {sql.ident(table)}"
+        f" WHERE period_start BETWEEN {sql.date_lit(min(periods))} AND {sql.date_lit(max(periods))}")
+    return {row[0]: dict(zip(names, row[1:])) for row in rows}
+
+
+def materialize_engagement_transitions(
+    conn: Warehouse, behavior: BehaviorConfig, grain: Grain, periods: Sequence[dt.date],
+    progress: Progress = _no_progress,
+) -> dict[dt.date, dict[str, int]]:
+    wh = as_warehouse(conn)
+    table, activation = sql.engagement_transitions_table(behavior.name), sql.activation_table(behavior.name, grain)
+    _from_activation(wh, behavior, grain, periods, table, sql.TRANSITIONS_COLUMNS,
+                     lambda period: sql.engagement_transitions_select(activation, period), progress)
+    out: dict[dt.date, dict[str, int]] = {period: {} for period in periods}
+    for period, src, dst, users in wh.query(
+            f"SELECT period_start, from_state, to_state, users FROM {sql.ident(table)}"
+            f" WHERE period_start BETWEEN {sql.date_lit(min(periods))} AND {sql.date_lit(max(periods))}"):
+        out[period][transition_label(src, dst)] = users
+    return out
+
+
+def materialize_stickiness(
+    conn: Warehouse, behavior: BehaviorConfig, grain: Grain, periods: Sequence[dt.date],
+    progress: Progress = _no_progress,
+) -> dict[dt.date, dict[str, float | None]]:
+    """Per day, the users by active days in each window; metadata: the mean active days of the
+    window's active users (the number a stickiness chart is read by)."""
+    wh, (week, month) = as_warehouse(conn), (behavior.engagement.week_days, behavior.engagement.month_days)
+    table, activation = sql.stickiness_table(behavior.name), sql.activation_table(behavior.name, grain)
+    _from_activation(wh, behavior, grain, periods, table, sql.STICKINESS_COLUMNS,
+                     lambda period: sql.stickiness_select(activation, period, week, month), progress)
+    out: dict[dt.date, dict[str, float | None]] = {
+        period: {"rows": 0, "mean_active_days_week": None, "mean_active_days_month": None} for period in periods}
+    for period, window, rows, mean in wh.query(
+            f"SELECT period_start, {sql.ident('window')}, count(*), sum(active_days * users) / sum(users)"
+            f" FROM {sql.ident(table)}"
+            f" WHERE period_start BETWEEN {sql.date_lit(min(periods))} AND {sql.date_lit(max(periods))}"
+            f" GROUP BY period_start, {sql.ident('window')}"):
+        out[period]["rows"] += rows
+        out[period][f"mean_active_days_{window}"] = mean
     return out
 
 

@@ -211,6 +211,10 @@ class Warehouse:
     def drop_stage(self, name: str) -> None:
         raise NotImplementedError
 
+    def drop_table(self, table: str) -> None:
+        """Drop a table written by an earlier version whose columns the current one cannot carry on."""
+        raise NotImplementedError
+
     def create_table_like(self, table: str, stage: str) -> None:
         raise NotImplementedError
 
@@ -366,6 +370,9 @@ class DuckDBWarehouse(Warehouse):
     def drop_stage(self, name: str) -> None:
         self.conn.execute(f"DROP TABLE IF EXISTS {ident(name)}")
 
+    def drop_table(self, table: str) -> None:
+        self.conn.execute(f"DROP TABLE IF EXISTS {ident(table)}")
+
     def create_table_like(self, table: str, stage: str) -> None:
         self.conn.execute(f"CREATE TABLE IF NOT EXISTS {ident(table)} AS SELECT * FROM {ident(stage)} LIMIT 0")
 
@@ -428,7 +435,8 @@ class DuckDBWarehouse(Warehouse):
                 week_start VARCHAR NOT NULL
             )"""
         )
-        self.conn.execute(f"ALTER TABLE {DEFINITIONS} ADD COLUMN IF NOT EXISTS source VARCHAR")  # added later
+        for column in ("source", "engagement"):  # added later
+            self.conn.execute(f"ALTER TABLE {DEFINITIONS} ADD COLUMN IF NOT EXISTS {column} VARCHAR")
 
     def record_partitions(
         self, table: str, rows: dict[dt.date, int], fingerprints: dict[dt.date, tuple[int, int]] | None = None,

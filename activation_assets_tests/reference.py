@@ -187,3 +187,85 @@ def cohorts(rows: list[tuple], spec: Spec, grain: str) -> list[dict]:
                 out.append({"period_start": p, "cohort": cohort, "age": i - j, "cohort_size": len(members),
                             "active_users": len(members & active[p])})
     return out
+
+
+# --- rolling engagement (daily grain), from the contract's section of the same name ---------------
+
+ENGAGEMENT_STATES = ["new", "current", "reactivated", "resurrected", "at_risk_wau", "at_risk_mau", "dormant"]
+RATES = {"nurr": "new", "curr": "current", "rurr": "reactivated", "surr": "resurrected",
+         "iwaurr": "at_risk_wau", "imaurr": "at_risk_mau", "drr": "dormant"}
+
+
+def _days(spec: Spec) -> list[dt.date]:
+    return [spec.start_date + dt.timedelta(days=i) for i in range((spec.end_date - spec.start_date).days + 1)]
+
+
+def _active_in(active: set, day: dt.date, nearest: int, farthest: int) -> bool:
+    """Active on some day of [day - farthest, day - nearest]."""
+    return any(day - dt.timedelta(days=k) in active for k in range(nearest, farthest + 1))
+
+
+def engagement_state(active: set, first: dt.date, day: dt.date, week: int, month: int) -> str:
+    if day == first:
+        return "new"
+    if day in active:
+        if _active_in(active, day, 1, week - 1):
+            return "current"
+        return "reactivated" if _active_in(active, day, week, month - 1) else "resurrected"
+    if _active_in(active, day, 1, week - 1):
+        return "at_risk_wau"
+    return "at_risk_mau" if _active_in(active, day, week, month - 1) else "dormant"
+
+
+def engagement_rows(rows: list[tuple], spec: Spec, week: int = 7, month: int = 28) -> list[dict]:
+    """One dict per (user, day >= first(u)): days_seen_bits and both engagement states."""
+    out = []
+    for user, active in valid_days(rows, spec).items():
+        first = min(active)
+        for day in _days(spec):
+            if day < first:
+                continue
+            out.append({
+                "period_start": day, "user_id": user,
+                "days_seen_bits": sum(2 ** i for i in range(63) if day - dt.timedelta(days=i) in active),
+                "engagement_state": engagement_state(active, first, day, week, month),
+                "prev_engagement_state": None if day == first else engagement_state(
+                    active, first, day - dt.timedelta(days=1), week, month),
+            })
+    return out
+
+
+def engagement_daily(rows: list[tuple], spec: Spec, week: int = 7, month: int = 28) -> list[dict]:
+    """One dict per day: DAU/WAU/MAU straight from the facts, the states, ratios and rates."""
+    days_of = valid_days(rows, spec)
+    per_day = {}
+    for row in engagement_rows(rows, spec, week, month):
+        per_day.setdefault(row["period_start"], []).append(row)
+    out = []
+    for day in _days(spec):
+        users = per_day.get(day, [])
+
+        def active_within(width: int) -> int:
+            return sum(1 for active in days_of.values() if _active_in(active, day, 0, width - 1))
+
+        dau, wau, mau = active_within(1), active_within(week), active_within(month)
+        entry = {"period_start": day, "dau": dau, "wau": wau, "mau": mau, "users_ever": len(users),
+                 "dau_mau": dau / mau if mau else None, "wau_mau": wau / mau if mau else None}
+        for state in ENGAGEMENT_STATES:
+            entry[state] = sum(1 for r in users if r["engagement_state"] == state)
+        for rate, state in RATES.items():
+            before = [r for r in users if r["prev_engagement_state"] == state]
+            entry[rate] = (sum(1 for r in before if day in days_of[r["user_id"]]) / len(before)) if before else None
+        out.append(entry)
+    return out
+
+
+def stickiness(rows: list[tuple], spec: Spec, week: int = 7, month: int = 28) -> list[dict]:
+    counts: Counter = Counter()
+    for active in valid_days(rows, spec).values():
+        for day in _days(spec):
+            for window, width in (("week", week), ("month", month)):
+                n = sum(1 for k in range(width) if day - dt.timedelta(days=k) in active)
+                if n:
+                    counts[(day, window, n)] += 1
+    return [{"period_start": d, "window": w, "active_days": n, "users": u} for (d, w, n), u in counts.items()]

@@ -59,6 +59,14 @@ def _config(tmp_path, document) -> Path:
     ({"behaviors": [{**GOOD, "source": {"table": "x", "where": 3}}]}, ["behaviors[0] (visited) source.where: 3 is not text"]),
     ({"behaviors": [{**GOOD, "owners": "team:growth"}]}, ["behaviors[0] (visited) owners: 'team:growth' is not a list"]),
     ({"warehouse": {"duckdb": {"databas": "x"}}, "behaviors": [GOOD]}, ["warehouse.duckdb: unknown key 'databas'"]),
+    ({"behaviors": [{**GOOD, "engagement": {"week_days": 7, "month_days": 7}}]},
+     ["behaviors[0] (visited) engagement:", "week_days 7 and month_days 7 are not valid",
+      "1 <= week_days < month_days <= 62"]),
+    ({"engagement": {"week_days": 7, "month_days": 90}, "behaviors": [GOOD]},
+     ["engagement: engagement windows week_days 7 and month_days 90 are not valid"]),
+    ({"behaviors": [{**GOOD, "engagement": {"week_days": "seven"}}]},
+     ["behaviors[0] (visited) engagement.week_days: 'seven' is not valid"]),
+    ({"behaviors": [{**GOOD, "engagement": {"weeks": 2}}]}, ["behaviors[0] (visited) engagement: unknown key 'weeks'"]),
 ])
 def test_config_errors_are_readable(tmp_path, document, words):
     with pytest.raises(ConfigError) as error:

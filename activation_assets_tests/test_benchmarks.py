@@ -25,3 +25,4 @@ def test_benchmark_smoke(tmp_path, monkeypatch):
     text = report.read_text()
     assert "| measure | value | note |" in text and "backfill: all grains, wall time" in text
     assert "floor" in text and "naive recompute" in text and "classic growth accounting" in text
+    assert "what the bits and the 3 engagement assets add" in text

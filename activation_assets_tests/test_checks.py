@@ -83,9 +83,45 @@ CORRUPTIONS = {
         "firstlast", Grain.daily, DAY,
         "UPDATE visited_firstlast_daily SET last_active_period = DATE '2030-01-01' WHERE {one_fl}",
         "periods_in_order", "out of order"),
+    # Rolling engagement (E1-E5 of the contract) and the engagement transitions' own check.
+    "E1 engagement new disagrees with activation new": (
+        "engagement", Grain.daily, DAY,
+        'UPDATE visited_engagement_daily SET "new" = "new" + 1 WHERE period_start = DATE \'{period}\'',
+        "agrees_with_activation", "vs activation new"),
+    "E2 the fact has one more user in the week": (
+        "engagement", Grain.daily, DAY,
+        "INSERT INTO fact_visited SELECT * REPLACE (123456789 AS user_id) FROM fact_visited"
+        " WHERE period_start = DATE '{period}' - INTERVAL 3 DAY LIMIT 1",
+        "windows_match_fact", "users in the fact from"),
+    "E3 one user counted twice": (
+        "engagement", Grain.daily, DAY,
+        "UPDATE visited_engagement_daily SET dormant = dormant + 1 WHERE period_start = DATE '{period}'",
+        "states_add_up", "vs users_ever"),
+    "E4 yesterday's states rewritten": (
+        "engagement_transitions", Grain.daily, DAY,
+        "UPDATE visited_engagement_transitions_daily SET users = users + 1 WHERE rowid = (SELECT min(rowid)"
+        " FROM visited_engagement_transitions_daily WHERE period_start = DATE '{period}' AND from_state IS NOT NULL)",
+        "prev_state_is_previous_state", " vs "),
+    "a duplicated engagement transitions row": (
+        "engagement_transitions", Grain.daily, DAY,
+        "INSERT INTO visited_engagement_transitions_daily SELECT * FROM visited_engagement_transitions_daily"
+        " WHERE rowid = (SELECT min(rowid) FROM visited_engagement_transitions_daily"
+        " WHERE period_start = DATE '{period}')",
+        "equals_grouped_activation", "appear twice"),
+    "E5 stickiness off by one": (
+        "stickiness", Grain.daily, DAY,
+        "UPDATE visited_stickiness_daily SET users = users + 1 WHERE rowid = (SELECT min(rowid)"
+        " FROM visited_stickiness_daily WHERE period_start = DATE '{period}' AND \"window\" = 'month')",
+        "adds_up_to_active_users", "month rows to"),
+    "E5 more active days than the week has": (
+        "stickiness", Grain.daily, DAY,
+        "UPDATE visited_stickiness_daily SET active_days = 8 WHERE rowid = (SELECT min(rowid)"
+        " FROM visited_stickiness_daily WHERE period_start = DATE '{period}' AND \"window\" = 'week')",
+        "adds_up_to_active_users", "1 rows out of range"),
 }
 CHECKS = {"activation": inv.ACTIVATION_CHECKS, "firstlast": inv.FIRSTLAST_CHECKS,
-          "transitions": inv.TRANSITIONS_CHECKS}
+          "transitions": inv.TRANSITIONS_CHECKS, "engagement": inv.ENGAGEMENT_CHECKS,
+          "engagement_transitions": inv.ENGAGEMENT_TRANSITIONS_CHECKS, "stickiness": inv.STICKINESS_CHECKS}
 
 
 @pytest.fixture(scope="module")
@@ -128,7 +164,9 @@ def _as_table(conn, name: str) -> None:
 def test_the_clean_graph_passes_every_check(clean):
     with duckdb.connect(clean.database, read_only=True) as conn:
         for table, grain, period in [("activation", Grain.daily, DAY), ("firstlast", Grain.daily, DAY),
-                                     ("transitions", Grain.daily, DAY), ("activation", Grain.weekly, WEEK)]:
+                                     ("transitions", Grain.daily, DAY), ("activation", Grain.weekly, WEEK),
+                                     ("engagement", Grain.daily, DAY), ("engagement_transitions", Grain.daily, DAY),
+                                     ("stickiness", Grain.daily, DAY)]:
             outcomes = _evaluate(conn, clean, table, grain, period)
             assert outcomes and all(o.passed for o in outcomes.values()), outcomes
 

@@ -39,7 +39,8 @@ def _key(name: str) -> dg.AssetKey:
 def test_keys_and_groups(graph):
     expected = {
         "sold_item": ["fact_sold_item"] + [f"sold_item_{m}_{g}" for g in ("daily", "weekly", "monthly")
-                                           for m in MODELS],
+                                           for m in MODELS]
+        + [f"sold_item_{m}_daily" for m in ("engagement", "engagement_transitions", "stickiness")],
         "wrote_post": ["fact_wrote_post"] + [f"wrote_post_{m}_weekly" for m in MODELS],
     }
     actual: dict[str, list[str]] = {}
@@ -57,6 +58,8 @@ def test_dependencies(graph):
     assert parents("sold_item_activation_weekly") == ["sold_item_activation_weekly", "sold_item_firstlast_weekly"]
     for model in ("transitions", "growth", "cohorts", "distributions"):
         assert parents(f"sold_item_{model}_weekly") == ["sold_item_activation_weekly"]
+    for model in ("engagement", "engagement_transitions", "stickiness"):  # the daily grain only
+        assert parents(f"sold_item_{model}_daily") == ["sold_item_activation_daily"]
     # Self-dependencies map to the previous partition, the fact to every day of the period.
     spec = {dep.asset_key.to_user_string(): dep for dep in graph.get(_key("sold_item_firstlast_weekly")).assets_def
             .specs_by_key[_key("sold_item_firstlast_weekly")].deps}

@@ -148,6 +148,23 @@ def test_spark_activation_equals_the_reference(engines):
             assert {2**62 + 7, 9_007_199_254_740_993} <= {r["user_id"] for r in actual}
 
 
+def test_spark_engagement_equals_the_reference(engines):
+    """The rolling engagement on Spark against the reference: the bits and both states of every
+    (user, day), and the daily DAU/WAU/MAU, state counts and rates."""
+    with open_warehouse(load_config(engines["spark"])) as warehouse:
+        names, rows = warehouse.query_named(
+            "SELECT period_start, user_id, days_seen_bits, engagement_state, prev_engagement_state"
+            " FROM visited_activation_daily")
+        expected = reference.engagement_rows(engines["rows"], SPEC)
+        assert {tuple(row) for row in rows} == {tuple(r[n] for n in names) for r in expected}
+        names, rows = warehouse.query_named("SELECT * FROM visited_engagement_daily")
+    actual = {row[names.index("period_start")]: dict(zip(names, row)) for row in rows}
+    for day in reference.engagement_daily(engines["rows"], SPEC):
+        if day["period_start"] in actual:
+            got = actual[day["period_start"]]
+            assert {k: got[k] for k in day} == pytest.approx(day), day["period_start"]
+
+
 def test_late_data_and_an_emptied_day_rerun_the_same_on_both_engines(engines, tmp_path):
     """A corrected source (one day loses all its rows, late rows arrive for another): each engine finds
     the two changed days itself and re-materializes them and every later partition; Spark's partition

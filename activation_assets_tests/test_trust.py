@@ -98,6 +98,8 @@ def _cli_materialize(config, home, monkeypatch) -> None:
     {"timezone": "UTC", "week_start": "sunday"},
     # A new `where:` reads other rows from the same files: every fact day changes.
     {"source": {"parquet": "events/*.parquet", "where": "event_name = 'visit' AND uid % 5 <> 0"}},
+    # New rolling windows: every engagement state of the daily grain changes.
+    {"engagement": {"week_days": 3, "month_days": 10}},
 ])
 def test_a_changed_window_gives_what_a_fresh_run_gives(tmp_path, monkeypatch, change):
     rows = edge_events(WINDOW, seed=41, users=list(range(1, 25)))
@@ -126,6 +128,42 @@ def test_a_changed_window_gives_what_a_fresh_run_gives(tmp_path, monkeypatch, ch
         rows = [r for r in rows if r[0] is not None and r[0] % 5 != 0]
     assert as_set(table_rows(fresh / "warehouse.duckdb", "visited_activation_weekly"), ACTIVATION_COLUMNS) == as_set(
         reference.activation(rows, spec, "weekly"), ACTIVATION_COLUMNS)
+    if "engagement" in change:
+        windows = (change["engagement"]["week_days"], change["engagement"]["month_days"])
+        columns = ["period_start", "user_id", "days_seen_bits", "engagement_state", "prev_engagement_state"]
+        assert as_set(table_rows(changed / "warehouse.duckdb", "visited_activation_daily"), columns) == as_set(
+            reference.engagement_rows(rows, spec, *windows), columns)
+
+
+@pytest.mark.slow
+def test_a_database_from_before_the_bits_is_rebuilt_to_what_a_fresh_run_gives(tmp_path, monkeypatch):
+    """A daily FirstLast written before days_seen_bits existed (and settings recorded without the
+    engagement windows): the next materialize drops it, builds the daily grain again, and every
+    table equals a fresh run; the other grains are kept."""
+    rows = edge_events(WINDOW, seed=43, users=list(range(1, 25)))
+    old = tmp_path / "old"
+    config = small_behavior(old, WINDOW, rows)
+    _cli_materialize(config, tmp_path / "home-old", monkeypatch)
+    with duckdb.connect(str(old / "warehouse.duckdb")) as conn:
+        conn.execute("DROP VIEW visited_activation_daily")
+        conn.execute("ALTER TABLE visited_firstlast_daily DROP COLUMN days_seen_bits")
+        conn.execute(f"ALTER TABLE {DEFINITIONS} DROP COLUMN engagement")
+        weekly_written = conn.execute(f"SELECT max(written_at) FROM {PARTITION_LOG}"
+                                      " WHERE table_name = 'visited_firstlast_weekly'").fetchone()[0]
+    _cli_materialize(config, tmp_path / "home-old", monkeypatch)
+
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    (fresh / "activation.yaml").write_text(config.read_text())
+    (fresh / "events").symlink_to(old / "events")
+    _cli_materialize(fresh / "activation.yaml", tmp_path / "home-fresh", monkeypatch)
+    got, want = _every_table(old / "warehouse.duckdb"), _every_table(fresh / "warehouse.duckdb")
+    assert sorted(got) == sorted(want)
+    for table in want:
+        assert got[table] == want[table], table
+    with duckdb.connect(str(old / "warehouse.duckdb"), read_only=True) as conn:
+        assert conn.execute(f"SELECT max(written_at) FROM {PARTITION_LOG}"
+                            " WHERE table_name = 'visited_firstlast_weekly'").fetchone()[0] == weekly_written
 
 
 # --- a day costs a day ------------------------------------------------------------------------------

@@ -26,7 +26,10 @@ from pathlib import Path
 import duckdb
 
 from activation_assets import sql, steps
-from activation_assets.checks import ACTIVATION_CHECKS, FIRSTLAST_CHECKS, TRANSITIONS_CHECKS, evaluate
+from activation_assets.checks import (
+    ACTIVATION_CHECKS, ENGAGEMENT_CHECKS, ENGAGEMENT_TRANSITIONS_CHECKS, FIRSTLAST_CHECKS, STICKINESS_CHECKS,
+    TRANSITIONS_CHECKS, evaluate,
+)
 from activation_assets.config import ActivationConfig, Grain, parse_config
 from activation_assets.periods import existing_periods
 from activation_assets.sample_data import SampleSpec, write_benchmark_events
@@ -151,19 +154,37 @@ def our_growth(conn, day: dt.date) -> tuple:
 
 
 def naive_differs(conn, day: dt.date) -> int:
+    """Rows of the calendar columns (those the naive recompute builds) that differ."""
     table = sql.activation_table(BEHAVIOR, Grain.daily)
-    ours = f"SELECT * FROM {table} WHERE period_start = {sql.date_lit(day)}"
+    columns = ", ".join(name for name, *_ in conn.execute("DESCRIBE naive").fetchall())
+    ours = f"SELECT {columns} FROM {table} WHERE period_start = {sql.date_lit(day)}"
     return conn.execute(
         f"SELECT (SELECT count(*) FROM ({ours} EXCEPT SELECT * FROM naive))"
         f" + (SELECT count(*) FROM (SELECT * FROM naive EXCEPT {ours}))").fetchone()[0]
+
+
+def calendar_only_step(conn, day: dt.date, previous: dt.date, next_day: dt.date) -> None:
+    """FirstLast, activation and transitions of `day` as the layer computed them before the rolling
+    engagement (no days_seen_bits, no engagement columns), into tables of their own; the previous
+    state is read from the layer's FirstLast (the same columns, so the same reads)."""
+    wh = DuckDBWarehouse(conn)
+    firstlast, activation, transitions = "calendar_firstlast", "calendar_activation", "calendar_transitions"
+    wh.create_table(firstlast, sql.with_user_type(sql.FIRSTLAST_COLUMNS, "BIGINT"))
+    wh.replace_partition(firstlast, day, sql.firstlast_select(
+        sql.firstlast_table(BEHAVIOR, Grain.daily), sql.fact_table(BEHAVIOR), day, previous, next_day, is_first=False))
+    wh.create_view(activation, sql.activation_view(firstlast, Grain.daily, engagement=False))
+    wh.query(sql.state_counts_by_period(activation, day, day))
+    wh.create_table(transitions, sql.TRANSITIONS_COLUMNS)
+    wh.replace_partition(transitions, day, sql.transitions_select(activation, day))
 
 
 def one_pass_sql(config: ActivationConfig) -> list[str]:
     """The daily tables a backfill builds — the fact, FirstLast, activation (the same view) and
     transitions — in one pass each, as a team would write them for a one-off: the fact as one
     CREATE TABLE AS; FirstLast as every (user, day) from the user's first day, ASOF-joined with the
-    latest active day (whose streak start, prior active day and active-day count come from window
-    functions over the distinct active days); transitions grouped off the view."""
+    latest active day (whose streak start, prior active day, active-day count and the 63-day bit
+    history ending on it come from window functions over the distinct active days; a later day
+    shifts those bits by the days since); transitions grouped off the view."""
     behavior = config.behaviors[0]
     days = existing_periods(behavior, Grain.daily)
     first, last = sql.date_lit(days[0]), sql.date_lit(days[-1])
@@ -178,11 +199,15 @@ def one_pass_sql(config: ActivationConfig) -> list[str]:
             WITH active AS (SELECT DISTINCT user_id, period_start AS day FROM ref_fact),
             marked AS (
                 SELECT user_id, day, lag(day) OVER w AS prev_day, count(*) OVER w AS active_periods,
-                       min(day) OVER (PARTITION BY user_id) AS first_day
+                       min(day) OVER (PARTITION BY user_id) AS first_day,
+                       list(day) OVER (w RANGE BETWEEN INTERVAL {sql.BITS_KEPT - 1} DAY PRECEDING AND CURRENT ROW)
+                           AS recent_days
                 FROM active WINDOW w AS (PARTITION BY user_id ORDER BY day)
             ),
             runs AS (
                 SELECT user_id, day, first_day, active_periods,
+                       CAST(list_sum(list_transform(recent_days, lambda x: CAST(1 AS HUGEINT) << date_diff('day', x, day)))
+                            AS HUGEINT) AS bits,
                        max(CASE WHEN prev_day = day - 1 THEN NULL ELSE day END)
                            OVER (PARTITION BY user_id ORDER BY day) AS streak_start,
                        max(CASE WHEN prev_day = day - 1 THEN NULL ELSE coalesce(prev_day, DATE '0001-01-01') END)
@@ -197,7 +222,10 @@ def one_pass_sql(config: ActivationConfig) -> list[str]:
             SELECT grid.period_start, grid.user_id, runs.first_day AS first_active_period,
                    runs.day AS last_active_period, runs.streak_start AS streak_start_period,
                    nullif(runs.prior_or_none, DATE '0001-01-01') AS prior_active_period,
-                   CAST(runs.active_periods AS INTEGER) AS active_periods
+                   CAST(runs.active_periods AS INTEGER) AS active_periods,
+                   CASE WHEN date_diff('day', runs.day, grid.period_start) >= {sql.BITS_KEPT} THEN 0
+                        ELSE CAST((runs.bits << date_diff('day', runs.day, grid.period_start))
+                                  & {2 ** sql.BITS_KEPT - 1} AS BIGINT) END AS days_seen_bits
             FROM grid ASOF JOIN runs ON grid.user_id = runs.user_id AND grid.period_start >= runs.day
             ORDER BY grid.period_start""",
         f"CREATE OR REPLACE VIEW ref_activation AS {sql.activation_view('ref_firstlast', Grain.daily)}",
@@ -358,16 +386,33 @@ def run(users: int, days: int, reps: int, workdir: Path, report: Path | None) ->
             steps.materialize_activation(conn, behavior, Grain.daily, [day])
             steps.materialize_transitions(conn, behavior, Grain.daily, [day])
 
-        def checks():
+        def calendar_step():
+            """The same three assets without the rolling engagement (a FirstLast without the bits)."""
+            calendar_only_step(conn, day, previous, day + dt.timedelta(days=1))
+
+        def engagement():
+            steps.materialize_engagement(conn, behavior, Grain.daily, [day])
+            steps.materialize_engagement_transitions(conn, behavior, Grain.daily, [day])
+            steps.materialize_stickiness(conn, behavior, Grain.daily, [day])
+
+        def run_checks(groups) -> int:
             count = 0
-            for group in (FIRSTLAST_CHECKS, ACTIVATION_CHECKS, TRANSITIONS_CHECKS):
+            for group in groups:
                 outcomes = {}  # one per asset: check names repeat across assets
                 evaluate(conn, group, behavior, Grain.daily, day, outcomes)
                 assert all(o.passed for o in outcomes.values())
                 count += len(outcomes)
             return count
 
+        def checks():
+            return run_checks((FIRSTLAST_CHECKS, ACTIVATION_CHECKS, TRANSITIONS_CHECKS))
+
+        def engagement_checks():
+            return run_checks((ENGAGEMENT_CHECKS, ENGAGEMENT_TRANSITIONS_CHECKS, STICKINESS_CHECKS))
+
         floor_s, step_s, checks_s = median_time(floor, reps), median_time(step, reps), median_time(checks, reps)
+        calendar_s, engagement_s = median_time(calendar_step, reps), median_time(engagement, reps)
+        engagement_checks_s = median_time(engagement_checks, reps)
         naive_s = median_time(lambda: conn.execute(naive_sql(day)), reps)
         differs = naive_differs(conn, day)
         results.facts[f"naive_differs_day_{k}"] = differs
@@ -375,6 +420,15 @@ def run(users: int, days: int, reps: int, workdir: Path, report: Path | None) ->
         results.add(f"{label}: floor", f"{floor_s:.3f} s")
         results.add(f"{label}: incremental step (3 assets)", f"{step_s:.3f} s", f"{step_s / floor_s:.1f}x floor")
         results.add(f"{label}: its checks ({checks()})", f"{checks_s:.3f} s")
+        results.add(f"{label}: the same step without the rolling engagement (FirstLast without bits)",
+                    f"{calendar_s:.3f} s")
+        results.add(f"{label}: rolling engagement (engagement, its transitions, stickiness)", f"{engagement_s:.3f} s")
+        results.add(f"{label}: their checks ({engagement_checks()})", f"{engagement_checks_s:.3f} s")
+        added = (step_s + engagement_s) / calendar_s - 1
+        added_checked = (step_s + engagement_s + checks_s + engagement_checks_s) / (calendar_s + checks_s) - 1
+        results.facts[f"engagement_adds_day_{k}"] = added
+        results.add(f"{label}: what the bits and the 3 engagement assets add to the step",
+                    f"{added:+.0%}", f"{added_checked:+.0%} with every check of both; target <= +20% at 2M x 180")
         results.add(f"{label}: naive recompute", f"{naive_s:.3f} s",
                     f"{naive_s / step_s:.1f}x the step; {'identical rows' if differs == 0 else f'{differs} rows differ!'}")
         if k == marks[-1]:
