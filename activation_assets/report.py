@@ -1,8 +1,10 @@
-"""`activation report`: one self-contained HTML page per behavior and grain that explains the change.
+"""`activation report`: a landing page with each behavior's headline numbers, and one
+self-contained HTML page per behavior and grain that explains the change.
 
-Charts are drawn with matplotlib and embedded as base64 PNGs, so a page opens offline, in any
-browser, and can be mailed around. Data comes from the growth, transitions, cohorts and
-distributions tables (small: one row per period, pair, cohort or bucket), never from the facts.
+Charts are drawn with matplotlib and embedded as base64 PNGs, with each chart's numbers as a CSV
+link next to it, so a page opens offline, in any browser, and can be mailed around. Data comes from
+the growth, transitions, cohorts, distributions, engagement and stickiness tables (small: one row
+per period, pair, cohort, bucket or window length), never from the facts.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")  # no display: render to memory
+import matplotlib.dates as mdates  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
@@ -27,8 +31,12 @@ from .warehouse import ActivationError, as_warehouse, open_warehouse  # noqa: E4
 
 COLORS = {"new": "#4C9F70", "reactivated": "#F2A541", "retained": "#3D6FB6", "churned": "#D1495B",
           "active": "#222222", "inactive": "#9AA0A6"}
+ENGAGEMENT_COLORS = {"new": "#4C9F70", "current": "#3D6FB6", "reactivated": "#F2A541", "resurrected": "#9B5DE5",
+                     "at_risk_wau": "#F7B2BD", "at_risk_mau": "#D1495B", "dormant": "#C8CCD0"}
 STATE_ORDER = ["new", "retained", "reactivated", "inactive"]
 MAX_COHORTS = 24
+MAX_TICKS = 12
+LABELS = {"daily": "day", "weekly": "week", "monthly": "month"}
 
 
 @dataclass
@@ -37,6 +45,34 @@ class Chart:
     caption: str
     png: bytes
     name: str
+    data: pd.DataFrame  # the numbers drawn, offered as CSV next to the chart
+
+
+def period_ticks(x: pd.Series, grain: Grain) -> list[pd.Timestamp] | None:
+    """Where a weekly or monthly chart puts its ticks: on period starts (every k-th, at most
+    MAX_TICKS), not on the calendar days a date locator would pick. None: let matplotlib choose."""
+    if grain is Grain.daily or x.empty:
+        return None
+    step = max(1, -(-len(x) // MAX_TICKS))
+    return list(pd.to_datetime(x).iloc[::step])
+
+
+def _period_axis(ax, x: pd.Series, grain: Grain) -> None:
+    ticks = period_ticks(x, grain)
+    if ticks is None:
+        ax.xaxis.set_major_locator(mdates.AutoDateLocator(maxticks=MAX_TICKS))
+    else:
+        ax.set_xticks(ticks)
+    ax.xaxis.set_major_formatter(mdates.DateFormatter("%Y-%m-%d"))
+    ax.figure.autofmt_xdate()
+
+
+def _partial_first(growth: pd.DataFrame, behavior: BehaviorConfig) -> dt.date | None:
+    """The first period when it starts before start_date (it only sees activity from start_date on)."""
+    if growth.empty:
+        return None
+    first = pd.Timestamp(growth["period_start"].iloc[0]).date()
+    return first if first < behavior.start_date else None
 
 
 def _png(fig) -> bytes:
@@ -46,7 +82,7 @@ def _png(fig) -> bytes:
     return buffer.getvalue()
 
 
-def growth_chart(growth: pd.DataFrame, label: str) -> bytes:
+def growth_chart(growth: pd.DataFrame, grain: Grain, partial: dt.date | None = None) -> bytes:
     fig, ax = plt.subplots(figsize=(10, 4.2))
     x = pd.to_datetime(growth["period_start"])
     width = (x.diff().median() if len(x) > 1 else pd.Timedelta(days=1)) * 0.85
@@ -56,15 +92,20 @@ def growth_chart(growth: pd.DataFrame, label: str) -> bytes:
         bottom += growth[state].to_numpy()
     ax.bar(x, -growth["churned"], width=width, color=COLORS["churned"], label="churned", linewidth=0)
     ax.plot(x, growth["active"], color=COLORS["active"], linewidth=1.4, label="active")
+    if partial is not None:  # hatched over, and named: it only counts activity from start_date on
+        ax.bar(x.iloc[:1], bottom[:1], width=width, facecolor="white", alpha=0.5, hatch="///", edgecolor="#555",
+               linewidth=0)
+        ax.annotate(f"partial {LABELS[grain.value]}", (x.iloc[0], bottom[0]), textcoords="offset points",
+                    xytext=(0, 6), ha="center", fontsize=8, color="#555")
     ax.axhline(0, color="#555", linewidth=0.6)
-    ax.set_ylabel(f"users per {label}")
-    ax.legend(loc="upper left", ncols=5, frameon=False, fontsize=9)
+    ax.set_ylabel(f"users per {LABELS[grain.value]}")
+    ax.legend(loc="lower left", bbox_to_anchor=(0, 1.0), ncols=5, frameon=False, fontsize=9)
     ax.grid(axis="y", alpha=0.3)
-    fig.autofmt_xdate()
+    _period_axis(ax, x, grain)
     return _png(fig)
 
 
-def quick_ratio_chart(growth: pd.DataFrame) -> bytes:
+def quick_ratio_chart(growth: pd.DataFrame, grain: Grain) -> bytes:
     fig, ax = plt.subplots(figsize=(10, 2.8))
     x = pd.to_datetime(growth["period_start"])
     ax.plot(x, growth["quick_ratio"], color=COLORS["retained"], linewidth=1.3)
@@ -72,16 +113,21 @@ def quick_ratio_chart(growth: pd.DataFrame) -> bytes:
     ax.set_ylabel("quick ratio")
     ax.legend(loc="upper right", frameon=False, fontsize=9)
     ax.grid(alpha=0.3)
-    fig.autofmt_xdate()
+    _period_axis(ax, x, grain)
     return _png(fig)
 
 
-def transition_matrix(transitions: pd.DataFrame, period: dt.date) -> bytes:
+def transition_counts(transitions: pd.DataFrame) -> pd.DataFrame:
     rows = ["(none)"] + STATE_ORDER
     matrix = pd.DataFrame(0, index=rows, columns=STATE_ORDER, dtype="int64")
     for _, r in transitions.iterrows():
         source = "(none)" if pd.isna(r["from_state"]) else r["from_state"]  # null before `new`
         matrix.loc[source, r["to_state"]] = int(r["users"])
+    return matrix
+
+
+def transition_matrix(matrix: pd.DataFrame, period: dt.date) -> bytes:
+    rows = list(matrix.index)
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     ax.imshow(np.log1p(matrix.to_numpy()), cmap="Blues")
     ax.set_xticks(range(len(STATE_ORDER)), STATE_ORDER, rotation=15)
@@ -96,25 +142,56 @@ def transition_matrix(transitions: pd.DataFrame, period: dt.date) -> bytes:
     return _png(fig)
 
 
-def cohort_heatmap(cohorts: pd.DataFrame, label: str) -> bytes:
+def recent_cohorts(cohorts: pd.DataFrame) -> pd.DataFrame:
     recent = sorted(cohorts["cohort"].unique())[-MAX_COHORTS:]
-    data = cohorts[cohorts["cohort"].isin(recent)]
+    return cohorts[cohorts["cohort"].isin(recent)]
+
+
+def cohort_scale(data: pd.DataFrame) -> float:
+    """The top of the heatmap's colour scale: the highest retention at ages 1 and up (1.0 if none)."""
+    later = data.loc[data["age"] >= 1, "retention"]
+    top = float(later.max()) if len(later) else 1.0
+    return top if top > 0 else 1.0
+
+
+# A cell this wide (inches) or wider gets its percentage printed.
+MIN_LABELLED_CELL = 0.32
+
+
+def cohort_heatmap(data: pd.DataFrame, label: str) -> bytes:
+    """Colours scaled on ages >= 1: age 0 is always 100% and would flatten every later age into one
+    colour. Age 0 cells are drawn above the scale (grey) and labelled."""
     triangle = data.pivot_table(index="cohort", columns="age", values="retention")
     sizes = data.groupby("cohort")["cohort_size"].max()
-    fig, ax = plt.subplots(figsize=(10, max(3, 0.28 * len(triangle) + 1.2)))
-    image = ax.imshow(triangle.to_numpy(), cmap="viridis", vmin=0, vmax=1, aspect="auto")
+    top = cohort_scale(data)
+    width = 10
+    fig, ax = plt.subplots(figsize=(width, max(3, 0.28 * len(triangle) + 1.2)))
+    cmap = matplotlib.colormaps["viridis"].with_extremes(over="#D9DCE0")
+    values = triangle.to_numpy()
+    image = ax.imshow(np.where(triangle.columns.to_numpy()[None, :] == 0, top * 2, values),
+                      cmap=cmap, vmin=0, vmax=top, aspect="auto")
     ax.set_yticks(range(len(triangle)), [f"{pd.Timestamp(c).date()} (n={sizes[c]:,})" for c in triangle.index],
                   fontsize=8)
     step = max(1, len(triangle.columns) // 20)
     ax.set_xticks(range(0, len(triangle.columns), step), [str(a) for a in triangle.columns[::step]], fontsize=8)
     ax.set_xlabel(f"age ({label}s since the cohort's first active {label})")
-    fig.colorbar(image, ax=ax, label="share of the cohort active")
+    if triangle.shape[1] and width * 0.8 / triangle.shape[1] >= MIN_LABELLED_CELL:
+        for i in range(values.shape[0]):
+            for j in range(values.shape[1]):
+                if not np.isnan(values[i, j]):
+                    dark = triangle.columns[j] != 0 and values[i, j] < top * 0.6
+                    ax.text(j, i, f"{values[i, j]:.0%}", ha="center", va="center", fontsize=7,
+                            color="white" if dark else "#222")
+    fig.colorbar(image, ax=ax, extend="max", label="share of the cohort active (ages >= 1)")
     return _png(fig)
 
 
-def distribution_chart(distributions: pd.DataFrame, measure: str, title: str, label: str) -> bytes:
-    data = (distributions[distributions["measure"] == measure]
+def bucket_sums(distributions: pd.DataFrame, measure: str) -> pd.DataFrame:
+    return (distributions[distributions["measure"] == measure]
             .groupby(["bucket_start", "bucket"], as_index=False)["users"].sum().sort_values("bucket_start"))
+
+
+def distribution_chart(data: pd.DataFrame, measure: str, title: str, label: str) -> bytes:
     fig, ax = plt.subplots(figsize=(5.6, 3.4))
     ax.bar(data["bucket"], data["users"], color=COLORS["reactivated" if measure == "return_gap" else "retained"])
     ax.set_xlabel(f"{title} ({label}s)")
@@ -131,7 +208,7 @@ def charts_for(conn, behavior: BehaviorConfig, grain: Grain) -> list[Chart]:
                   sql.distributions_table(b, grain)):
         if not warehouse.table_exists(table):
             raise ActivationError(f"{table} has not been materialized; run `activation materialize` first.")
-    label = {"daily": "day", "weekly": "week", "monthly": "month"}[grain.value]
+    label = LABELS[grain.value]
     growth = _frame(f"SELECT * FROM {sql.ident(sql.growth_table(b, grain))} ORDER BY period_start")
     if growth.empty:
         raise ActivationError(f"{sql.growth_table(b, grain)} is empty; materialize it first.")
@@ -139,25 +216,149 @@ def charts_for(conn, behavior: BehaviorConfig, grain: Grain) -> list[Chart]:
     latest = latest.date() if hasattr(latest, "date") else latest
     transitions = _frame(
         f"SELECT * FROM {sql.ident(sql.transitions_table(b, grain))} WHERE period_start = {sql.date_lit(latest)}")
-    cohorts = _frame(f"SELECT * FROM {sql.ident(sql.cohorts_table(b, grain))}")
+    cohorts = recent_cohorts(_frame(f"SELECT * FROM {sql.ident(sql.cohorts_table(b, grain))}"))
     distributions = _frame(f"SELECT * FROM {sql.ident(sql.distributions_table(b, grain))}")
     window = distributions[pd.to_datetime(distributions["period_start"]) > pd.Timestamp(latest) - pd.Timedelta(days=90)]
+    gaps = bucket_sums(window, "return_gap")
+    matrix = transition_counts(transitions)
+    partial = _partial_first(growth, behavior)
+    partial_note = (f" The first {label} ({partial}) starts before start_date ({behavior.start_date}) and only"
+                    " counts activity from then on: it is hatched." if partial else "")
     last = growth.iloc[-1]
-    return [
+    charts = [
         Chart("Growth accounting",
               f"Per {label}: retained, new and reactivated users stack up to the active users (line); churned"
               f" users go down. Latest {label} ({latest}): {int(last.active):,} active = {int(last.new):,} new +"
               f" {int(last.retained):,} retained + {int(last.reactivated):,} reactivated; {int(last.churned):,}"
-              " churned.", growth_chart(growth, label), "growth"),
+              f" churned.{partial_note}", growth_chart(growth, grain, partial), "growth", growth),
         Chart("Quick ratio", "(new + reactivated) / churned: above 1 the active base grows.",
-              quick_ratio_chart(growth), "quick_ratio"),
+              quick_ratio_chart(growth, grain), "quick_ratio",
+              growth[["period_start", "new", "reactivated", "churned", "quick_ratio"]]),
         Chart(f"Transitions into {latest}", "Users by state in the previous period (rows) and in the latest (columns).",
-              transition_matrix(transitions, latest), "transitions"),
+              transition_matrix(matrix, latest), "transitions", matrix.rename_axis("from_state").reset_index()),
         Chart("Cohort retention", f"Share of each cohort (first active {label}) active at each age; the"
-              f" {MAX_COHORTS} most recent cohorts.", cohort_heatmap(cohorts, label), "cohorts"),
+              f" {MAX_COHORTS} most recent cohorts. Colours are scaled on ages 1 and up (age 0 is always 100%).",
+              cohort_heatmap(cohorts, label), "cohorts", cohorts),
         Chart("Return gap", f"How long reactivated users had been away, over the last 90 days of {label}s.",
-              distribution_chart(window, "return_gap", "return gap", label), "return_gap"),
+              distribution_chart(gaps, "return_gap", "return gap", label), "return_gap", gaps),
     ]
+    if grain is Grain.daily and warehouse.table_exists(sql.engagement_table(b)):
+        charts += engagement_charts(warehouse, behavior)
+    return charts
+
+
+RETENTION_LINES = (("curr", "current"), ("nurr", "new"), ("rurr", "reactivated"), ("surr", "resurrected"))
+
+
+def engagement_charts(warehouse, behavior: BehaviorConfig) -> list[Chart]:
+    """DAU/WAU/MAU, the engagement-state stack, next-day retention by state, and stickiness."""
+    b, windows = behavior.name, behavior.engagement
+    engagement = warehouse.frame(f"SELECT * FROM {sql.ident(sql.engagement_table(b))} ORDER BY period_start")
+    if engagement.empty:
+        return []
+    latest = pd.Timestamp(engagement["period_start"].iloc[-1]).date()
+    stickiness = warehouse.frame(
+        f"SELECT * FROM {sql.ident(sql.stickiness_table(b))} WHERE period_start = {sql.date_lit(latest)}"
+        f" ORDER BY {sql.ident('window')} DESC, active_days") if warehouse.table_exists(sql.stickiness_table(b)) \
+        else pd.DataFrame(columns=["period_start", "window", "active_days", "users"])
+    x = pd.to_datetime(engagement["period_start"])
+    last = engagement.iloc[-1]
+    w, m = windows.week_days, windows.month_days
+
+    fig, ax = plt.subplots(figsize=(10, 3.6))
+    for column, color in (("mau", "#9AA0A6"), ("wau", COLORS["retained"]), ("dau", COLORS["active"])):
+        ax.plot(x, engagement[column], color=color, linewidth=1.3, label=column.upper())
+    full = pd.Timestamp(behavior.start_date + dt.timedelta(days=m - 1))
+    if x.iloc[0] < full:  # no activity before start_date: the first M - 1 days' MAU covers fewer days
+        ax.axvspan(x.iloc[0], min(full, x.iloc[-1]), color="#9AA0A6", alpha=0.15, linewidth=0,
+                   label=f"MAU window not yet full ({m} days from start_date)")
+    ax.set_ylabel("users")
+    ax.legend(loc="lower left", bbox_to_anchor=(0, 1.0), ncols=4, frameon=False, fontsize=9)
+    ax.grid(alpha=0.3)
+    _period_axis(ax, x, Grain.daily)
+    lines = _png(fig)
+
+    fig, ax = plt.subplots(figsize=(10, 3.8))
+    ax.stackplot(x, *[engagement[s] for s in sql.ENGAGEMENT_STATES], labels=list(sql.ENGAGEMENT_STATES),
+                 colors=[ENGAGEMENT_COLORS[s] for s in sql.ENGAGEMENT_STATES], linewidth=0)
+    ax.set_ylabel("users ever seen")
+    ax.legend(loc="lower left", bbox_to_anchor=(0, 1.0), ncols=7, frameon=False, fontsize=8)
+    _period_axis(ax, x, Grain.daily)
+    stack = _png(fig)
+
+    fig, ax = plt.subplots(figsize=(10, 3.2))
+    for rate, state in RETENTION_LINES:
+        ax.plot(x, engagement[rate], color=ENGAGEMENT_COLORS[state], linewidth=1.1, label=f"{rate.upper()} ({state})")
+    ax.set_ylabel("active the next day")
+    ax.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
+    ax.legend(loc="lower left", bbox_to_anchor=(0, 1.0), ncols=4, frameon=False, fontsize=8)
+    ax.grid(alpha=0.3)
+    _period_axis(ax, x, Grain.daily)
+    rates = _png(fig)
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.2), sharey=False)
+    for ax, (window, days) in zip(axes, (("week", w), ("month", m))):
+        data = stickiness[stickiness["window"] == window]
+        ax.bar(data["active_days"], data["users"], color=COLORS["retained"])
+        ax.set_xlabel(f"active days in the {window} ({days} days) ending {latest}")
+        ax.set_xlim(0.4, days + 0.6)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].set_ylabel("users")
+    histogram = _png(fig)
+
+    stickiness_share = "" if pd.isna(last.dau_mau) else f" DAU/MAU {last.dau_mau:.1%}."
+    return [
+        Chart("DAU, WAU and MAU", f"Users active on the day, in the {w} days and in the {m} days ending on it."
+              f" Latest day ({latest}): DAU {int(last.dau):,}, WAU {int(last.wau):,}, MAU {int(last.mau):,}."
+              f"{stickiness_share}", lines, "dau_wau_mau",
+              engagement[["period_start", "dau", "wau", "mau", "dau_mau", "wau_mau"]]),
+        Chart("Engagement states", "Every user ever seen, by daily state: active ones (new, current, reactivated,"
+              f" resurrected) at the bottom, then at risk (active in the last {w} or {m} days but not today) and"
+              " dormant.", stack, "engagement_states",
+              engagement[["period_start", *sql.ENGAGEMENT_STATES]]),
+        Chart("Next-day retention by state", "Of the users in each state yesterday, the share active today:"
+              " CURR (current), NURR (new), RURR (reactivated), SURR (resurrected).", rates, "retention_rates",
+              engagement[["period_start", *(rate for rate, _ in RETENTION_LINES)]]),
+        Chart("Stickiness", f"Users by the number of days they were active in the week and in the month ending"
+              f" {latest} (users with no active day are left out).", histogram, "stickiness", stickiness),
+    ]
+
+
+def headline(warehouse, behavior: BehaviorConfig) -> dict:
+    """The landing page's numbers for one behavior: the latest day's DAU/WAU/MAU and stickiness, and
+    per grain the latest period's active users, their change and the quick ratio, with the series
+    behind each sparkline."""
+    b = behavior.name
+    out: dict = {"engagement": None, "grains": {}}
+    if Grain.daily in behavior.grains and warehouse.table_exists(sql.engagement_table(b)):
+        frame = warehouse.frame(f"SELECT period_start, dau, wau, mau, dau_mau FROM"
+                                f" {sql.ident(sql.engagement_table(b))} ORDER BY period_start")
+        if not frame.empty:
+            out["engagement"] = frame
+    for grain in behavior.grains:
+        if warehouse.table_exists(sql.growth_table(b, grain)):
+            frame = warehouse.frame(f"SELECT period_start, active, active_change, active_prev, quick_ratio FROM"
+                                    f" {sql.ident(sql.growth_table(b, grain))} ORDER BY period_start")
+            if not frame.empty:
+                out["grains"][grain] = frame
+    return out
+
+
+def sparkline(values: pd.Series, color: str = COLORS["retained"]) -> bytes:
+    fig, ax = plt.subplots(figsize=(2.2, 0.5))
+    data = values.reset_index(drop=True)
+    ax.plot(data.index, data, color=color, linewidth=1.1)
+    if len(data):
+        ax.plot([data.index[-1]], [data.iloc[-1]], "o", color=color, markersize=2.5)
+    ax.axis("off")
+    fig.subplots_adjust(0, 0, 1, 1)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100, transparent=True)
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+SPARK_PERIODS = 90
 
 
 PAGE = """<!doctype html>
@@ -167,6 +368,14 @@ body {{ font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 1100px
 h1 {{ font-size: 1.5rem; }} h2 {{ font-size: 1.1rem; margin-top: 2rem; }}
 figure {{ margin: 0; }} figcaption {{ color: #555; font-size: .9rem; margin: .3rem 0 1rem; }}
 img {{ max-width: 100%; }} nav a {{ margin-right: 1rem; }} .meta {{ color: #777; font-size: .85rem; }}
+a.csv {{ font-size: .8rem; color: #3D6FB6; }}
+.behavior {{ border: 1px solid #ddd; border-radius: 8px; padding: .8rem 1.2rem; margin: 1rem 0; }}
+.behavior h2 {{ margin: .2rem 0 .6rem; }}
+.tiles {{ display: flex; flex-wrap: wrap; gap: .8rem; }}
+.tile {{ border: 1px solid #eee; border-radius: 6px; padding: .5rem .8rem; min-width: 12rem; }}
+.tile .label {{ color: #666; font-size: .8rem; }} .tile .value {{ font-size: 1.5rem; font-weight: 600; }}
+.tile .change {{ font-size: .85rem; }} .up {{ color: #2E7D4F; }} .down {{ color: #B3261E; }}
+.tile img {{ display: block; margin-top: .3rem; }}
 </style></head><body>
 {body}
 </body></html>
@@ -179,11 +388,79 @@ def render_page(behavior: BehaviorConfig, grain: Grain, charts: list[Chart], lin
              f" from the activation layer; timezone {behavior.timezone}.</p>"]
     for chart in charts:
         encoded = base64.b64encode(chart.png).decode()
+        csv_name = f"{behavior.name}_{grain.value}_{chart.name}.csv"
         parts.append(f"<section><h2>{html.escape(chart.title)}</h2><figure>"
                      f"<img class='chart' data-chart='{chart.name}' alt='{html.escape(chart.title)}'"
                      f" src='data:image/png;base64,{encoded}'>"
-                     f"<figcaption>{html.escape(chart.caption)}</figcaption></figure></section>")
+                     f"<figcaption>{html.escape(chart.caption)} {_csv_link(chart.data, csv_name)}</figcaption>"
+                     "</figure></section>")
     return PAGE.format(title=f"{behavior.name} {grain.value} activation", body="\n".join(parts))
+
+
+def _csv_link(data: pd.DataFrame, name: str) -> str:
+    encoded = base64.b64encode(data.to_csv(index=False).encode()).decode()
+    return (f"<a class='csv' download='{html.escape(name)}' href='data:text/csv;charset=utf-8;base64,{encoded}'>"
+            "numbers (CSV)</a>")
+
+
+def _img(png: bytes, alt: str) -> str:
+    return f"<img alt='{html.escape(alt)}' src='data:image/png;base64,{base64.b64encode(png).decode()}'>"
+
+
+def _change(now: float, before: float | None, change: float | None = None) -> str:
+    change = now - before if change is None and before is not None else change
+    if change is None or pd.isna(change):
+        return "<span class='change'>no previous period</span>"
+    share = f" ({change / before:+.1%})" if before else ""
+    css = "up" if change > 0 else "down" if change < 0 else ""
+    return f"<span class='change {css}'>{int(change):+,}{share}</span>"
+
+
+def _tile(label: str, value: str, change: str, series: pd.Series) -> str:
+    return (f"<div class='tile'><div class='label'>{html.escape(label)}</div><div class='value'>{value}</div>"
+            f"{change}{_img(sparkline(series.tail(SPARK_PERIODS)), label + ' trend')}</div>")
+
+
+def render_index(config: ActivationConfig, cards: list[tuple[BehaviorConfig, dict, list[Grain]]]) -> str:
+    """The page analysts open first: per behavior its headline numbers with trend lines, linking to
+    the detail pages."""
+    parts = ["<h1>Activation — what changed</h1>",
+             f"<p class='meta'>Generated {dt.date.today()} from the activation layer. Each number is the latest"
+             " complete period; the line under it shows up to the last 90 periods. Changes compare with the"
+             " period before.</p>"]
+    for behavior, numbers, grains in cards:
+        links = " ".join(f"<a href='{behavior.name}_{g.value}.html'>{g.value} details</a>" for g in grains)
+        tiles = []
+        engagement = numbers["engagement"]
+        if engagement is not None:
+            last = engagement.iloc[-1]
+            before = engagement.iloc[-2] if len(engagement) > 1 else None
+            day = pd.Timestamp(last.period_start).date()
+            w, m = behavior.engagement.week_days, behavior.engagement.month_days
+            for column, label in (("dau", f"DAU on {day}"), ("wau", f"WAU ({w} days to {day})"),
+                                  ("mau", f"MAU ({m} days to {day})")):
+                tiles.append(_tile(label, f"{int(last[column]):,}",
+                                   _change(last[column], None if before is None else before[column]),
+                                   engagement[column]))
+            stickiness = "n/a" if pd.isna(last.dau_mau) else f"{last.dau_mau:.1%}"
+            moved = "&nbsp;"
+            if before is not None and not pd.isna(last.dau_mau) and not pd.isna(before.dau_mau):
+                points = (last.dau_mau - before.dau_mau) * 100
+                moved = f"<span class='{'up' if points > 0 else 'down' if points < 0 else ''}'>{points:+.1f} pp</span>"
+            tiles.append(_tile("stickiness (DAU/MAU)", stickiness, f"<span class='change'>{moved}</span>",
+                               engagement["dau_mau"].fillna(0)))
+        for grain, growth in numbers["grains"].items():
+            last = growth.iloc[-1]
+            period = pd.Timestamp(last.period_start).date()
+            quick = "no churn" if pd.isna(last.quick_ratio) else f"quick ratio {last.quick_ratio:.2f}"
+            tiles.append(_tile(f"active, {LABELS[grain.value]} of {period}", f"{int(last.active):,}",
+                               _change(last.active, last.active_prev, last.active_change)
+                               + f" <span class='change'>· {quick}</span>", growth["active"]))
+        description = html.escape(behavior.description or "")
+        parts.append(f"<section class='behavior' data-behavior='{behavior.name}'><h2>{html.escape(behavior.name)}"
+                     f"</h2><p class='meta'>{description}</p><div class='tiles'>{''.join(tiles)}</div>"
+                     f"<p>{links}</p></section>")
+    return PAGE.format(title="Activation reports", body="\n".join(parts))
 
 
 def write_reports(
@@ -193,7 +470,8 @@ def write_reports(
     """Write `<behavior>_<grain>.html` for each selection and an index.html; return the index path."""
     out.mkdir(parents=True, exist_ok=True)
     pages = [(b, g) for b in behaviors for g in b.grains if grains is None or g in grains]
-    links = " ".join(f"<a href='{b.name}_{g.value}.html'>{b.name} {g.value}</a>" for b, g in pages)
+    links = "<a href='index.html'>overview</a> " + " ".join(
+        f"<a href='{b.name}_{g.value}.html'>{b.name} {g.value}</a>" for b, g in pages)
     with open_warehouse(config, read_only=True) as warehouse:
         if warehouse is None:
             raise ActivationError(f"{config.database} does not exist; run `activation materialize` first.")
@@ -204,7 +482,8 @@ def write_reports(
                 png_dir.mkdir(parents=True, exist_ok=True)
                 for chart in charts:
                     (png_dir / f"report_{behavior.name}_{grain.value}_{chart.name}.png").write_bytes(chart.png)
+        cards = [(b, headline(warehouse, b), [g for g in b.grains if (b, g) in pages])
+                 for b in dict.fromkeys(b for b, _ in pages)]
     index = out / "index.html"
-    items = "".join(f"<li><a href='{b.name}_{g.value}.html'>{b.name} — {g.value}</a></li>" for b, g in pages)
-    index.write_text(PAGE.format(title="Activation reports", body=f"<h1>Activation reports</h1><ul>{items}</ul>"))
+    index.write_text(render_index(config, cards))
     return index

@@ -93,6 +93,20 @@ def test_growth_checks_catch_a_broken_identity(graph, tmp_path):
     assert not outcomes["cohort_sizes_stable"].passed and "1 cohorts changed size" in outcomes["cohort_sizes_stable"].summary()
 
 
+CHARTS = ["growth", "quick_ratio", "transitions", "cohorts", "return_gap"]
+DAILY_CHARTS = CHARTS + ["dau_wau_mau", "engagement_states", "retention_rates", "stickiness"]
+
+
+def _csv(page: str, name: str) -> list[dict]:
+    """The numbers offered next to chart `name`, decoded from the page's data: link."""
+    import base64
+    import csv
+    import io
+
+    encoded, = re.findall(rf"download='visited_\w+_{name}.csv' href='data:text/csv;charset=utf-8;base64,([^']+)'", page)
+    return list(csv.DictReader(io.StringIO(base64.b64decode(encoded).decode())))
+
+
 def test_report_pages_are_self_contained(graph, tmp_path):
     config = graph["config"]
     index = write_reports(config, list(config.behaviors), None, tmp_path / "reports", tmp_path / "png")
@@ -100,11 +114,73 @@ def test_report_pages_are_self_contained(graph, tmp_path):
     assert pages == ["index.html", "visited_daily.html", "visited_monthly.html", "visited_weekly.html"]
     page = (index.parent / "visited_weekly.html").read_text()
     charts = re.findall(r"data-chart='(\w+)'[^>]*src='data:image/png;base64,([A-Za-z0-9+/=]{1000,})'", page)
-    assert [name for name, _ in charts] == ["growth", "quick_ratio", "transitions", "cohorts", "return_gap"]
+    assert [name for name, _ in charts] == CHARTS
     assert "http://" not in page and "https://" not in page  # nothing to fetch: it opens offline
     latest = reference.classic_growth(graph["rows"], SPEC, "weekly")[-1]
     assert f"{latest['active']:,} active = {latest['new']:,} new" in page
-    assert len(list((tmp_path / "png").glob("*.png"))) == 15
+    daily = (index.parent / "visited_daily.html").read_text()
+    charts = re.findall(r"data-chart='(\w+)'[^>]*src='data:image/png;base64,([A-Za-z0-9+/=]{1000,})'", daily)
+    assert [name for name, _ in charts] == DAILY_CHARTS
+    assert len(list((tmp_path / "png").glob("*.png"))) == 2 * len(CHARTS) + len(DAILY_CHARTS)
+
+
+def test_every_chart_offers_its_numbers_as_csv(graph, tmp_path):
+    config = graph["config"]
+    index = write_reports(config, list(config.behaviors), None, tmp_path / "reports")
+    weekly = (index.parent / "visited_weekly.html").read_text()
+    for name in CHARTS:
+        assert _csv(weekly, name), name
+    expected = reference.classic_growth(graph["rows"], SPEC, "weekly")
+    assert [(r["period_start"], int(r["active"]), int(r["churned"])) for r in _csv(weekly, "growth")] == [
+        (str(r["period_start"]), r["active"], r["churned"]) for r in expected]
+    daily = (index.parent / "visited_daily.html").read_text()
+    engagement = reference.engagement_daily(graph["rows"], SPEC)
+    assert [(r["period_start"], int(r["dau"]), int(r["wau"]), int(r["mau"])) for r in _csv(daily, "dau_wau_mau")] == [
+        (str(r["period_start"]), r["dau"], r["wau"], r["mau"]) for r in engagement]
+    last = engagement[-1]["period_start"]
+    sticky = reference.stickiness(graph["rows"], SPEC)
+    assert sorted((r["window"], int(r["active_days"]), int(r["users"])) for r in _csv(daily, "stickiness")) == sorted(
+        (r["window"], r["active_days"], r["users"]) for r in sticky if r["period_start"] == last)
+
+
+def test_the_landing_page_leads_with_each_behaviors_headline(graph, tmp_path):
+    config = graph["config"]
+    index = write_reports(config, list(config.behaviors), None, tmp_path / "reports")
+    page = index.read_text()
+    last, before = reference.engagement_daily(graph["rows"], SPEC)[-2:][::-1]
+    day = last["period_start"]
+    assert f"DAU on {day}" in page and f">{last['dau']:,}<" in page
+    assert f">{last['mau']:,}<" in page and f"{last['dau'] / last['mau']:.1%}" in page
+    assert f"{last['dau'] - before['dau']:+,}" in page  # the change against the day before
+    weekly = reference.classic_growth(graph["rows"], SPEC, "weekly")[-1]
+    assert f"active, week of {weekly['period_start']}" in page
+    assert f"{weekly['active_change']:+,}" in page
+    if weekly["quick_ratio"] is not None:
+        assert f"quick ratio {weekly['quick_ratio']:.2f}" in page
+    for grain in GRAINS:
+        assert f"href='visited_{grain}.html'" in page
+    assert page.count("<img") >= 4 + len(GRAINS)  # a trend line per number
+
+
+def test_report_marks_a_partial_first_period_and_ticks_on_period_starts(graph, tmp_path):
+    import pandas as pd
+
+    from activation_assets.report import cohort_scale, period_ticks
+
+    config = graph["config"]
+    index = write_reports(config, list(config.behaviors), None, tmp_path / "reports")
+    weekly = (index.parent / "visited_weekly.html").read_text()
+    first_week = reference.periods(SPEC, "weekly")[0]
+    assert first_week < SPEC.start_date  # 2025-02-12 is a Wednesday
+    assert f"The first week ({first_week}) starts before start_date ({SPEC.start_date})" in weekly
+    assert "starts before start_date" not in (index.parent / "visited_daily.html").read_text()
+    weeks = pd.Series(pd.to_datetime(reference.periods(SPEC, "weekly")))
+    ticks = period_ticks(weeks, Grain.weekly)
+    assert ticks and all(t.weekday() == 0 for t in ticks) and set(ticks) <= set(weeks)
+    cohorts = pd.DataFrame(table_rows(graph["db"], "visited_cohorts_monthly"))
+    later = [r["active_users"] / r["cohort_size"] for r in reference.cohorts(graph["rows"], SPEC, "monthly")
+             if r["age"] >= 1]
+    assert cohort_scale(cohorts) == pytest.approx(max(later)) and max(later) < 1
 
 
 @pytest.mark.slow
