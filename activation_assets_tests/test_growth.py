@@ -200,13 +200,17 @@ def test_report_renders_offline_in_chromium(graph, tmp_path):
         page.on("request", lambda request: requests.append(request.url))
         try:
             page.goto(index.as_uri())
-            page.get_by_text("visited — monthly").click()
+            page.wait_for_load_state("load")
+            trends = page.eval_on_selector_all(
+                ".tile img", "imgs => imgs.map(i => [i.complete, i.naturalWidth, i.getBoundingClientRect().width])")
+            page.locator("section[data-behavior='visited'] a[href='visited_monthly.html']").click()
             page.wait_for_load_state("load")
             sizes = page.eval_on_selector_all(
                 "img.chart", "imgs => imgs.map(i => [i.dataset.chart, i.complete, i.naturalWidth, i.naturalHeight])")
             page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
         finally:
             browser.close()
+    assert len(trends) >= 4 + len(GRAINS) and all(done and width > 100 and shown > 100 for done, width, shown in trends)
     assert [s[0] for s in sizes] == ["growth", "quick_ratio", "transitions", "cohorts", "return_gap"]
     assert all(complete and width > 300 and height > 200 for _, complete, width, height in sizes), sizes
     assert all(url.startswith(("file://", "data:")) for url in requests), requests
