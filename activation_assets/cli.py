@@ -597,7 +597,8 @@ def cmd_sample_data(args) -> int:
         say(f"Sample data already in {out} (use --force to generate it again).")
         return 0
     began = time.monotonic()
-    counts = generate(out, SampleSpec(users=args.users, days=args.days, seed=args.seed))
+    given = {k: v for k, v in (("users", args.users), ("days", args.days), ("seed", args.seed)) if v is not None}
+    counts = generate(out, SampleSpec(**given))
     say(f"Sample data written to {out} in {time.monotonic() - began:.1f} s: {counts['users']} users,"
         f" {counts['events']} events, {counts['posts']} posts.")
     return 0
@@ -661,9 +662,9 @@ def parser() -> argparse.ArgumentParser:
 
     s = commands.add_parser("sample-data", help="generate the bundled sample marketplace data")
     s.add_argument("--out", default=str(REPO_ROOT / "data" / "raw"))
-    s.add_argument("--users", type=int, default=30_000)
-    s.add_argument("--days", type=int, default=365)
-    s.add_argument("--seed", type=int, default=20250101)
+    s.add_argument("--users", type=int, help="default 30,000")  # defaults: sample_data.SampleSpec
+    s.add_argument("--days", type=int, help="default 151 (2025-01-01..05-31, the bundled config's window)")
+    s.add_argument("--seed", type=int)
     s.add_argument("--force", action="store_true", help="regenerate even if present")
     s.set_defaults(handler=cmd_sample_data)
 
