@@ -288,7 +288,8 @@ def outdated_partitions(
         previous = [] if period == first else [calendar.previous(period)]
         reason = (later(firstlast, period, [(fact, d) for d in days] + [(firstlast, p) for p in previous])
                   or later(activation, period, [(firstlast, period)] + [(activation, p) for p in previous])
-                  or next((r for t in tables[2:] if (r := later(t, period, [(activation, period)]))), None))
+                  or next((r for t in tables[2:]
+                           if (r := later(t, period, [(sql.reads(behavior.name, grain, t), period)]))), None))
         if reason:
             result.rebuilt_inputs[period] = reason
     return result

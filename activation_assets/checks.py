@@ -393,14 +393,14 @@ _ENGAGEMENT_ACTIVE = "(" + ", ".join(literal(s) for s in sql.ENGAGEMENT_ACTIVE) 
 
 
 def _window_users(c: Period) -> str:
-    """Distinct users of the fact in the week and in the month ending on the day (not the bits)."""
+    """Distinct users of the fact in the week and in the month ending on the day (not the bits):
+    each user of the month once, with their latest day in it."""
     engagement = c.behavior.engagement
     return f"""
-        SELECT count(DISTINCT CASE WHEN period_start >= {c.window_start(engagement.week_days)} THEN user_id END)
-                   AS week,
-               count(DISTINCT user_id) AS month
-        FROM {c.fact}
-        WHERE period_start BETWEEN {c.window_start(engagement.month_days)} AND {c.p}"""
+        SELECT count(*) FILTER (WHERE latest >= {c.window_start(engagement.week_days)}) AS week, count(*) AS month
+        FROM (SELECT user_id, max(period_start) AS latest FROM {c.fact}
+              WHERE period_start BETWEEN {c.window_start(engagement.month_days)} AND {c.p}
+              GROUP BY user_id) AS users_of_the_month"""
 
 
 def _text(value: str) -> str:
@@ -482,8 +482,9 @@ ENGAGEMENT_TRANSITIONS_CHECKS = (
 STICKINESS_CHECKS = (
     Check(
         "adds_up_to_active_users",
-        "E5: the stickiness rows of each window add up to the users active in it (distinct users of the"
-        " fact on its days); active_days lies in 1..W (week) or 1..M (month); users > 0.",
+        "E5: the stickiness rows of each window add up to the users active in it (the day's users with an"
+        " active day in the window; windows_match_fact ties those to the fact); active_days lies in 1..W"
+        " (week) or 1..M (month); users > 0.",
         lambda c: f"""
             WITH s AS (
                 SELECT coalesce(sum(users) FILTER (WHERE "window" = 'week'), 0) AS week,
@@ -492,7 +493,12 @@ STICKINESS_CHECKS = (
                            WHEN 'week' THEN {c.behavior.engagement.week_days}
                            WHEN 'month' THEN {c.behavior.engagement.month_days} END, FALSE)) AS bad
                 FROM {c.stickiness} WHERE period_start = {c.p}),
-                 f AS ({_window_users(c)})
+                 f AS (
+                SELECT count(*) FILTER (WHERE days_seen_bits & {sql.window_mask(c.behavior.engagement.week_days)} <> 0)
+                           AS week,
+                       count(*) FILTER (WHERE days_seen_bits & {sql.window_mask(c.behavior.engagement.month_days)} <> 0)
+                           AS month
+                FROM {c.activation} WHERE period_start = {c.p})
             SELECT abs(s.week - f.week) + abs(s.month - f.month) + s.bad,
                    'week rows add up to ' || s.week || ' for ' || f.week || ' active users; month rows to '
                    || s.month || ' for ' || f.month || '; ' || s.bad || ' rows out of range'
@@ -513,8 +519,8 @@ def checks_by_table(behavior: str, grain: Grain) -> dict[str, Sequence[Check]]:
     }
     if grain is Grain.daily:
         tables |= {
-            sql.engagement_table(behavior): ENGAGEMENT_CHECKS,
             sql.engagement_transitions_table(behavior): ENGAGEMENT_TRANSITIONS_CHECKS,
+            sql.engagement_table(behavior): ENGAGEMENT_CHECKS,
             sql.stickiness_table(behavior): STICKINESS_CHECKS,
         }
     return tables

@@ -352,13 +352,14 @@ def _derived_asset(
     columns: list[dg.TableColumn], step: Callable, checks: Sequence[inv.Check], order: str,
     partition_metadata: Callable[[object], dict], engine: str,
 ) -> dg.AssetsDefinition:
-    """An asset computed from the activation partition of the same period alone."""
+    """An asset computed from the same period's partition of activation (or, for the engagement
+    numbers, of the engagement transitions) alone."""
     key = dg.AssetKey(name)
 
     @dg.asset(
         name=name,
         partitions_def=partitions_def(behavior, grain),
-        deps=[dg.AssetDep(sql.activation_table(behavior.name, grain))],
+        deps=[dg.AssetDep(sql.reads(behavior.name, grain, name))],
         check_specs=_specs(key, checks, grain, blocking=False),
         description=description,
         metadata=_schema(columns),
@@ -469,8 +470,9 @@ def engagement_asset(behavior: BehaviorConfig, grain: Grain, engine: str = "duck
         behavior, grain, sql.engagement_table(behavior.name), "engagement",
         f"Rolling engagement of `{behavior.name}` per day ({_windows(behavior)}): DAU, WAU, MAU, stickiness"
         " (dau/mau), users in each of Duolingo's daily states, and the next-day retention rates of"
-        " yesterday's states (nurr, curr, rurr, surr, iwaurr, imaurr, drr). Read off the 63-day bit history"
-        " in the daily FirstLast: no step scans the fact history.",
+        " yesterday's states (nurr, curr, rurr, surr, iwaurr, imaurr, drr), summed off the day's engagement"
+        " transitions. The states are read off the 63-day bit history in the daily FirstLast: no step"
+        " scans the fact history.",
         ENGAGEMENT_COLUMNS, steps.materialize_engagement, inv.ENGAGEMENT_CHECKS, "period_start",
         lambda row: {"dagster/row_count": 1, **_numbers(row)},
         engine,
@@ -507,7 +509,7 @@ GRAIN_ASSETS: tuple[Callable[[BehaviorConfig, Grain, str], dg.AssetsDefinition],
     firstlast_asset, activation_asset, transitions_asset, growth_asset, cohorts_asset, distributions_asset,
 )
 DAILY_ASSETS: tuple[Callable[[BehaviorConfig, Grain, str], dg.AssetsDefinition], ...] = (
-    engagement_asset, engagement_transitions_asset, stickiness_asset,
+    engagement_transitions_asset, engagement_asset, stickiness_asset,
 )
 grain_tables = sql.grain_tables  # the assets of one grain, in dependency order
 

@@ -644,24 +644,27 @@ STICKINESS_COLUMNS: tuple[Column, ...] = (
 )
 
 
-def engagement_select(activation: str, period: dt.date, week_days: int, month_days: int) -> str:
-    """One row for day d: DAU/WAU/MAU (users active on d, in [d-W+1, d], in [d-M+1, d]), users per
-    engagement state, the ratios, and the share of each of yesterday's states active on d."""
-    week, month = window_mask(week_days), window_mask(month_days)
-    states = "".join(f",\n                count(*) FILTER (WHERE engagement_state = {literal(s)}) AS {ident(s)}"
-                     for s in ENGAGEMENT_STATES)
+def engagement_select(engagement_transitions: str, period: dt.date) -> str:
+    """One row for day d, summed off the day's engagement transitions (every user of d is in one
+    (yesterday's state, today's state) pair, and the states say who is active when): DAU (active
+    on d), WAU (active in [d-W+1, d]: the active states and at_risk_wau), MAU (also at_risk_mau),
+    users per state, the ratios, and the share of each of yesterday's states active on d."""
+    active = "(" + ", ".join(literal(s) for s in ENGAGEMENT_ACTIVE) + ")"
+    week = "(" + ", ".join(literal(s) for s in (*ENGAGEMENT_ACTIVE, "at_risk_wau")) + ")"
+    total = lambda where: f"CAST(coalesce(sum(users) FILTER (WHERE {where}), 0) AS BIGINT)"  # noqa: E731
+    states = "".join(f",\n                {total(f'to_state = {literal(s)}')} AS {ident(s)}" for s in ENGAGEMENT_STATES)
     rates = "".join(
-        f",\n               count(*) FILTER (WHERE prev_engagement_state = {literal(s)} AND days_seen_bits & 1 = 1)"
-        f" / nullif(count(*) FILTER (WHERE prev_engagement_state = {literal(s)}), 0) AS {rate}"
+        f",\n               {total(f'from_state = {literal(s)} AND to_state IN {active}')}"
+        f" / nullif({total(f'from_state = {literal(s)}')}, 0) AS {rate}"
         for rate, s in RETENTION_RATES)
     return f"""
         WITH counts AS (
             SELECT
-                count(*) FILTER (WHERE days_seen_bits & 1 = 1) AS dau,
-                count(*) FILTER (WHERE days_seen_bits & {week} <> 0) AS wau,
-                count(*) FILTER (WHERE days_seen_bits & {month} <> 0) AS mau{states},
-                count(*) AS users_ever{rates}
-            FROM {ident(activation)} WHERE period_start = {date_lit(period)}
+                {total(f"to_state IN {active}")} AS dau,
+                {total(f"to_state IN {week}")} AS wau,
+                {total("to_state <> 'dormant'")} AS mau{states},
+                CAST(coalesce(sum(users), 0) AS BIGINT) AS users_ever{rates}
+            FROM {ident(engagement_transitions)} WHERE period_start = {date_lit(period)}
         )
         SELECT {date_lit(period)} AS period_start, dau, wau, mau, {", ".join(map(ident, ENGAGEMENT_STATES))}, users_ever,
                dau / nullif(mau, 0) AS dau_mau, wau / nullif(mau, 0) AS wau_mau,
@@ -682,21 +685,36 @@ def engagement_transitions_select(activation: str, period: dt.date) -> str:
 
 def stickiness_select(activation: str, period: dt.date, week_days: int, month_days: int) -> str:
     """Users by their number of active days in the week and in the month ending on d (Amplitude's
-    stickiness); users without an active day in a window are not in its rows."""
-    p = date_lit(period)
-    parts = []
-    for window, days in (("week", week_days), ("month", month_days)):
-        mask = window_mask(days)
-        parts.append(f"""
-        SELECT period_start, {literal(window)} AS {ident("window")},
-               CAST(bit_count(days_seen_bits & {mask}) AS INTEGER) AS active_days, count(*) AS users
-        FROM {ident(activation)} WHERE period_start = {p} AND days_seen_bits & {mask} <> 0
-        GROUP BY period_start, bit_count(days_seen_bits & {mask})""")
-    return "\n        UNION ALL".join(parts) + "\n        ORDER BY 2 DESC, 3"
+    stickiness), from one pass over the day's bits; users without an active day in a window are
+    not in its rows (the week lies inside the month)."""
+    week, month, p = window_mask(week_days), window_mask(month_days), date_lit(period)
+    return f"""
+        WITH counts AS (
+            SELECT bit_count(days_seen_bits & {week}) AS week_days, bit_count(days_seen_bits & {month}) AS month_days,
+                   count(*) AS users
+            FROM {ident(activation)} WHERE period_start = {p} AND days_seen_bits & {month} <> 0
+            GROUP BY bit_count(days_seen_bits & {week}), bit_count(days_seen_bits & {month})
+        )
+        SELECT {p} AS period_start, 'week' AS {ident("window")}, CAST(week_days AS INTEGER) AS active_days,
+               CAST(sum(users) AS BIGINT) AS users
+        FROM counts WHERE week_days > 0 GROUP BY week_days
+        UNION ALL
+        SELECT {p}, 'month', CAST(month_days AS INTEGER), CAST(sum(users) AS BIGINT)
+        FROM counts GROUP BY month_days
+        ORDER BY 2 DESC, 3
+    """
 
 
 def engagement_tables(behavior: str) -> list[str]:
-    return [engagement_table(behavior), engagement_transitions_table(behavior), stickiness_table(behavior)]
+    """In dependency order: the engagement numbers are summed off the engagement transitions."""
+    return [engagement_transitions_table(behavior), engagement_table(behavior), stickiness_table(behavior)]
+
+
+def reads(behavior: str, grain: Grain, table: str) -> str:
+    """The relation a table after activation is computed from (the same period's partition)."""
+    if table == engagement_table(behavior):
+        return engagement_transitions_table(behavior)
+    return activation_table(behavior, grain)
 
 
 def grain_tables(behavior: str, grain: Grain) -> list[str]:

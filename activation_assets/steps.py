@@ -405,17 +405,25 @@ def _from_activation(
     wh: Warehouse, behavior: BehaviorConfig, grain: Grain, periods: Sequence[dt.date],
     table: str, columns: tuple[sql.Column, ...], select: Callable[[dt.date], str], progress: Progress,
 ) -> dict[dt.date, int]:
-    """Write `table` for each period from that period's activation partition alone."""
+    """Write `table` for each period from that period's partition of what it reads (activation, or
+    for the engagement numbers the engagement transitions) alone."""
     periods = sorted(periods)
-    activation = sql.activation_table(behavior.name, grain)
+    source = sql.reads(behavior.name, grain, table)
     reconcile_definition(wh, behavior)
     wh.require_recorded(
-        activation, periods,
-        why=f"cannot materialize {table} for {periods[0]}..{periods[-1]}: it is computed from {activation}",
-        how=f"Materialize {activation} for those periods first.",
+        source, periods,
+        why=f"cannot materialize {table} for {periods[0]}..{periods[-1]}: it is computed from {source}",
+        how=f"Materialize {source} for those periods first.",
     )
     wh.create_table(table, columns)
     return _replace_partitions(wh, table, periods, select, progress)
+
+
+def _written(wh: Warehouse, table: str, columns: Sequence[str], periods: Sequence[dt.date]) -> list[tuple]:
+    """(period_start, *columns) of the rows a step just wrote, for its metadata."""
+    names = ", ".join(sql.ident(c) for c in columns)
+    return wh.query(f"SELECT period_start, {names} FROM {sql.ident(table)}"
+                    f" WHERE period_start BETWEEN {sql.date_lit(min(periods))} AND {sql.date_lit(max(periods))}")
 
 
 def materialize_transitions(
@@ -444,10 +452,7 @@ def materialize_growth(
     table, activation = sql.growth_table(behavior.name, grain), sql.activation_table(behavior.name, grain)
     _from_activation(wh, behavior, grain, periods, table, sql.GROWTH_TABLE_COLUMNS,
                      lambda period: sql.growth_select(activation, period), progress)
-    rows = wh.query(
-        f"SELECT period_start, {', '.join(sql.ident(c) for c in sql.GROWTH_COLUMNS)} FROM {sql.ident(table)}"
-        f" WHERE period_start BETWEEN {sql.date_lit(min(periods))} AND {sql.date_lit(max(periods))}")
-    return {row[0]: dict(zip(sql.GROWTH_COLUMNS, row[1:])) for row in rows}
+    return {row[0]: dict(zip(sql.GROWTH_COLUMNS, row[1:])) for row in _written(wh, table, sql.GROWTH_COLUMNS, periods)}
 
 
 def materialize_cohorts(
@@ -469,9 +474,7 @@ def materialize_distributions(
                      lambda period: sql.distributions_select(activation, period), progress)
     out: dict[dt.date, dict[str, int]] = {
         p: {f"{m}_{name}": 0 for m in ("return_gap", "streak") for _, name in sql.BUCKETS} for p in periods}
-    for period, measure, bucket, users in wh.query(
-            f"SELECT period_start, measure, bucket, users FROM {sql.ident(table)}"
-            f" WHERE period_start BETWEEN {sql.date_lit(min(periods))} AND {sql.date_lit(max(periods))}"):
+    for period, measure, bucket, users in _written(wh, table, ("measure", "bucket", "users"), periods):
         out[period][f"{measure}_{bucket}"] = users
     return out
 
@@ -483,15 +486,12 @@ def materialize_engagement(
     conn: Warehouse, behavior: BehaviorConfig, grain: Grain, periods: Sequence[dt.date],
     progress: Progress = _no_progress,
 ) -> dict[dt.date, dict[str, float | int | None]]:
-    wh, (week, month) = as_warehouse(conn), (behavior.engagement.week_days, behavior.engagement.month_days)
-    table, activation = sql.engagement_table(behavior.name), sql.activation_table(behavior.name, grain)
+    wh = as_warehouse(conn)
+    table, transitions = sql.engagement_table(behavior.name), sql.engagement_transitions_table(behavior.name)
     _from_activation(wh, behavior, grain, periods, table, sql.ENGAGEMENT_COLUMNS,
-                     lambda period: sql.engagement_select(activation, period, week, month), progress)
+                     lambda period: sql.engagement_select(transitions, period), progress)
     names = [name for name, _, _ in sql.ENGAGEMENT_COLUMNS[1:]]
-    rows = wh.query(
-        f"SELECT period_start, {', '.join(sql.ident(c) for c in names)} FROM {sql.ident(table)}"
-        f" WHERE period_start BETWEEN {sql.date_lit(min(periods))} AND {sql.date_lit(max(periods))}")
-    return {row[0]: dict(zip(names, row[1:])) for row in rows}
+    return {row[0]: dict(zip(names, row[1:])) for row in _written(wh, table, names, periods)}
 
 
 def materialize_engagement_transitions(
@@ -503,9 +503,7 @@ def materialize_engagement_transitions(
     _from_activation(wh, behavior, grain, periods, table, sql.TRANSITIONS_COLUMNS,
                      lambda period: sql.engagement_transitions_select(activation, period), progress)
     out: dict[dt.date, dict[str, int]] = {period: {} for period in periods}
-    for period, src, dst, users in wh.query(
-            f"SELECT period_start, from_state, to_state, users FROM {sql.ident(table)}"
-            f" WHERE period_start BETWEEN {sql.date_lit(min(periods))} AND {sql.date_lit(max(periods))}"):
+    for period, src, dst, users in _written(wh, table, ("from_state", "to_state", "users"), periods):
         out[period][transition_label(src, dst)] = users
     return out
 

@@ -58,8 +58,9 @@ def test_dependencies(graph):
     assert parents("sold_item_activation_weekly") == ["sold_item_activation_weekly", "sold_item_firstlast_weekly"]
     for model in ("transitions", "growth", "cohorts", "distributions"):
         assert parents(f"sold_item_{model}_weekly") == ["sold_item_activation_weekly"]
-    for model in ("engagement", "engagement_transitions", "stickiness"):  # the daily grain only
+    for model in ("engagement_transitions", "stickiness"):  # the daily grain only
         assert parents(f"sold_item_{model}_daily") == ["sold_item_activation_daily"]
+    assert parents("sold_item_engagement_daily") == ["sold_item_engagement_transitions_daily"]
     # Self-dependencies map to the previous partition, the fact to every day of the period.
     spec = {dep.asset_key.to_user_string(): dep for dep in graph.get(_key("sold_item_firstlast_weekly")).assets_def
             .specs_by_key[_key("sold_item_firstlast_weekly")].deps}

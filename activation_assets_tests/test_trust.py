@@ -91,6 +91,21 @@ def _cli_materialize(config, home, monkeypatch) -> None:
     assert cli.main(["materialize", "--config", str(config)]) == 0
 
 
+def _assert_equals_a_fresh_run(config, tmp_path, monkeypatch):
+    """Every table of `config`'s database equals a fresh run of the same config over the same files
+    (in tmp_path/fresh, returned)."""
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    (fresh / "activation.yaml").write_text(config.read_text())
+    (fresh / "events").symlink_to(config.parent / "events")
+    _cli_materialize(fresh / "activation.yaml", tmp_path / "home-fresh", monkeypatch)
+    got, want = _every_table(config.parent / "warehouse.duckdb"), _every_table(fresh / "warehouse.duckdb")
+    assert sorted(got) == sorted(want)
+    for table in want:
+        assert got[table] == want[table], table
+    return fresh
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("change", [
     {"start_date": dt.date(2025, 3, 13)},  # 10 days later, a Thursday: the first week now starts mid-week
@@ -111,16 +126,7 @@ def test_a_changed_window_gives_what_a_fresh_run_gives(tmp_path, monkeypatch, ch
     config.write_text(yaml.safe_dump(document))
     _cli_materialize(config, tmp_path / "home-changed", monkeypatch)
 
-    fresh = tmp_path / "fresh"
-    fresh.mkdir()
-    (fresh / "activation.yaml").write_text(config.read_text())
-    (fresh / "events").symlink_to(changed / "events")
-    _cli_materialize(fresh / "activation.yaml", tmp_path / "home-fresh", monkeypatch)
-
-    got, want = _every_table(changed / "warehouse.duckdb"), _every_table(fresh / "warehouse.duckdb")
-    assert sorted(got) == sorted(want)
-    for table in want:
-        assert got[table] == want[table], table
+    fresh = _assert_equals_a_fresh_run(config, tmp_path, monkeypatch)
     # And the fresh run itself is right: the weekly states match the brute-force reference.
     spec = reference.Spec(document["behaviors"][0]["timezone"], document["behaviors"][0]["start_date"],
                           document["behaviors"][0]["end_date"], document["behaviors"][0]["week_start"])
@@ -152,15 +158,7 @@ def test_a_database_from_before_the_bits_is_rebuilt_to_what_a_fresh_run_gives(tm
                                       " WHERE table_name = 'visited_firstlast_weekly'").fetchone()[0]
     _cli_materialize(config, tmp_path / "home-old", monkeypatch)
 
-    fresh = tmp_path / "fresh"
-    fresh.mkdir()
-    (fresh / "activation.yaml").write_text(config.read_text())
-    (fresh / "events").symlink_to(old / "events")
-    _cli_materialize(fresh / "activation.yaml", tmp_path / "home-fresh", monkeypatch)
-    got, want = _every_table(old / "warehouse.duckdb"), _every_table(fresh / "warehouse.duckdb")
-    assert sorted(got) == sorted(want)
-    for table in want:
-        assert got[table] == want[table], table
+    _assert_equals_a_fresh_run(config, tmp_path, monkeypatch)
     with duckdb.connect(str(old / "warehouse.duckdb"), read_only=True) as conn:
         assert conn.execute(f"SELECT max(written_at) FROM {PARTITION_LOG}"
                             " WHERE table_name = 'visited_firstlast_weekly'").fetchone()[0] == weekly_written
