@@ -269,8 +269,10 @@ def backfill_child(config_path: str, report_path: str, daily_only: bool = False)
     runs = cli.plan(config, list(config.behaviors), [Grain.daily] if daily_only else None, None, None,
                     done=lambda table: set())
     if daily_only:
+        behavior = config.behaviors[0].name
+        keep = {sql.fact_table(behavior), *(f"{behavior}_{model}_daily" for model in DAILY_TABLES)}
         for run in runs:
-            run.keys = [k for k in run.keys if k.startswith("fact_") or k.split("_")[-2] in DAILY_TABLES]
+            run.keys = [k for k in run.keys if k in keep]
     timings = []
     for run in runs:
         began = time.perf_counter()
