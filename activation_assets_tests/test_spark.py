@@ -236,6 +236,54 @@ def test_checks_catch_a_corrupted_partition_on_spark(engines):
     assert outcomes["one_row_per_user"].examples, "the failing check shows example rows"
 
 
+def test_engagement_checks_catch_corruptions_on_spark(engines):
+    """E1-E5 on Spark: each corruption of the DuckDB corruption tests, made with DataFrames (Spark's
+    Parquet tables take no UPDATE), fails its check."""
+    from pyspark.sql import functions as F
+
+    config = load_config(engines["spark"])
+    behavior = config.behaviors[0]
+    day = dt.date(2025, 3, 20)
+    on_day = F.col("period_start") == F.lit(day)
+    with open_warehouse(config) as warehouse:
+        session = warehouse.session
+        session.sql("CREATE DATABASE IF NOT EXISTS corrupt_engagement")
+
+        def write(name, frame):
+            frame.write.mode("overwrite").format("parquet").saveAsTable(f"corrupt_engagement.{name}")
+
+        fact = session.table("graph.fact_visited")
+        extra = fact.where(F.col("period_start") == F.lit(day - dt.timedelta(days=3))).limit(1).withColumn(
+            "user_id", F.lit(123456789).cast("bigint"))
+        write("fact_visited", fact.unionByName(extra))  # E2: one more user in the week
+        write("visited_activation_daily", session.table("graph.visited_activation_daily"))
+        engagement = session.table("graph.visited_engagement_daily")
+        write("visited_engagement_daily", engagement  # E1 (one more new user), E3 (one more dormant)
+              .withColumn("new", F.when(on_day, F.col("new") + 1).otherwise(F.col("new")))
+              .withColumn("dormant", F.when(on_day, F.col("dormant") + 1).otherwise(F.col("dormant"))))
+        transitions = session.table("graph.visited_engagement_transitions_daily")
+        first = transitions.where(on_day & F.col("from_state").isNotNull()).orderBy("from_state", "to_state").first()
+        hit = on_day & (F.col("from_state") == first["from_state"]) & (F.col("to_state") == first["to_state"])
+        write("visited_engagement_transitions_daily",  # E4: yesterday's states do not carry over
+              transitions.withColumn("users", F.when(hit, F.col("users") + 1).otherwise(F.col("users"))))
+        stickiness = session.table("graph.visited_stickiness_daily")
+        row = stickiness.where(on_day & (F.col("window") == "month")).orderBy("active_days").first()
+        hit = on_day & (F.col("window") == "month") & (F.col("active_days") == row["active_days"])
+        write("visited_stickiness_daily",  # E5: the month's rows no longer add up
+              stickiness.withColumn("users", F.when(hit, F.col("users") + 1).otherwise(F.col("users"))))
+        session.catalog.setCurrentDatabase("corrupt_engagement")
+        outcomes: dict[str, dict[str, inv.CheckOutcome]] = {}
+        for name, checks in (("engagement", inv.ENGAGEMENT_CHECKS),
+                             ("transitions", inv.ENGAGEMENT_TRANSITIONS_CHECKS), ("stickiness", inv.STICKINESS_CHECKS)):
+            inv.evaluate(warehouse, checks, behavior, Grain.daily, day, outcomes.setdefault(name, {}))
+        session.catalog.setCurrentDatabase("graph")
+    failed = {(name, check) for name, group in outcomes.items() for check, o in group.items() if not o.passed}
+    assert failed >= {("engagement", "agrees_with_activation"), ("engagement", "windows_match_fact"),
+                      ("engagement", "states_add_up"), ("transitions", "prev_state_is_previous_state"),
+                      ("stickiness", "adds_up_to_active_users")}, failed
+    assert "users in the fact from" in outcomes["engagement"]["windows_match_fact"].summary()
+
+
 def test_activation_check_on_spark(engines, capsys):
     capsys.readouterr()
     assert cli.main(["check", "--config", str(engines["spark"]), "--grain", "weekly"]) == 0
