@@ -270,6 +270,13 @@ def _open(page, url: str, wait_for: str) -> None:
     page.wait_for_timeout(1500)  # let the graph layout and charts settle before a screenshot
 
 
+def _shown(name: str):
+    """A node's label: the graph shortens long names in the middle (visited_enga…_transitions_daily)."""
+    import re
+
+    return name if len(name) <= 30 else re.compile(rf"^{re.escape(name[:12])}.*{re.escape(name[-18:])}$")
+
+
 def test_lineage_partitions_checks_and_plots_in_a_browser(ui):
     import os
 
@@ -282,7 +289,7 @@ def test_lineage_partitions_checks_and_plots_in_a_browser(ui):
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         # Tall enough for the whole group at a readable scale: the graph draws only what is in view.
-        page = browser.new_page(viewport={"width": 2400, "height": 2600})
+        page = browser.new_page(viewport={"width": 3200, "height": 3600})
         try:
             page.goto(f"{url}/locations/activation_assets/asset-groups/visited")
             _dismiss_popups(page)
@@ -291,11 +298,12 @@ def test_lineage_partitions_checks_and_plots_in_a_browser(ui):
             names = ["fact_visited"] + [f"visited_{m}_{g}" for g in ("daily", "weekly", "monthly")
                                         for m in ("firstlast", "activation", "transitions", "growth", "cohorts",
                                                   "distributions")]
-            missing = [name for name in names if not page.get_by_text(name, exact=True).count()]
+            names += [f"visited_{m}_daily" for m in ("engagement", "engagement_transitions", "stickiness")]
+            missing = [name for name in names if not page.get_by_text(_shown(name), exact=True).count()]
             assert not missing, f"not in the lineage graph: {missing}"
-            # fact -> 3 FirstLast -> 3 activation -> 12 derived models: 18 edges at least.
+            # fact -> 3 FirstLast -> 3 activation -> 12 derived models + 3 daily engagement: 21 edges at least.
             edges = page.locator("svg path").count()
-            assert edges >= 18, f"expected the graph's edges to be drawn, found {edges} paths"
+            assert edges >= 21, f"expected the graph's edges to be drawn, found {edges} paths"
             page.screenshot(path=str(shots / "lineage.png"))
 
             page.set_viewport_size({"width": 1700, "height": 1000})
@@ -326,5 +334,15 @@ def test_lineage_partitions_checks_and_plots_in_a_browser(ui):
                 assert series in body, series
             assert page.locator("canvas").count() >= 5
             page.screenshot(path=str(shots / "activation_plots.png"))
+
+            # The rolling engagement's numbers are plotted over days too.
+            _open(page, f"{url}/assets/visited_engagement_daily", "Description")
+            page.get_by_role("button", name="Plots").click()
+            page.wait_for_timeout(3000)
+            page.locator("canvas").first.scroll_into_view_if_needed()
+            body = page.inner_text("body")
+            for series in ("dau", "wau", "mau", "dau_mau", "curr", "at_risk_wau"):
+                assert series in body, series
+            page.screenshot(path=str(shots / "engagement_plots.png"))
         finally:
             browser.close()
