@@ -58,10 +58,9 @@ def reconcile_definition(conn: Warehouse, behavior: BehaviorConfig) -> list[str]
     if was and was["source"] is None:
         was["source"] = now["source"]
     # One from before the rolling engagement: its daily FirstLast has no days_seen_bits to carry on.
-    if was and was["engagement"] is None:
+    before_bits = bool(was) and was["engagement"] is None
+    if before_bits:
         was["engagement"] = "none (built before days_seen_bits)"
-        if Grain.daily in behavior.grains:
-            wh.drop_table(sql.firstlast_table(behavior.name, Grain.daily))
     changed = [f"{name} {was[name]} -> {value}" for name, value in now.items() if was and was[name] != value]
     moved = {name for name in ("start_date", "timezone", "week_start", "source") if was and was[name] != now[name]}
     with wh.transaction():
@@ -77,6 +76,8 @@ def reconcile_definition(conn: Warehouse, behavior: BehaviorConfig) -> list[str]
             keep = sql.outside(first_period(behavior, grain), end - dt.timedelta(days=1) if end else None)
             for table in sql.grain_tables(behavior.name, grain):
                 wh.forget_partitions(table, "TRUE" if rebuilt else keep)
+        if before_bits:  # configured or not: a daily grain added later must not find the old table
+            wh.drop_table(sql.firstlast_table(behavior.name, Grain.daily))
         wh.record_definition(behavior.name, current)
     return changed
 
