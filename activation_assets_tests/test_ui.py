@@ -335,14 +335,5 @@ def test_lineage_partitions_checks_and_plots_in_a_browser(ui):
             assert page.locator("canvas").count() >= 5
             page.screenshot(path=str(shots / "activation_plots.png"))
 
-            # The rolling engagement's numbers are plotted over days too.
-            _open(page, f"{url}/assets/visited_engagement_daily", "Description")
-            page.get_by_role("button", name="Plots").click()
-            page.wait_for_timeout(3000)
-            page.locator("canvas").first.scroll_into_view_if_needed()
-            body = page.inner_text("body")
-            for series in ("dau", "wau", "mau", "dau_mau", "curr", "at_risk_wau"):
-                assert series in body, series
-            page.screenshot(path=str(shots / "engagement_plots.png"))
         finally:
             browser.close()
