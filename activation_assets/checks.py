@@ -161,6 +161,17 @@ FIRSTLAST_CHECKS = (
 # --- activation --------------------------------------------------------------------------------
 
 
+def _carried_over(now: str, before: str) -> str:
+    """Violations and detail when the users of p by previous state (`now`: rows (s, n)) differ from
+    the users of p-1 by state (`before`)."""
+    return f"""
+            WITH now AS ({now}), before AS ({before})
+            SELECT coalesce(sum(abs(coalesce(now.n, 0) - coalesce(before.n, 0))), 0),
+                   coalesce(string_agg(coalesce(now.s, before.s) || ': ' || coalesce(now.n, 0) || ' vs '
+                            || coalesce(before.n, 0), ', ') FILTER (WHERE now.n IS DISTINCT FROM before.n), 'ok')
+            FROM now FULL OUTER JOIN before ON now.s = before.s"""
+
+
 def _active_count(table: str, period: str) -> str:
     return f"(SELECT count(*) FROM {table} WHERE period_start = {period} AND state IN {ACTIVE})"
 
@@ -234,15 +245,10 @@ ACTIVATION_CHECKS = (
     Check(
         "prev_state_is_previous_state",
         "Invariant 5: for each state s, users of p with prev_state = s = users of p-1 with state = s.",
-        lambda c: f"""
-            WITH now AS (SELECT prev_state AS s, count(*) AS n FROM {c.activation}
-                         WHERE period_start = {c.p} AND prev_state IS NOT NULL GROUP BY 1),
-                 before AS (SELECT state AS s, count(*) AS n FROM {c.activation}
-                            WHERE period_start = {c.q} GROUP BY 1)
-            SELECT coalesce(sum(abs(coalesce(now.n, 0) - coalesce(before.n, 0))), 0),
-                   coalesce(string_agg(coalesce(now.s, before.s) || ': ' || coalesce(now.n, 0) || ' vs '
-                            || coalesce(before.n, 0), ', ') FILTER (WHERE now.n IS DISTINCT FROM before.n), 'ok')
-            FROM now FULL OUTER JOIN before ON now.s = before.s""",
+        lambda c: _carried_over(
+            f"SELECT prev_state AS s, count(*) AS n FROM {c.activation}"
+            f" WHERE period_start = {c.p} AND prev_state IS NOT NULL GROUP BY 1",
+            f"SELECT state AS s, count(*) AS n FROM {c.activation} WHERE period_start = {c.q} GROUP BY 1"),
     ),
     Check(
         "only_valid_transitions",
@@ -306,7 +312,9 @@ _TRANSITION_PAIRS = """
                    WHERE g.u IS DISTINCT FROM tr.u OR tr.copies > 1)
 """
 
-def _equals_grouped_activation(description: str, transitions: str, prev_state: str, state: str) -> Check:
+def _equals_grouped_activation(
+    description: str, transitions: str, prev_state: str, state: str, grains: tuple[Grain, ...] = tuple(Grain),
+) -> Check:
     """A transitions table (`transitions` names the Period property) against the activation
     relation grouped by (prev_state, state) columns."""
 
@@ -328,7 +336,7 @@ def _equals_grouped_activation(description: str, transitions: str, prev_state: s
 
     return Check("equals_grouped_activation", description, violations,
                  lambda c: pairs(c) + f"SELECT * FROM pairs LIMIT {EXAMPLE_ROWS}",
-                 grains=(Grain.daily,) if transitions == "engagement_transitions" else tuple(Grain))
+                 grains=grains)
 
 
 TRANSITIONS_CHECKS = (
@@ -389,7 +397,6 @@ COHORTS_CHECKS = (
 # --- rolling engagement (daily grain) ----------------------------------------------------------------
 
 DAILY = (Grain.daily,)
-_ENGAGEMENT_ACTIVE = "(" + ", ".join(literal(s) for s in sql.ENGAGEMENT_ACTIVE) + ")"
 
 
 def _window_users(c: Period) -> str:
@@ -462,21 +469,17 @@ ENGAGEMENT_TRANSITIONS_CHECKS = (
     Check(
         "prev_state_is_previous_state",
         "E4: for each state s, users of d with prev_engagement_state = s = users of d-1 with engagement_state = s.",
-        lambda c: f"""
-            WITH now AS (SELECT from_state AS s, sum(users) AS n FROM {c.engagement_transitions}
-                         WHERE period_start = {c.p} AND from_state IS NOT NULL GROUP BY 1),
-                 before AS (SELECT to_state AS s, sum(users) AS n FROM {c.engagement_transitions}
-                            WHERE period_start = {c.q} GROUP BY 1)
-            SELECT coalesce(sum(abs(coalesce(now.n, 0) - coalesce(before.n, 0))), 0),
-                   coalesce(string_agg(coalesce(now.s, before.s) || ': ' || coalesce(now.n, 0) || ' vs '
-                            || coalesce(before.n, 0), ', ') FILTER (WHERE now.n IS DISTINCT FROM before.n), 'ok')
-            FROM now FULL OUTER JOIN before ON now.s = before.s""",
+        lambda c: _carried_over(
+            f"SELECT from_state AS s, sum(users) AS n FROM {c.engagement_transitions}"
+            f" WHERE period_start = {c.p} AND from_state IS NOT NULL GROUP BY 1",
+            f"SELECT to_state AS s, sum(users) AS n FROM {c.engagement_transitions}"
+            f" WHERE period_start = {c.q} GROUP BY 1"),
         grains=DAILY,
     ),
     _equals_grouped_activation(
         "The engagement transitions equal the daily activation rows grouped by (prev_engagement_state,"
         " engagement_state); their users add up to the day's activation rows.",
-        "engagement_transitions", "prev_engagement_state", "engagement_state"),
+        "engagement_transitions", "prev_engagement_state", "engagement_state", DAILY),
 )
 
 STICKINESS_CHECKS = (

@@ -421,7 +421,7 @@ def _tile(label: str, value: str, change: str, series: pd.Series) -> str:
             f"{change}{_img(sparkline(series.tail(SPARK_PERIODS)), label + ' trend')}</div>")
 
 
-def render_index(config: ActivationConfig, cards: list[tuple[BehaviorConfig, dict, list[Grain]]]) -> str:
+def render_index(cards: list[tuple[BehaviorConfig, dict, list[Grain]]]) -> str:
     """The page analysts open first: per behavior its headline numbers with trend lines, linking to
     the detail pages."""
     parts = ["<h1>Activation — what changed</h1>",
@@ -485,5 +485,5 @@ def write_reports(
         cards = [(b, headline(warehouse, b), [g for g in b.grains if (b, g) in pages])
                  for b in dict.fromkeys(b for b, _ in pages)]
     index = out / "index.html"
-    index.write_text(render_index(config, cards))
+    index.write_text(render_index(cards))
     return index
