@@ -2,7 +2,7 @@
 
     activation sample-data [--out DIR] [--users N] [--days N] [--seed N] [--force]
     activation validate    [--config PATH]
-    activation materialize [--config PATH] [--behavior B ...] [--grain G ...] [--from DATE] [--to DATE]
+    activation materialize [--config PATH] [--behavior B ...] [--grain G ...] [--from DATE] [--to DATE] [--no-dbt]
     activation status      [--config PATH] [--behavior B ...] [--grain G ...]
     activation check       [--config PATH] [--behavior B ...] [--grain G ...] [--from DATE] [--to DATE]
     activation report      [--config PATH] [--behavior B ...] [--grain G ...] [--out DIR] [--png DIR]
@@ -11,7 +11,7 @@
 `materialize` runs the selected part of the graph in dependency order through Dagster (recorded in
 the project-local instance, so the UI shows every materialization and check). Without --from/--to it
 does what is missing or outdated (fact days whose source rows changed, and every later partition);
-with them it recomputes that window.
+with them it recomputes that window. When behaviors read dbt models, it runs `dbt build` first.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .config import (
-    REPO_ROOT, ActivationConfig, BehaviorConfig, ConfigError, Grain, is_url, load_config, missing_source_files,
+    DEFAULT_CONFIG_PATH, REPO_ROOT, ActivationConfig, BehaviorConfig, ConfigError, Grain, is_url, load_config, missing_source_files,
 )
 
 INSTANCE_TEMPLATE = Path(__file__).parent / "instance" / "dagster.yaml"
@@ -253,6 +253,29 @@ def execute(config: ActivationConfig, runs: list[Run], instance=None) -> int:
     return failed_checks
 
 
+def build_dbt(config: ActivationConfig, instance) -> None:
+    """`dbt build` of the config's dbt project (models and their tests) as one Dagster run, so the UI
+    shows the fact models materialized upstream of the activation graph."""
+    import dagster as dg
+
+    from .dbt_models import dbt_definitions
+
+    assets, resources = dbt_definitions(config)
+    say(f"dbt build of {config.dbt.project_dir} (the fact models), as a Dagster run")
+    began = time.monotonic()
+    result = dg.materialize(assets, instance=instance, resources=resources, raise_on_error=False,
+                            run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}})
+    if not result.success:
+        raise CommandError(f"dbt build failed: {_failure_message(result)}. See the run in the UI or"
+                           f" {config.dbt.project_dir}/target; nothing of the activation graph was run.")
+    failed = [e for e in result.get_asset_check_evaluations() if not e.passed]
+    models = len(result.get_asset_materialization_events())
+    say(f"      done in {time.monotonic() - began:.1f} s: {models} model(s), dbt tests:"
+        f" {len(result.get_asset_check_evaluations()) - len(failed)}/{len(result.get_asset_check_evaluations())} passed")
+    for evaluation in failed:
+        say(f"      dbt TEST FAILED {evaluation.asset_key.to_user_string()}.{evaluation.check_name}")
+
+
 def summary(config: ActivationConfig, behaviors: list[BehaviorConfig],
             last_days: dict[str, dt.date | None] | None = None) -> None:
     from . import sql
@@ -444,6 +467,15 @@ def cmd_materialize(args) -> int:
     end = dt.date.fromisoformat(args.date_to) if args.date_to else None
     if start and end and end < start:
         raise CommandError(f"--to {end} is before --from {start}")
+    from_dbt = [b for b in behaviors if b.source.dbt_model]
+    if from_dbt and not args.no_dbt:
+        # The facts are dbt models: build them first (a run of the dbt assets), then read them.
+        if config.path == DEFAULT_CONFIG_PATH and not (REPO_ROOT / "data" / "raw" / "events").exists():
+            raise CommandError("the bundled dbt project reads data/raw, which does not exist yet: generate the"
+                               " sample data with `activation sample-data` first")
+        home, instance = dagster_instance(config)
+        _refuse_beside_running_spark(config, instance)
+        build_dbt(config, instance)
     last_days = preflight(config, behaviors)
     home, instance = dagster_instance(config)
     _refuse_beside_running_spark(config, instance)
@@ -641,6 +673,8 @@ def parser() -> argparse.ArgumentParser:
     m.add_argument("--grain", action="append", choices=[g.value for g in Grain], help="only this grain (repeatable)")
     m.add_argument("--from", dest="date_from", help="first day (YYYY-MM-DD) of a window to recompute")
     m.add_argument("--to", dest="date_to", help="last day (YYYY-MM-DD) of a window to recompute")
+    m.add_argument("--no-dbt", action="store_true",
+                   help="do not run `dbt build` first for behaviors whose source is a dbt model")
     m.set_defaults(handler=cmd_materialize)
 
     st = with_config(commands.add_parser(

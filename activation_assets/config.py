@@ -47,33 +47,70 @@ class _Strict(BaseModel):
 
 
 class SourceConfig(_Strict):
-    """Exactly one of `parquet`, `csv` (a path or glob) or `table` (in the warehouse)."""
+    """Where a behavior's facts live: exactly one of
+    - `parquet` or `csv`: a path or glob (relative to the config file);
+    - `table`: a table or view in the warehouse;
+    - `asset`: an upstream Dagster asset (key as "a/b" or a list) whose relation is in the
+      warehouse, named like the key's last part unless `table:` names it;
+    - `dbt_model`: a model of the config's dbt project; its asset key and relation come from the
+      dbt manifest (filled in as `asset` and `table` when the config is read).
+    """
 
     parquet: str | None = None
     csv: str | None = None
     table: str | None = None
+    asset: tuple[str, ...] | None = None
+    dbt_model: str | None = None
     where: str | None = None
+
+    @field_validator("asset", mode="before")
+    @classmethod
+    def _asset_key(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [part for part in value.split("/")]
+        if isinstance(value, (list, tuple)) and (not value or not all(isinstance(p, str) and p for p in value)):
+            raise ValueError(f"asset key {value!r} is not valid; write it as \"a/b\" or a list of names [a, b]")
+        return value
 
     @model_validator(mode="after")
     def _exactly_one_kind(self) -> SourceConfig:
-        given = [k for k in ("parquet", "csv", "table") if getattr(self, k)]
+        given = [k for k in ("parquet", "csv", "asset", "dbt_model") if getattr(self, k)]
+        # `table:` names the relation of an upstream asset or dbt model, or is a source of its own.
+        if self.table and not (self.asset or self.dbt_model):
+            given.append("table")
+        if self.asset and self.dbt_model:
+            given = [k for k in given if k != "asset"]  # a dbt model's key, filled in from the manifest
         if len(given) != 1:
             raise ValueError(
-                "a source is exactly one of `parquet: PATH`, `csv: PATH` or `table: NAME`"
-                f" (found {', '.join(given) or 'none'})"
+                "a source is exactly one of `parquet: PATH`, `csv: PATH`, `table: NAME`, `asset: KEY`"
+                f" or `dbt_model: NAME` (found {', '.join(given) or 'none'})"
             )
         return self
 
     @property
     def kind(self) -> str:
+        """What the engine reads: a file format, or a relation of the warehouse ("table")."""
         return "parquet" if self.parquet else "csv" if self.csv else "table"
 
     @property
     def location(self) -> str:
-        return self.parquet or self.csv or self.table or ""
+        if self.parquet or self.csv:
+            return self.parquet or self.csv or ""
+        if self.table:
+            return self.table
+        return self.asset[-1] if self.asset else ""
+
+    @property
+    def upstream(self) -> tuple[str, ...] | None:
+        """The asset key path that `fact_<b>` depends on (an upstream asset or dbt model)."""
+        return self.asset if (self.asset or self.dbt_model) else None
 
     def describe(self) -> str:
         where = f" where {self.where}" if self.where else ""
+        if self.dbt_model:
+            return f"dbt model {self.dbt_model} (table {self.location}){where}"
+        if self.asset:
+            return f"asset {'/'.join(self.asset)} (table {self.location}){where}"
         return f"{self.kind} {self.location}{where}"
 
 
@@ -230,8 +267,18 @@ class WarehouseConfig(_Strict):
                 f" warehouse_dir {spark.warehouse_dir or '(cluster default)'}")
 
 
+class DbtConfig(_Strict):
+    """The dbt project whose models behaviors read (`source: {dbt_model: NAME}`). Its models become
+    Dagster assets upstream of the facts; dbt must write into the same warehouse."""
+
+    project_dir: str  # relative to the config file
+    profiles_dir: str | None = None  # default: project_dir
+    target: str | None = None  # default: the profile's own
+
+
 class ActivationConfig(_Strict):
     warehouse: WarehouseConfig = WarehouseConfig(duckdb=DuckDBWarehouseConfig())
+    dbt: DbtConfig | None = None
     timezone: str = "UTC"
     week_start: str = "monday"
     engagement: EngagementConfig = EngagementConfig()  # the default of every behavior
@@ -403,11 +450,41 @@ def parse_config(raw: Any, path: Path) -> ActivationConfig:
             filled.append(entry)
         document["behaviors"] = filled
     document = _warehouse_document(document, base, path)
+    if isinstance(document.get("dbt"), dict):
+        dbt = dict(document["dbt"])
+        for key in ("project_dir", "profiles_dir"):
+            if isinstance(dbt.get(key), str):
+                dbt[key] = _resolve(base, dbt[key])
+        document["dbt"] = dbt
     document["path"] = path
     try:
-        return ActivationConfig.model_validate(document)
+        config = ActivationConfig.model_validate(document)
     except ValidationError as exc:
         raise ConfigError(_explain(exc, raw, path)) from None
+    return _with_dbt_models(config, path)
+
+
+def _with_dbt_models(config: ActivationConfig, path: Path) -> ActivationConfig:
+    """Fill in each `dbt_model:` source's asset key and relation from the dbt project's manifest."""
+    wanted = [(i, b) for i, b in enumerate(config.behaviors) if b.source.dbt_model]
+    if not wanted:
+        return config
+    if config.dbt is None:
+        i, behavior = wanted[0]
+        raise ConfigError(
+            f"{path}: behaviors[{i}] ({behavior.name}) source.dbt_model: {behavior.source.dbt_model!r} needs a dbt"
+            " project; add `dbt: {project_dir: PATH}` at the top level (relative to this file)")
+    from .dbt_models import DbtError, resolve_model  # dagster-dbt is imported only by dbt projects
+
+    behaviors = list(config.behaviors)
+    for i, behavior in wanted:
+        try:
+            key, relation = resolve_model(config.dbt, behavior.source.dbt_model)
+        except DbtError as exc:
+            raise ConfigError(f"{path}: behaviors[{i}] ({behavior.name}) source.dbt_model: {exc}") from None
+        source = behavior.source.model_copy(update={"asset": key, "table": behavior.source.table or relation})
+        behaviors[i] = behavior.model_copy(update={"source": source})
+    return config.model_copy(update={"behaviors": tuple(behaviors)})
 
 
 class _Loader(yaml.SafeLoader):

@@ -11,6 +11,7 @@ the warehouse takes one writer at a time anyway.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import dagster as dg
@@ -35,16 +36,49 @@ def warehouse_resource(config: ActivationConfig) -> dg.ConfigurableResource:
     )
 
 
-def build_definitions(config: ActivationConfig, check_files: bool = True) -> dg.Definitions:
+def _partitions_by_key(upstream: Sequence[dg.AssetsDefinition | dg.AssetSpec]) -> dict:
+    found = {}
+    for item in upstream:
+        if isinstance(item, dg.AssetSpec):
+            found[item.key] = item.partitions_def
+        else:
+            for key in item.keys:
+                found[key] = item.specs_by_key[key].partitions_def
+    return found
+
+
+def build_defs(
+    config: ActivationConfig, upstream: Sequence[dg.AssetsDefinition | dg.AssetSpec] = (), check_files: bool = True,
+) -> dg.Definitions:
+    """The whole activation layer of a config as `Definitions`, for projects that compose their own.
+
+    `upstream` are the assets that behaviors with `source: {asset: KEY}` read, when the caller defines
+    them: their partitions decide how a fact maps onto them (day to day, or as a whole). They are
+    not included in the result; merge it with the caller's (`dg.Definitions.merge`). With a `dbt:`
+    project, its models (and the raw sources they read) are included.
+    """
     if check_files:
         problems = missing_source_files(config)
         if problems:
             raise ConfigError(f"{config.path}: " + "; ".join(problems))
+    extra_assets: list = []
+    resources: dict = {RESOURCE: warehouse_resource(config)}
+    if config.dbt is not None:
+        from .dbt_models import dbt_definitions
+
+        dbt_assets, dbt_resources = dbt_definitions(config)
+        extra_assets += dbt_assets
+        resources |= dbt_resources
+    partitions = _partitions_by_key([*upstream, *extra_assets])
     with warnings.catch_warnings():
         # Single-run backfill policies and nonexistent-upstream mappings are what the graph is
         # built on; Dagster flags them as beta once per asset, which is noise to a user.
         warnings.simplefilter("ignore", dg.BetaWarning)
-        assets = [asset for behavior in config.behaviors for asset in behavior_assets(behavior, config.engine)]
+        assets = [
+            asset for behavior in config.behaviors for asset in behavior_assets(
+                behavior, config.engine,
+                partitions.get(dg.AssetKey(list(behavior.source.upstream))) if behavior.source.upstream else None)
+        ]
     automation = dg.AutomationConditionSensorDefinition(
         "activation_automation",
         target=dg.AssetSelection.all(),
@@ -58,12 +92,15 @@ def build_definitions(config: ActivationConfig, check_files: bool = True) -> dg.
     # session in the daemon would hold the local metastore); on Spark, `activation status/materialize`.
     sensors = [automation] + ([source_changes_sensor(config)] if config.engine == "duckdb" else [])
     return dg.Definitions(
-        assets=assets,
+        assets=extra_assets + assets,
         asset_checks=[source_check(behavior) for behavior in config.behaviors],
         sensors=sensors,
-        resources={RESOURCE: warehouse_resource(config)},
+        resources=resources,
         executor=dg.in_process_executor,
     )
+
+
+build_definitions = build_defs  # the name the CLI, tests and benchmarks have used
 
 
 @dg.definitions

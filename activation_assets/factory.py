@@ -190,12 +190,35 @@ def _common(behavior: BehaviorConfig, layer: str, grain: Grain | None, engine: s
     )
 
 
-def fact_asset(behavior: BehaviorConfig, engine: str = "duckdb") -> dg.AssetsDefinition:
+def upstream_dep(behavior: BehaviorConfig, upstream: dg.PartitionsDefinition | None = None) -> list[dg.AssetDep]:
+    """The fact's dependency on the asset (or dbt model) its source reads, if any.
+
+    A daily-partitioned upstream in the behavior's timezone maps day to day; any other partitioned
+    upstream is depended on as a whole (its days are not the fact's local days); an unpartitioned
+    one (a dbt model) is a whole anyway. With the upstream's partitions unknown (an asset defined
+    elsewhere), Dagster's default mapping applies: day to day for a daily upstream in the same zone.
+    """
+    key = behavior.source.upstream
+    if key is None:
+        return []
+    mapping = None
+    if upstream is not None:
+        same_days = (isinstance(upstream, dg.TimeWindowPartitionsDefinition)
+                     and upstream.cron_schedule == fact_partitions_def(behavior).cron_schedule
+                     and (upstream.timezone or "UTC") == behavior.timezone)
+        mapping = dg.TimeWindowPartitionMapping() if same_days else dg.AllPartitionMapping()
+    return [dg.AssetDep(dg.AssetKey(list(key)), partition_mapping=mapping)]
+
+
+def fact_asset(
+    behavior: BehaviorConfig, engine: str = "duckdb", upstream: dg.PartitionsDefinition | None = None,
+) -> dg.AssetsDefinition:
     name = sql.fact_table(behavior.name)
     window = f"[{behavior.start_date}, {behavior.end_date or 'open'}]"
 
     @dg.asset(
         name=name,
+        deps=upstream_dep(behavior, upstream),
         partitions_def=fact_partitions_def(behavior),
         description=(
             f"Valid `{behavior.name}` events, one row each, partitioned by local date in {behavior.timezone}.\n\n"
@@ -514,12 +537,14 @@ DAILY_ASSETS: tuple[Callable[[BehaviorConfig, Grain, str], dg.AssetsDefinition],
 grain_tables = sql.grain_tables  # the assets of one grain, in dependency order
 
 
-def behavior_assets(behavior: BehaviorConfig, engine: str = "duckdb") -> list[dg.AssetsDefinition]:
+def behavior_assets(
+    behavior: BehaviorConfig, engine: str = "duckdb", upstream: dg.PartitionsDefinition | None = None,
+) -> list[dg.AssetsDefinition]:
     """The whole graph of one behavior: its fact, then per grain FirstLast, activation, and what is
     read off activation (transitions, growth, cohorts, distributions; on the daily grain also the
     rolling engagement, its transitions and stickiness). `engine` only labels the assets (kind,
     pool): the resource bound in definitions.py decides where they run."""
-    return [fact_asset(behavior, engine)] + [
+    return [fact_asset(behavior, engine, upstream)] + [
         build(behavior, grain, engine) for grain in behavior.grains
         for build in GRAIN_ASSETS + (DAILY_ASSETS if grain is Grain.daily else ())
     ]

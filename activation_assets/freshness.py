@@ -67,11 +67,14 @@ def source_check(behavior: BehaviorConfig) -> dg.AssetChecksDefinition:
     return _source_days_current
 
 
-def affected(behavior: BehaviorConfig, warehouse) -> tuple[SourceChanges, set[tuple[str, dt.date]]]:
+def affected(
+    behavior: BehaviorConfig, warehouse, look_at_source: bool = True,
+) -> tuple[SourceChanges, set[tuple[str, dt.date]]]:
     """The outdated fact days, and every (asset, partition) to rebuild because of them or because it
     was built before an input was written again: from the first such period of each grain to the
-    last one materialized (each partition builds on the previous one)."""
-    changes = detect(warehouse, behavior)
+    last one materialized (each partition builds on the previous one). Without `look_at_source`
+    (an upstream asset not materialized since the last look) the source is not read again."""
+    changes = detect(warehouse, behavior) if look_at_source else SourceChanges(behavior.name, read="nothing (upstream unchanged)")
     targets = {(sql.fact_table(behavior.name), day) for day in changes.days}
     for grain in behavior.grains:
         start = outdated_partitions(warehouse, behavior, grain, changes.days).rebuild_from
@@ -81,6 +84,12 @@ def affected(behavior: BehaviorConfig, warehouse) -> tuple[SourceChanges, set[tu
         periods = [p for p in existing_periods(behavior, grain) if p >= start and p in logged]
         targets |= {(table, p) for table in sql.grain_tables(behavior.name, grain) for p in periods}
     return changes, targets
+
+
+def latest_materialization(instance: dg.DagsterInstance, key: tuple[str, ...]) -> int | None:
+    """The storage id of an asset's latest materialization (any partition), None if never."""
+    records = instance.fetch_materializations(dg.AssetKey(list(key)), limit=1).records
+    return records[0].storage_id if records else None
 
 
 def source_changes_sensor(config: ActivationConfig) -> dg.SensorDefinition:
@@ -94,7 +103,8 @@ def source_changes_sensor(config: ActivationConfig) -> dg.SensorDefinition:
             "Finds fact days whose source rows changed (reading only changed files' days) and partitions"
             " built before an input was written again, and launches one backfill over the affected range"
             " of every asset: a correction far back propagates in one run per asset, not one partition"
-            " per tick. Also reports each fact's source_days_current check."),
+            " per tick. A source that is an upstream asset or dbt model is read again only after a new"
+            " materialization of it. Also reports each fact's source_days_current check."),
     )
     def _sensor(context: dg.SensorEvaluationContext):
         in_progress = context.instance.get_backfills(status=BulkActionStatus.REQUESTED, limit=1)
@@ -102,11 +112,18 @@ def source_changes_sensor(config: ActivationConfig) -> dg.SensorDefinition:
             return dg.SkipReason(f"backfill {in_progress[0].backfill_id} is in progress; looking again after it")
         previous = json.loads(context.cursor) if context.cursor else {}
         seen, targets, events = {}, set(), []
+        # A source that is an upstream asset (or dbt model) can only change when that asset is
+        # materialized: it is read again only after a new materialization of it.
+        upstream = {b.name: latest_materialization(context.instance, b.source.upstream)
+                    for b in config.behaviors if b.source.upstream}
+        seen["_upstream"] = upstream
         try:
             with connect(getattr(context.resources, RESOURCE), lock_timeout=SENSOR_LOCK_SECONDS) as warehouse:
                 for behavior in config.behaviors:
+                    look = behavior.name not in upstream or upstream[behavior.name] != previous.get(
+                        "_upstream", {}).get(behavior.name, -1)
                     try:
-                        changes, wanted = affected(behavior, warehouse)
+                        changes, wanted = affected(behavior, warehouse, look_at_source=look)
                     except ActivationError as exc:  # this behavior's source cannot be read: the others go on
                         context.log.warning(str(exc))
                         seen[behavior.name] = f"error: {exc}"
@@ -114,7 +131,8 @@ def source_changes_sensor(config: ActivationConfig) -> dg.SensorDefinition:
                         passed = False
                     else:
                         targets |= wanted
-                        seen[behavior.name] = [str(d) for d in changes.outdated]
+                        seen[behavior.name] = [str(d) for d in changes.outdated] if look else previous.get(
+                            behavior.name, [])
                         metadata, passed = check_metadata(changes), not changes.days
                     if seen[behavior.name] != previous.get(behavior.name):
                         events.append(dg.AssetCheckEvaluation(

@@ -155,6 +155,11 @@ def _unreadable(wh: Warehouse, behavior: BehaviorConfig, exc: BaseException) -> 
             return (f"behavior {behavior.name!r}: its `where:` filter ({source.where}) does not run on its source"
                     f" ({source.kind} {source.location}): {message}. Fix the filter: it is SQL over the"
                     f" source's columns ({', '.join(columns)}).")
+    if source.upstream and "does not exist" in message.lower():
+        what = (f"dbt model {source.dbt_model!r}: run `dbt build` (`activation materialize` does)" if source.dbt_model
+                else f"upstream asset {'/'.join(source.asset or ())!r}: materialize it first")
+        return (f"{start}: {message}. Its relation {source.location} is built by the {what}; or set `table:` to"
+                " the relation's name in the warehouse if it differs.")
     if source.kind == "parquet" and any(w in message.lower() for w in ("magic bytes", "parquet file")):
         return (f"{start}: a file it matches is not a Parquet file ({message}). Point `parquet:` at Parquet"
                 " files only (e.g. a glob such as events/*.parquet), or read CSV files with `csv:`.")

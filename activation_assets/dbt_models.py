@@ -1,0 +1,153 @@
+"""Facts from dbt: the config's dbt project as Dagster assets, and `source: {dbt_model: NAME}`
+resolved to the model's asset key and relation through the dbt manifest.
+
+The manifest (`target/manifest.json`) is prepared at install time (`make install` runs `dbt parse`)
+and again, once, whenever a file of the dbt project is newer than it, so loading the code location
+reads a file instead of running dbt.
+"""
+
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from .config import ActivationConfig, DbtConfig
+
+log = logging.getLogger("activation_assets.dbt")
+
+DBT_RESOURCE = "dbt"
+# What the bundled dbt project's profile and sources read; set whenever this package runs dbt.
+DATABASE_ENV_VAR = "ACTIVATION_DUCKDB_PATH"
+CONFIG_DIR_ENV_VAR = "ACTIVATION_CONFIG_DIR"
+_SKIPPED_DIRS = {"target", "logs", "dbt_packages", ".venv", "__pycache__"}
+
+
+class DbtError(Exception):
+    """A dbt project or model that cannot be used, in the user's terms."""
+
+
+def manifest_path(dbt: DbtConfig) -> Path:
+    return Path(dbt.project_dir) / "target" / "manifest.json"
+
+
+def _newest_source_file(project_dir: Path) -> float:
+    newest = 0.0
+    for root, dirs, files in os.walk(project_dir):
+        dirs[:] = [d for d in dirs if d not in _SKIPPED_DIRS]
+        for name in files:
+            if name.endswith((".sql", ".yml", ".yaml", ".csv", ".py", ".md")):
+                newest = max(newest, os.stat(os.path.join(root, name)).st_mtime)
+    return newest
+
+
+def ensure_manifest(dbt: DbtConfig) -> Path:
+    """The manifest, parsed again only when a file of the project is newer than it (or it is missing)."""
+    project_dir = Path(dbt.project_dir)
+    if not (project_dir / "dbt_project.yml").exists():
+        raise DbtError(f"{project_dir} is not a dbt project (no dbt_project.yml); fix `dbt: project_dir:`")
+    path = manifest_path(dbt)
+    if path.exists() and path.stat().st_mtime >= _newest_source_file(project_dir):
+        return path
+    began = time.monotonic()
+    log.info("preparing the dbt manifest of %s (dbt parse)", project_dir)
+    from dagster_dbt import DbtCliResource
+
+    invocation = DbtCliResource(**_resource_args(dbt)).cli(["parse"], target_path=Path("target"), raise_on_error=False)
+    invocation.wait()
+    if not invocation.is_successful() or not path.exists():
+        messages = [e.get("info", {}).get("msg", "") for e in invocation.get_error_events()] if hasattr(
+            invocation, "get_error_events") else []
+        detail = "; ".join(m for m in messages if m) or "see the dbt log in target/"
+        raise DbtError(f"`dbt parse` failed in {project_dir}: {detail}")
+    log.info("dbt manifest ready in %.1f s", time.monotonic() - began)
+    return path
+
+
+def load_manifest(dbt: DbtConfig) -> dict[str, Any]:
+    return json.loads(ensure_manifest(dbt).read_text())
+
+
+def _resource_args(dbt: DbtConfig) -> dict[str, Any]:
+    args: dict[str, Any] = {"project_dir": dbt.project_dir, "profiles_dir": dbt.profiles_dir or dbt.project_dir}
+    if dbt.target:
+        args["target"] = dbt.target
+    # dbt-core installed next to this Python (a virtualenv not on PATH, as `make` sets up)
+    beside = Path(sys.executable).parent / "dbt"
+    if beside.exists() and not shutil.which("dbt"):
+        args["dbt_executable"] = str(beside)
+    return args
+
+
+def _models(manifest: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
+    return {node["name"]: node for node in manifest["nodes"].values() if node.get("resource_type") == "model"}
+
+
+def translator() -> "DagsterDbtTranslator":  # noqa: F821 (imported lazily)
+    from dagster_dbt import DagsterDbtTranslator
+
+    class Translator(DagsterDbtTranslator):
+        """dbt models in one group, `dbt`; sources (the raw files) in `raw`."""
+
+        def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
+            return "raw" if dbt_resource_props.get("resource_type") == "source" else "dbt"
+
+    return Translator()
+
+
+def resolve_model(dbt: DbtConfig, name: str) -> tuple[tuple[str, ...], str]:
+    """The asset key and the relation (schema.alias) of a dbt model."""
+    manifest = load_manifest(dbt)
+    models = _models(manifest)
+    node = models.get(name)
+    if node is None:
+        known = ", ".join(sorted(models)) or "none"
+        raise DbtError(f"no dbt model named {name!r} in {dbt.project_dir} (its models: {known})")
+    key = translator().get_asset_spec(manifest, node["unique_id"], None).key
+    relation = f"{node['schema']}.{node.get('alias') or node['name']}"
+    return tuple(key.path), relation
+
+
+@contextlib.contextmanager
+def dbt_environment(config: ActivationConfig) -> Iterator[None]:
+    """The variables a dbt profile can read to write into this layer's warehouse."""
+    values = {CONFIG_DIR_ENV_VAR: str(config.base_dir)}
+    if config.database and config.database != ":memory:":
+        values[DATABASE_ENV_VAR] = config.database
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def dbt_definitions(config: ActivationConfig) -> tuple[list, dict]:
+    """The dbt project's models as one multi-asset (running `dbt build`: models and their tests),
+    and the `dbt` resource."""
+    import dagster as dg
+    from dagster_dbt import DbtCliResource, DbtProject, dbt_assets
+
+    dbt = config.dbt
+    assert dbt is not None
+    manifest = ensure_manifest(dbt)
+    project = DbtProject(project_dir=dbt.project_dir, profiles_dir=dbt.profiles_dir or dbt.project_dir,
+                         target=dbt.target)
+
+    @dbt_assets(manifest=manifest, project=project, name="dbt_models", pool=config.engine,
+                dagster_dbt_translator=translator())
+    def _dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource):
+        with dbt_environment(config):
+            yield from dbt.cli(["build"], context=context).stream()
+
+    return [_dbt_models], {DBT_RESOURCE: DbtCliResource(**_resource_args(dbt))}

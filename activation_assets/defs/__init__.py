@@ -1,0 +1,1 @@
+"""The project's `dg` defs folder: each subfolder's defs.yaml instantiates a component."""
