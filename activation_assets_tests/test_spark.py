@@ -413,3 +413,36 @@ def test_a_csv_source_gives_the_same_types_and_rows_on_both_engines(engines, tmp
                        "device": "VARCHAR"}
     assert spark == duck
     assert [row[0] for row in spark[1]] == ["007", "12", "7"]
+
+
+def test_an_upstream_asset_is_read_from_the_same_warehouse_on_both_engines(engines, tmp_path, spark_dir):
+    """`source: {asset: lake/visits}` reads the relation `visits` of the engine's own warehouse."""
+    behavior = {**_behavior(engines["source"]), "source": {"asset": "lake/visits"}, "grains": ["monthly"]}
+    select = "SELECT * FROM {} WHERE event_name = 'visit'"
+    (tmp_path / "duckdb").mkdir()
+    duck = write_config(tmp_path / "duckdb", [behavior])
+    with duckdb.connect(str(load_config(duck).database)) as conn:
+        conn.execute("CREATE TABLE visits AS " + select.format(f"read_parquet('{engines['source']}')"))
+    (tmp_path / "spark").mkdir()
+    spark = _spark_config(tmp_path / "spark", spark_dir, "upstream", engines["source"])
+    document = yaml.safe_load(spark.read_text())
+    document["behaviors"] = [json_safe(behavior)]
+    spark.write_text(yaml.safe_dump(document, sort_keys=False))
+    with open_warehouse(load_config(spark)) as warehouse:
+        warehouse.session.sql("CREATE TABLE upstream.visits USING parquet AS "
+                              + select.format(f"parquet.`{engines['source']}`"))
+    assert run_graph(duck) == 0 and run_graph(spark) == 0
+    expected = as_set(reference.activation(engines["rows"], SPEC, "monthly"), ACTIVATION_COLUMNS)
+    assert as_set(table_rows(load_config(duck).database, "visited_activation_monthly"), ACTIVATION_COLUMNS) == expected
+    with open_warehouse(load_config(spark)) as warehouse:
+        names, rows = warehouse.query_named("SELECT * FROM visited_activation_monthly")
+    assert as_set([dict(zip(names, r)) for r in rows], ACTIVATION_COLUMNS) == expected
+
+
+def json_safe(value):
+    """YAML-dumpable: dates as ISO strings."""
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value.isoformat() if isinstance(value, dt.date) else value
