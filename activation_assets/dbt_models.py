@@ -150,4 +150,12 @@ def dbt_definitions(config: ActivationConfig) -> tuple[list, dict]:
         with dbt_environment(config):
             yield from dbt.cli(["build"], context=context).stream()
 
-    return [_dbt_models], {DBT_RESOURCE: DbtCliResource(**_resource_args(dbt))}
+    # The dbt sources (the raw files), so that the lineage starts at them, in their own group.
+    manifest_data = json.loads(manifest.read_text())
+    sources = [
+        dg.AssetSpec(translator().get_asset_spec(manifest_data, unique_id, project).key,
+                     description=node.get("description") or None, group_name="raw", kinds={"dbt", "source"},
+                     metadata={"dbt_source": f"{node['source_name']}.{node['name']}",
+                               "external_location": (node.get("meta") or {}).get("external_location", "")})
+        for unique_id, node in manifest_data.get("sources", {}).items()]
+    return [*sources, _dbt_models], {DBT_RESOURCE: DbtCliResource(**_resource_args(dbt))}

@@ -263,3 +263,45 @@ def test_dg_checks_and_lists_the_component_with_the_graph_of_workspace_yaml():
     keys = {a["asset_key"] for a in json.loads(listed.stdout)["assets"]}
     workspace = build_defs(load_config(ROOT / "activation.yaml"), check_files=False).resolve_asset_graph()
     assert keys == {k.to_user_string() for k in workspace.get_all_asset_keys()}
+
+
+# --- the whole lineage in the UI ----------------------------------------------------------------------
+
+
+@pytest.mark.ui
+@pytest.mark.slow
+def test_the_lineage_runs_from_the_raw_files_through_dbt_into_the_activation_graph_in_a_browser(tmp_path):
+    """The bundled config in `dagster dev`: raw sources -> dbt staging -> fact models -> fact_<b> -> ..."""
+    from playwright.sync_api import sync_playwright
+
+    from .dagster_dev import DagsterDev
+    from .test_ui import CHROMIUM, CHROMIUM_ARGS, _dismiss_popups
+
+    shots = Path(os.environ.get("ACTIVATION_SCREENSHOTS") or tmp_path / "screenshots")
+    shots.mkdir(parents=True, exist_ok=True)
+    dev = DagsterDev(ROOT / "activation.yaml", tmp_path / "home", tmp_path / "dagster_dev.log").start()
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 3000, "height": 2700})
+            try:
+                page.goto(f"{dev.url}/asset-groups")
+                _dismiss_popups(page)
+                page.locator(".CodeMirror").first.click()
+                page.keyboard.type('group:"raw" or group:"dbt" or group:"visited_app"')
+                page.keyboard.press("Enter")
+                page.wait_for_timeout(2000)
+                page.mouse.click(1500, 2640)  # focus the graph, then its shortcut: expand all groups
+                page.keyboard.press("Alt+KeyE")
+                page.get_by_text("fct_app_opens", exact=True).first.wait_for(timeout=60_000)
+                page.wait_for_timeout(2000)
+                body = page.inner_text("body")
+                for name in ("events", "stg_events", "fct_app_opens", "fact_visited_app",
+                             "visited_app_firstlast_daily", "visited_app_activation_weekly"):
+                    assert name in body, f"{name} is not in the lineage graph"
+                assert page.locator("svg path").count() >= 25  # the edges are drawn
+                page.screenshot(path=str(shots / "lineage_dbt.png"))
+            finally:
+                browser.close()
+    finally:
+        dev.stop()
