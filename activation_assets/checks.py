@@ -103,15 +103,71 @@ SqlFor = Callable[[Period], str]
 
 
 @dataclass(frozen=True)
+class Span:
+    """Consecutive partitions checked together: each period with its predecessor (None for the first
+    of the grain) and its successor, as the SQL relation `span(p, q, nxt)`."""
+
+    behavior: BehaviorConfig
+    grain: Grain
+    periods: tuple[dt.date, ...]
+
+    def _context(self, period: dt.date) -> Period:
+        return period_context(self.behavior, self.grain, period)
+
+    @property
+    def values(self) -> str:
+        rows = []
+        for period in self.periods:
+            c = self._context(period)
+            rows.append(f"({c.p}, {'CAST(NULL AS DATE)' if c.previous is None else c.q}, {c.next})")
+        return "SELECT * FROM (VALUES " + ", ".join(rows) + ") AS span(p, q, nxt)"
+
+    @property
+    def first(self) -> str:
+        return date_lit(self.periods[0])
+
+    @property
+    def last(self) -> str:
+        return date_lit(self.periods[-1])
+
+    @property
+    def end(self) -> str:
+        """The start of the period after the last one."""
+        return self._context(self.periods[-1]).next
+
+    @property
+    def lowest(self) -> str:
+        """The first period's predecessor (or itself): what a comparison with p - 1 reads from."""
+        previous = self._context(self.periods[0]).previous
+        return date_lit(previous or self.periods[0])
+
+    def __getattr__(self, name: str) -> str:  # the table names, as for one period
+        return getattr(Period(self.behavior, self.grain, self.periods[0], None), name)
+
+
+SpanSqlFor = Callable[[Span], str]
+
+
+@dataclass(frozen=True)
 class Check:
     name: str
     description: str
     violations: SqlFor  # -> one row: (violations BIGINT, detail VARCHAR)
     examples: SqlFor | None = None
     grains: tuple[Grain, ...] = tuple(Grain)
+    # The same check over a span of partitions in one pass (rows: period_start, violations, detail;
+    # a period without a row has none), reading the shared relations named in `shared`.
+    over_span: SpanSqlFor | None = None
+    shared: tuple[str, ...] = ()
 
 
 # --- FirstLast -----------------------------------------------------------------------------------
+
+_IN_ORDER = """coalesce(
+    first_active_period <= streak_start_period AND streak_start_period <= last_active_period
+    AND last_active_period <= period_start AND active_periods >= 1
+    AND coalesce(prior_active_period < streak_start_period, first_active_period = streak_start_period),
+    FALSE)"""
 
 FIRSTLAST_CHECKS = (
     Check(
@@ -143,17 +199,15 @@ FIRSTLAST_CHECKS = (
         " prior_active_period < streak_start_period, 1 <= active_periods.",
         lambda c: f"""
             SELECT count(*), count(*) || ' rows with periods out of order'
-            FROM {c.firstlast} WHERE period_start = {c.p} AND NOT coalesce(
-                first_active_period <= streak_start_period AND streak_start_period <= last_active_period
-                AND last_active_period <= period_start AND active_periods >= 1
-                AND coalesce(prior_active_period < streak_start_period, first_active_period = streak_start_period),
-                FALSE)""",
+            FROM {c.firstlast} WHERE period_start = {c.p} AND NOT {_IN_ORDER}""",
         lambda c: f"""
-            SELECT * FROM {c.firstlast} WHERE period_start = {c.p} AND NOT coalesce(
-                first_active_period <= streak_start_period AND streak_start_period <= last_active_period
-                AND last_active_period <= period_start AND active_periods >= 1
-                AND coalesce(prior_active_period < streak_start_period, first_active_period = streak_start_period),
-                FALSE) LIMIT {EXAMPLE_ROWS}""",
+            SELECT * FROM {c.firstlast} WHERE period_start = {c.p} AND NOT {_IN_ORDER} LIMIT {EXAMPLE_ROWS}""",
+        over_span=lambda c: f"""
+            SELECT span.p, coalesce(f.bad, 0), coalesce(f.bad, 0) || ' rows with periods out of order'
+            FROM span LEFT JOIN (
+                SELECT period_start, count(*) FILTER (WHERE NOT {_IN_ORDER}) AS bad FROM {c.firstlast}
+                WHERE period_start BETWEEN {c.first} AND {c.last} GROUP BY period_start) AS f
+            ON f.period_start = span.p""",
     ),
 )
 
@@ -188,6 +242,35 @@ _COLUMN_RULES = """
     AND (return_gap IS NULL OR state = 'reactivated')
 """.format(active=ACTIVE)
 
+def _ACTIVE_OF(counts: str) -> str:  # noqa: N802 (reads like the column it stands for)
+    return f"coalesce({counts}.new + {counts}.retained + {counts}.reactivated, 0)"
+
+
+def _counted(c: Span, column: str, what: str) -> str:
+    """Per period of the span, the rows of the view that `activation_counts.<column>` counts."""
+    return f"""
+            SELECT span.p, coalesce(a.{column}, 0), coalesce(a.{column}, 0) || ' {what}'
+            FROM span LEFT JOIN activation_counts AS a ON a.period = span.p"""
+
+
+def _activation_counts(c: Span) -> str:
+    """Per period of the span (and the first one's predecessor), in one pass over the view: rows,
+    users by state and by previous state, churned users, and rows breaking invariants 6 and 7."""
+    by_state = ", ".join(f"count(*) FILTER (WHERE state = {literal(s)}) AS {s}" for s in sql.STATES)
+    by_previous = ", ".join(f"count(*) FILTER (WHERE prev_state = {literal(s)}) AS prev_{s}" for s in sql.STATES)
+    return f"""
+        SELECT period_start AS period, count(*) AS n, {by_state}, {by_previous},
+               count(*) FILTER (WHERE state = 'inactive' AND prev_state IN {ACTIVE}) AS churned,
+               count(*) FILTER (WHERE {PAIR} NOT IN {NINE}) AS bad_pairs,
+               count(*) FILTER (WHERE NOT coalesce({_COLUMN_RULES}, FALSE)) AS bad_columns
+        FROM {c.activation} WHERE period_start BETWEEN {c.lowest} AND {c.last}
+        GROUP BY period_start"""
+
+
+# The relations a span's checks share, computed once per statement (DuckDB materializes a CTE that
+# is read more than once).
+SHARED: dict[str, SpanSqlFor] = {"span": lambda c: c.values, "activation_counts": _activation_counts}
+
 ACTIVATION_CHECKS = (
     Check(
         "one_row_per_user",
@@ -210,6 +293,16 @@ ACTIVATION_CHECKS = (
                        WHERE period_start >= {c.p} AND period_start < {c.next})
             SELECT abs(a.n - f.n), 'activation has ' || a.n || ' active users, the fact has ' || f.n
             FROM a, f""",
+        over_span=lambda c: f"""
+            SELECT span.p, abs({_ACTIVE_OF('a')} - coalesce(f.n, 0)),
+                   'activation has ' || {_ACTIVE_OF('a')} || ' active users, the fact has ' || coalesce(f.n, 0)
+            FROM span LEFT JOIN activation_counts AS a ON a.period = span.p
+            LEFT JOIN (
+                SELECT days.p, count(DISTINCT fact.user_id) AS n
+                FROM span AS days JOIN {c.fact} AS fact ON fact.period_start >= days.p AND fact.period_start < days.nxt
+                WHERE fact.period_start >= {c.first} AND fact.period_start < {c.end}
+                GROUP BY days.p) AS f ON f.p = span.p""",
+        shared=("activation_counts",),
     ),
     Check(
         "retained_plus_churned_is_previous_active",
@@ -223,6 +316,14 @@ ACTIVATION_CHECKS = (
             SELECT abs(retained + churned - active),
                    'retained ' || retained || ' + churned ' || churned || ' vs active before ' || active
             FROM now, before""",
+        over_span=lambda c: f"""
+            SELECT span.p,
+                   abs(coalesce(now.retained, 0) + coalesce(now.churned, 0) - {_ACTIVE_OF('before')}),
+                   'retained ' || coalesce(now.retained, 0) || ' + churned ' || coalesce(now.churned, 0)
+                   || ' vs active before ' || {_ACTIVE_OF('before')}
+            FROM span LEFT JOIN activation_counts AS now ON now.period = span.p
+            LEFT JOIN activation_counts AS before ON before.period = span.q""",
+        shared=("activation_counts",),
     ),
     Check(
         "nobody_disappears",
@@ -249,6 +350,15 @@ ACTIVATION_CHECKS = (
             f"SELECT prev_state AS s, count(*) AS n FROM {c.activation}"
             f" WHERE period_start = {c.p} AND prev_state IS NOT NULL GROUP BY 1",
             f"SELECT state AS s, count(*) AS n FROM {c.activation} WHERE period_start = {c.q} GROUP BY 1"),
+        over_span=lambda c: f"""
+            SELECT span.p, {' + '.join(f'abs(coalesce(now.prev_{s}, 0) - coalesce(before.{s}, 0))' for s in sql.STATES)},
+                   coalesce(nullif(concat_ws(', ', {', '.join(
+                       f"CASE WHEN coalesce(now.prev_{s}, 0) <> coalesce(before.{s}, 0) THEN '{s}: '"
+                       f" || coalesce(now.prev_{s}, 0) || ' vs ' || coalesce(before.{s}, 0) END" for s in sql.STATES)}),
+                       ''), 'ok')
+            FROM span LEFT JOIN activation_counts AS now ON now.period = span.p
+            LEFT JOIN activation_counts AS before ON before.period = span.q""",
+        shared=("activation_counts",),
     ),
     Check(
         "only_valid_transitions",
@@ -260,6 +370,8 @@ ACTIVATION_CHECKS = (
             SELECT prev_state, state, count(*) AS users
             FROM {c.activation} WHERE period_start = {c.p} AND {PAIR} NOT IN {NINE}
             GROUP BY ALL LIMIT {EXAMPLE_ROWS}""",
+        over_span=lambda c: _counted(c, "bad_pairs", "rows with an impossible transition"),
+        shared=("activation_counts",),
     ),
     Check(
         "columns_consistent",
@@ -271,6 +383,8 @@ ACTIVATION_CHECKS = (
         lambda c: f"""
             SELECT * FROM {c.activation} WHERE period_start = {c.p}
             AND NOT coalesce({_COLUMN_RULES}, FALSE) LIMIT {EXAMPLE_ROWS}""",
+        over_span=lambda c: _counted(c, "bad_columns", "rows whose columns contradict each other"),
+        shared=("activation_counts",),
     ),
     Check(
         "matches_days",
@@ -334,9 +448,31 @@ def _equals_grouped_activation(
                    || totals.rows || ' activation rows'
             FROM totals"""
 
+    def over_span(c: Span) -> str:
+        table = getattr(c, transitions)
+        within = f"period_start BETWEEN {c.first} AND {c.last}"
+        return f"""
+            SELECT span.p, coalesce(bad.n, 0) + CASE WHEN coalesce(total.users, 0) = coalesce(a.n, 0) THEN 0 ELSE 1 END,
+                   coalesce(bad.n, 0) || ' (from_state, to_state) pairs disagree with the activation'
+                   || ' table or appear twice; users add up to ' || coalesce(total.users, 0) || ' for '
+                   || coalesce(a.n, 0) || ' activation rows'
+            FROM span LEFT JOIN activation_counts AS a ON a.period = span.p
+            LEFT JOIN (SELECT period_start, sum(users) AS users FROM {table} WHERE {within} GROUP BY period_start)
+                AS total ON total.period_start = span.p
+            LEFT JOIN (
+                SELECT coalesce(g.period, tr.period) AS period, count(*) AS n
+                FROM (SELECT period_start AS period, {prev_state} AS f, {state} AS t, count(*) AS u
+                      FROM {c.activation} WHERE {within} GROUP BY ALL) AS g
+                FULL OUTER JOIN (SELECT period_start AS period, from_state AS f, to_state AS t, sum(users) AS u,
+                                        count(*) AS copies
+                                 FROM {table} WHERE {within} GROUP BY ALL) AS tr
+                ON g.period = tr.period AND g.f IS NOT DISTINCT FROM tr.f AND g.t = tr.t
+                WHERE g.u IS DISTINCT FROM tr.u OR tr.copies > 1
+                GROUP BY 1) AS bad ON bad.period = span.p"""
+
     return Check("equals_grouped_activation", description, violations,
                  lambda c: pairs(c) + f"SELECT * FROM pairs LIMIT {EXAMPLE_ROWS}",
-                 grains=grains)
+                 grains=grains, over_span=over_span, shared=("activation_counts",))
 
 
 TRANSITIONS_CHECKS = (
@@ -567,36 +703,75 @@ def period_context(behavior: BehaviorConfig, grain: Grain, period: dt.date) -> P
     return Period(behavior, grain, period, previous)
 
 
+SPAN_PARTITIONS = 31  # partitions per statement over a span: a month of days keeps its memory bounded
+
+
 def evaluate(
     conn: Warehouse, checks: Sequence[Check], behavior: BehaviorConfig, grain: Grain,
     period: dt.date, outcomes: dict[str, CheckOutcome],
 ) -> None:
-    """Evaluate `checks` on one partition, accumulating into `outcomes` (keyed by check name).
+    """Evaluate `checks` on one partition, accumulating into `outcomes` (keyed by check name)."""
+    evaluate_range(conn, checks, behavior, grain, [period], outcomes)
 
-    All checks of the partition are one query (a UNION ALL of one row per check): one round trip,
-    and one job on Spark instead of one per check. Examples are fetched only for failing checks.
+
+def span_statement(spanned: Sequence[tuple[int, Check]], span: Span) -> str:
+    """One statement for the checks (index, check) that have a span form: rows (check_index,
+    period_start, violations, detail), the relations they share computed once."""
+    shared = dict.fromkeys(["span", *(name for _, check in spanned for name in check.shared)])
+    union = "\nUNION ALL\n".join(
+        f"SELECT {i} AS check_index, period_start, CAST(violations AS BIGINT) AS violations,"
+        f" CAST(detail AS VARCHAR) AS detail"
+        f" FROM ({check.over_span(span)}) AS check_{i}(period_start, violations, detail)"
+        for i, check in spanned)
+    return "WITH " + ",\n".join(f"{name} AS ({SHARED[name](span)})" for name in shared) + "\n" + union
+
+
+def evaluate_range(
+    conn: Warehouse, checks: Sequence[Check], behavior: BehaviorConfig, grain: Grain,
+    periods: Sequence[dt.date], outcomes: dict[str, CheckOutcome],
+) -> None:
+    """Evaluate `checks` on the partitions `periods`, accumulating into `outcomes` in period order.
+
+    A check with a span form is evaluated for up to SPAN_PARTITIONS partitions in one pass, all such
+    checks in one statement over the relations they share (the view is read once for them all,
+    not once per check and partition). The others (duplicates, and users lost between two periods:
+    set comparisons whose working set would grow with the span, measured slower over a span) run
+    partition by partition, all of a partition's in one query: one round trip, and one job on Spark
+    instead of one per check. Examples are fetched only
+    for failing checks, from their first failing partition.
     """
     wh = as_warehouse(conn)
-    context = period_context(behavior, grain, period)
     applicable = checks_for(checks, grain)
-    if not applicable:
+    if not applicable or not periods:
         return
-    union = "\nUNION ALL\n".join(
-        f"SELECT {i} AS check_index, CAST(violations AS BIGINT) AS violations, CAST(detail AS VARCHAR) AS detail"
-        f" FROM ({check.violations(context)}) AS check_{i}(violations, detail)"
-        for i, check in enumerate(applicable))
-    results = {index: (violations, detail) for index, violations, detail in wh.query(union)}
-    for i, check in enumerate(applicable):
-        outcome = outcomes.setdefault(check.name, CheckOutcome(check))
-        outcome.partitions.append(period)
-        violations, detail = results[i]
-        if violations:
-            outcome.failing[period] = (int(violations), detail)
-            if check.examples and not outcome.examples:
-                names, rows = wh.query_named(check.examples(context))
-                outcome.examples = [
-                    {"period_start": str(period), **{n: _plain(v) for n, v in zip(names, row)}} for row in rows
-                ]
+    periods = sorted(periods)
+    results: dict[tuple[int, dt.date], tuple[int, str]] = {}
+    spanned = [(i, check) for i, check in enumerate(applicable) if check.over_span]
+    single = [(i, check) for i, check in enumerate(applicable) if not check.over_span]
+    for start in range(0, len(periods), SPAN_PARTITIONS) if spanned else ():
+        span = Span(behavior, grain, tuple(periods[start:start + SPAN_PARTITIONS]))
+        for index, period, violations, detail in wh.query(span_statement(spanned, span)):
+            results[(index, period)] = (violations, detail)
+    for period in periods if single else ():
+        context = period_context(behavior, grain, period)
+        union = "\nUNION ALL\n".join(
+            f"SELECT {i} AS check_index, CAST(violations AS BIGINT) AS violations, CAST(detail AS VARCHAR) AS detail"
+            f" FROM ({check.violations(context)}) AS check_{i}(violations, detail)"
+            for i, check in single)
+        for index, violations, detail in wh.query(union):
+            results[(index, period)] = (violations, detail)
+    for period in periods:
+        for i, check in enumerate(applicable):
+            outcome = outcomes.setdefault(check.name, CheckOutcome(check))
+            outcome.partitions.append(period)
+            violations, detail = results.get((i, period), (0, "ok"))
+            if violations:
+                outcome.failing[period] = (int(violations), detail)
+                if check.examples and not outcome.examples:
+                    names, rows = wh.query_named(check.examples(period_context(behavior, grain, period)))
+                    outcome.examples = [
+                        {"period_start": str(period), **{n: _plain(v) for n, v in zip(names, row)}} for row in rows
+                    ]
 
 
 def _plain(value):

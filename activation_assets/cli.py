@@ -593,8 +593,7 @@ def cmd_check(args) -> int:
                     if not periods or not inv.checks_for(table_checks, grain):
                         continue
                     outcomes: dict[str, inv.CheckOutcome] = {}
-                    for period in periods:
-                        inv.evaluate(warehouse, table_checks, behavior, grain, period, outcomes)
+                    inv.evaluate_range(warehouse, table_checks, behavior, grain, periods, outcomes)
                     for outcome in outcomes.values():
                         evaluated += 1
                         status = "PASS" if outcome.passed else "FAIL"

@@ -129,8 +129,7 @@ def _check_results(
     behavior: BehaviorConfig, grain: Grain, conn, checks: Sequence[inv.Check], periods: Sequence[dt.date]
 ) -> list[dg.AssetCheckResult]:
     outcomes: dict[str, inv.CheckOutcome] = {}
-    for period in periods:
-        inv.evaluate(conn, checks, behavior, grain, period, outcomes)
+    inv.evaluate_range(conn, checks, behavior, grain, periods, outcomes)
     results = []
     for outcome in outcomes.values():
         metadata = {

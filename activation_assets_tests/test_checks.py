@@ -235,3 +235,31 @@ def test_a_failing_check_reports_and_blocks_downstream(tmp_path):
     assert [e.step_key for e in result.get_step_failure_events()] == ["visited_firstlast_daily"]
     assert not {"visited_activation_daily", "visited_transitions_daily"} & {
         e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+
+
+@pytest.mark.parametrize("case", sorted(c for c, v in CORRUPTIONS.items()
+                                        if v[0] in ("activation", "firstlast", "transitions", "engagement_transitions")))
+def test_a_range_of_partitions_is_judged_as_each_partition_alone(clean, tmp_path, case):
+    """A run checks its whole range in one pass per check family: every partition must get the
+    verdict and the words it gets checked alone (the corruption is in one partition, and the
+    partition after it compares with it)."""
+    from activation_assets.periods import existing_periods
+
+    table, grain, period, corruption, check_name, words = CORRUPTIONS[case]
+    copy = tmp_path / "corrupt.duckdb"
+    shutil.copy(clean.database, copy)
+    behavior = clean.behaviors[0]
+    periods = existing_periods(behavior, grain)
+    assert len(periods) > (inv.SPAN_PARTITIONS if grain is Grain.daily else 3)  # daily: more than one statement
+    with duckdb.connect(str(copy)) as conn:
+        conn.execute("SET TimeZone = 'UTC'")
+        _as_table(conn, f"visited_activation_{grain}")
+        conn.execute(_fill(corruption, period))
+        together: dict[str, inv.CheckOutcome] = {}
+        inv.evaluate_range(conn, CHECKS[table], behavior, grain, periods, together)
+        alone: dict[str, inv.CheckOutcome] = {}
+        for each in periods:
+            inv.evaluate(conn, CHECKS[table], behavior, grain, each, alone)
+    assert {name: (o.partitions, o.failing) for name, o in together.items()} == {
+        name: (o.partitions, o.failing) for name, o in alone.items()}
+    assert period in together[check_name].failing

@@ -114,6 +114,11 @@ def _check_statements() -> list[str]:
         for check in (*inv.FIRSTLAST_CHECKS, *inv.ACTIVATION_CHECKS, *inv.TRANSITIONS_CHECKS, *inv.GROWTH_CHECKS,
                       *inv.COHORTS_CHECKS):
             out += [check.violations(context)] + ([check.examples(context)] if check.examples else [])
+        checks = inv.checks_for((*inv.FIRSTLAST_CHECKS, *inv.ACTIVATION_CHECKS, *inv.TRANSITIONS_CHECKS,
+                                 *inv.ENGAGEMENT_TRANSITIONS_CHECKS), grain)
+        spanned = [(i, check) for i, check in enumerate(checks) if check.over_span]
+        assert spanned
+        out.append(inv.span_statement(spanned, inv.Span(behavior, grain, (context.start,))))
     return out
 
 
