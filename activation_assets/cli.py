@@ -723,7 +723,7 @@ def parser() -> argparse.ArgumentParser:
     s = commands.add_parser("sample-data", help="generate the bundled sample marketplace data")
     s.add_argument("--out", default=str(REPO_ROOT / "data" / "raw"))
     s.add_argument("--users", type=int, help="default 30,000")  # defaults: sample_data.SampleSpec
-    s.add_argument("--days", type=int, help="default 151 (2025-01-01..05-31, the bundled config's window)")
+    s.add_argument("--days", type=int, help="default 90 (2025-01-01..03-31, the bundled config's window)")
     s.add_argument("--seed", type=int)
     s.add_argument("--force", action="store_true", help="regenerate even if present")
     s.set_defaults(handler=cmd_sample_data)
