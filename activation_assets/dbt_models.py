@@ -8,6 +8,7 @@ reads a file instead of running dbt.
 
 
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -71,7 +72,15 @@ def ensure_manifest(dbt: DbtConfig) -> Path:
 
 
 def load_manifest(dbt: DbtConfig) -> dict[str, Any]:
-    return json.loads(ensure_manifest(dbt).read_text())
+    """The parsed manifest; read once per version of the file (every dbt_model source and the
+    dbt assets of one code location share it)."""
+    path = ensure_manifest(dbt)
+    return _read_manifest(str(path), path.stat().st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=4)
+def _read_manifest(path: str, mtime_ns: int) -> dict[str, Any]:
+    return json.loads(Path(path).read_text())
 
 
 def _resource_args(dbt: DbtConfig) -> dict[str, Any]:
@@ -151,7 +160,7 @@ def dbt_definitions(config: ActivationConfig) -> tuple[list, dict]:
             yield from dbt.cli(["build"], context=context).stream()
 
     # The dbt sources (the raw files), so that the lineage starts at them, in their own group.
-    manifest_data = json.loads(manifest.read_text())
+    manifest_data = load_manifest(dbt)
     sources = [
         dg.AssetSpec(translator().get_asset_spec(manifest_data, unique_id, project).key,
                      description=node.get("description") or None, group_name="raw", kinds={"dbt", "source"},
