@@ -407,19 +407,38 @@ def window_mask(days: int) -> int:
     return 2 ** days - 1
 
 
-def engagement_state(bits: str, is_new: str, week_days: int, month_days: int) -> str:
-    """The engagement state of a day whose last 63 days are `bits` (bit 0 = that day)."""
+def _engagement_cases(bits: str, is_new: str, week_days: int, month_days: int) -> str:
+    """The engagement state of a day whose last 63 days are `bits` (bit 0 = that day), as a CASE
+    whose results are `{state}` placeholders (see `engagement_state` and `engagement_code`)."""
     week, month = window_mask(week_days), window_mask(month_days)
     return f"""CASE
-                WHEN {is_new} THEN 'new'
+                WHEN {is_new} THEN {{new}}
                 WHEN {bits} & 1 = 1 THEN CASE
-                    WHEN {bits} & {week - 1} <> 0 THEN 'current'  -- also active in [d-W+1, d-1]
-                    WHEN {bits} & {month - week} <> 0 THEN 'reactivated'  -- in [d-M+1, d-W] only
-                    ELSE 'resurrected' END  -- nothing in [d-M+1, d-1]
-                WHEN {bits} & {week} <> 0 THEN 'at_risk_wau'
-                WHEN {bits} & {month} <> 0 THEN 'at_risk_mau'
-                ELSE 'dormant'
+                    WHEN {bits} & {week - 1} <> 0 THEN {{current}}  -- also active in [d-W+1, d-1]
+                    WHEN {bits} & {month - week} <> 0 THEN {{reactivated}}  -- in [d-M+1, d-W] only
+                    ELSE {{resurrected}} END  -- nothing in [d-M+1, d-1]
+                WHEN {bits} & {week} <> 0 THEN {{at_risk_wau}}
+                WHEN {bits} & {month} <> 0 THEN {{at_risk_mau}}
+                ELSE {{dormant}}
             END"""
+
+
+def engagement_state(bits: str, is_new: str, week_days: int, month_days: int) -> str:
+    """The engagement state (its name) of a day whose last 63 days are `bits`."""
+    return _engagement_cases(bits, is_new, week_days, month_days).format(
+        **{state: literal(state) for state in ENGAGEMENT_STATES})
+
+
+def engagement_code(bits: str, is_new: str, week_days: int, month_days: int) -> str:
+    """The same state as its position in ENGAGEMENT_STATES: a small integer groups faster than a name."""
+    return _engagement_cases(bits, is_new, week_days, month_days).format(
+        **{state: str(i) for i, state in enumerate(ENGAGEMENT_STATES)})
+
+
+def engagement_name(code: str) -> str:
+    """The state named by `engagement_code`'s integer (NULL stays NULL)."""
+    cases = " ".join(f"WHEN {i} THEN {literal(state)}" for i, state in enumerate(ENGAGEMENT_STATES))
+    return f"CASE {code} {cases} END"
 
 
 def activation_view(
@@ -673,12 +692,23 @@ def engagement_select(engagement_transitions: str, period: dt.date) -> str:
     """
 
 
-def engagement_transitions_select(activation: str, period: dt.date) -> str:
+def engagement_transitions_select(activation: str, period: dt.date, week_days: int, month_days: int) -> str:
+    """Users per (prev_engagement_state, engagement_state) of day d: the view's two states, grouped
+    by their codes (the same CASE as the view's, `engagement_code`) and named after grouping."""
+    p, q = date_lit(period), date_lit(period - dt.timedelta(days=1))
+    today = engagement_code("days_seen_bits", f"first_active_period = {p}", week_days, month_days)
+    yesterday = engagement_code("(days_seen_bits // 2)", f"first_active_period = {q}", week_days, month_days)
     return f"""
-        SELECT period_start, prev_engagement_state AS from_state, engagement_state AS to_state, count(*) AS users
-        FROM {ident(activation)}
-        WHERE period_start = {date_lit(period)}
-        GROUP BY period_start, prev_engagement_state, engagement_state
+        WITH pairs AS (
+            SELECT CASE WHEN first_active_period = {p} THEN NULL ELSE {yesterday} END AS from_code,
+                   {today} AS to_code, count(*) AS users
+            FROM {ident(activation)}
+            WHERE period_start = {p}
+            GROUP BY from_code, to_code
+        )
+        SELECT {p} AS period_start, {engagement_name("from_code")} AS from_state,
+               {engagement_name("to_code")} AS to_state, users
+        FROM pairs
         ORDER BY from_state NULLS FIRST, to_state
     """
 

@@ -504,10 +504,10 @@ def materialize_engagement_transitions(
     conn: Warehouse, behavior: BehaviorConfig, grain: Grain, periods: Sequence[dt.date],
     progress: Progress = _no_progress,
 ) -> dict[dt.date, dict[str, int]]:
-    wh = as_warehouse(conn)
+    wh, (week, month) = as_warehouse(conn), (behavior.engagement.week_days, behavior.engagement.month_days)
     table, activation = sql.engagement_transitions_table(behavior.name), sql.activation_table(behavior.name, grain)
     _from_activation(wh, behavior, grain, periods, table, sql.TRANSITIONS_COLUMNS,
-                     lambda period: sql.engagement_transitions_select(activation, period), progress)
+                     lambda period: sql.engagement_transitions_select(activation, period, week, month), progress)
     out: dict[dt.date, dict[str, int]] = {period: {} for period in periods}
     for period, src, dst, users in _written(wh, table, ("from_state", "to_state", "users"), periods):
         out[period][transition_label(src, dst)] = users
