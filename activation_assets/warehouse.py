@@ -342,8 +342,10 @@ class DuckDBWarehouse(Warehouse):
         return [d[0] for d in cursor.description], cursor.fetchall()
 
     def table_exists(self, table: str) -> bool:
+        """A table or a view of that name (DuckDB's own catalog functions: faster than information_schema)."""
         return bool(self.conn.execute(
-            "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [table]).fetchone()[0])
+            "SELECT (SELECT count(*) FROM duckdb_tables() WHERE table_name = $1)"
+            " + (SELECT count(*) FROM duckdb_views() WHERE view_name = $1 AND NOT internal)", [table]).fetchone()[0])
 
     def column_types(self, relation: str) -> dict[str, str]:
         return {row[0]: row[1] for row in self.conn.execute(f"DESCRIBE SELECT * FROM {relation}").fetchall()}
@@ -356,8 +358,7 @@ class DuckDBWarehouse(Warehouse):
 
     def is_view(self, name: str) -> bool:
         return bool(self.conn.execute(
-            "SELECT count(*) FROM information_schema.tables WHERE table_name = ? AND table_type = 'VIEW'",
-            [name]).fetchone()[0])
+            "SELECT count(*) FROM duckdb_views() WHERE view_name = ? AND NOT internal", [name]).fetchone()[0])
 
     def create_view(self, name: str, select: str) -> None:
         if self.table_exists(name) and not self.is_view(name):
@@ -391,9 +392,8 @@ class DuckDBWarehouse(Warehouse):
     def replace_partition(self, table: str, period: dt.date, select: str) -> int:
         with self.transaction():
             self.conn.execute(sql.delete_range(table, period, period))
-            self.conn.execute(f"INSERT INTO {ident(table)} BY NAME {select}")
-            rows = self.conn.execute(
-                f"SELECT count(*) FROM {ident(table)} WHERE period_start = {date_lit(period)}").fetchone()[0]
+            # The insert's own count: every row of `select` is in the partition (its contract).
+            rows = self.conn.execute(f"INSERT INTO {ident(table)} BY NAME {select}").fetchone()[0]
             self.record_partitions(table, {period: rows})
         return rows
 
