@@ -20,6 +20,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
+DAEMON_INTERVAL = 5  # seconds between the backfill daemon's looks (Dagster's own: 30)
 
 
 def free_port() -> int:
@@ -38,7 +39,8 @@ class DagsterDev:
     def start(self, timeout: float = 120) -> DagsterDev:
         self.home.mkdir(parents=True, exist_ok=True)
         shutil.copy(ROOT / "activation_assets" / "instance" / "dagster.yaml", self.home / "dagster.yaml")
-        env = {**os.environ, "DAGSTER_HOME": str(self.home), "ACTIVATION_CONFIG": str(self.config)}
+        env = {**os.environ, "DAGSTER_HOME": str(self.home), "ACTIVATION_CONFIG": str(self.config),
+               "PYTHONPATH": os.pathsep.join(filter(None, (str(self._faster_daemon()), os.environ.get("PYTHONPATH"))))}
         self.process = subprocess.Popen(
             [str(BIN / "dagster"), "dev", "-w", str(ROOT / "workspace.yaml"), "-h", "127.0.0.1", "-p", str(self.port)],
             cwd=self.home, env=env, stdout=self.log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
@@ -57,6 +59,18 @@ class DagsterDev:
             time.sleep(0.5)
         self.stop()
         raise TimeoutError(f"dagster dev not ready after {timeout} s; see {self.log}")
+
+    def _faster_daemon(self) -> Path:
+        """A `sitecustomize` for the processes of this `dagster dev` only: the daemon's backfill loop
+        (and the asset daemon's pre-sensor wait) look every DAEMON_INTERVAL seconds instead of
+        Dagster's fixed 30. A backfill advances one step of its graph per look, so the tests waited
+        30 s per level of the graph (measured: 1,300 s of the UI tests); what they assert is the same."""
+        site = self.home / "_test_site"
+        site.mkdir(exist_ok=True)
+        (site / "sitecustomize.py").write_text(
+            "import dagster._daemon.controller as controller\n"
+            f"controller.DEFAULT_DAEMON_INTERVAL_SECONDS = {DAEMON_INTERVAL}\n")
+        return site
 
     def _wait_for_location(self, deadline: float) -> None:
         while time.monotonic() < deadline:
