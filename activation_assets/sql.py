@@ -407,38 +407,28 @@ def window_mask(days: int) -> int:
     return 2 ** days - 1
 
 
-def _engagement_cases(bits: str, is_new: str, week_days: int, month_days: int) -> str:
-    """The engagement state of a day whose last 63 days are `bits` (bit 0 = that day), as a CASE
-    whose results are `{state}` placeholders (see `engagement_state` and `engagement_code`)."""
+def day_activity(bits: str, days_back: int, week_days: int, month_days: int) -> tuple[str, str, str]:
+    """For day e = d - days_back, read off d's bits: (active on e, active on some day of
+    [e-W+1, e-1], active on some day of [e-M+1, e-W]), as SQL predicates."""
     week, month = window_mask(week_days), window_mask(month_days)
+    masks = (1, week - 1, month - week)
+    return tuple(f"{bits} & {mask << days_back} <> 0" for mask in masks)
+
+
+def engagement_state(activity: tuple[str, str, str], is_new: str) -> str:
+    """The engagement state of a day from its three `day_activity` predicates (the contract's table;
+    not active on the day, "active in [e-W+1, e]" is the second predicate, and so on)."""
+    active, earlier_in_week, in_month_before_week = activity
     return f"""CASE
-                WHEN {is_new} THEN {{new}}
-                WHEN {bits} & 1 = 1 THEN CASE
-                    WHEN {bits} & {week - 1} <> 0 THEN {{current}}  -- also active in [d-W+1, d-1]
-                    WHEN {bits} & {month - week} <> 0 THEN {{reactivated}}  -- in [d-M+1, d-W] only
-                    ELSE {{resurrected}} END  -- nothing in [d-M+1, d-1]
-                WHEN {bits} & {week} <> 0 THEN {{at_risk_wau}}
-                WHEN {bits} & {month} <> 0 THEN {{at_risk_mau}}
-                ELSE {{dormant}}
+                WHEN {is_new} THEN 'new'
+                WHEN {active} THEN CASE
+                    WHEN {earlier_in_week} THEN 'current'
+                    WHEN {in_month_before_week} THEN 'reactivated'
+                    ELSE 'resurrected' END
+                WHEN {earlier_in_week} THEN 'at_risk_wau'
+                WHEN {in_month_before_week} THEN 'at_risk_mau'
+                ELSE 'dormant'
             END"""
-
-
-def engagement_state(bits: str, is_new: str, week_days: int, month_days: int) -> str:
-    """The engagement state (its name) of a day whose last 63 days are `bits`."""
-    return _engagement_cases(bits, is_new, week_days, month_days).format(
-        **{state: literal(state) for state in ENGAGEMENT_STATES})
-
-
-def engagement_code(bits: str, is_new: str, week_days: int, month_days: int) -> str:
-    """The same state as its position in ENGAGEMENT_STATES: a small integer groups faster than a name."""
-    return _engagement_cases(bits, is_new, week_days, month_days).format(
-        **{state: str(i) for i, state in enumerate(ENGAGEMENT_STATES)})
-
-
-def engagement_name(code: str) -> str:
-    """The state named by `engagement_code`'s integer (NULL stays NULL)."""
-    cases = " ".join(f"WHEN {i} THEN {literal(state)}" for i, state in enumerate(ENGAGEMENT_STATES))
-    return f"CASE {code} {cases} END"
 
 
 def activation_view(
@@ -459,10 +449,10 @@ def activation_view(
     between = lambda a, b: periods_between(grain, a, b)  # noqa: E731
     engagement = "" if grain is not Grain.daily or not engagement else f""",
             days_seen_bits,
-            {engagement_state("days_seen_bits", f"first_active_period = {p}", week_days, month_days)}
+            {engagement_state(day_activity("days_seen_bits", 0, week_days, month_days), f"first_active_period = {p}")}
                 AS engagement_state,
             CASE WHEN first_active_period = {p} THEN NULL ELSE
-            {engagement_state("(days_seen_bits // 2)", f"first_active_period = {q}", week_days, month_days)}
+            {engagement_state(day_activity("days_seen_bits", 1, week_days, month_days), f"first_active_period = {q}")}
             END AS prev_engagement_state"""
     return f"""
         SELECT
@@ -693,22 +683,31 @@ def engagement_select(engagement_transitions: str, period: dt.date) -> str:
 
 
 def engagement_transitions_select(activation: str, period: dt.date, week_days: int, month_days: int) -> str:
-    """Users per (prev_engagement_state, engagement_state) of day d: the view's two states, grouped
-    by their codes (the same CASE as the view's, `engagement_code`) and named after grouping."""
+    """Users per (prev_engagement_state, engagement_state) of day d. Both states are functions of
+    eight predicates of the view's columns (`day_activity` of d and of d-1, and whether d or d-1
+    is the first day): users are counted per combination of them, and the few combinations are
+    named by the view's own CASE (`engagement_state`) and summed."""
     p, q = date_lit(period), date_lit(period - dt.timedelta(days=1))
-    today = engagement_code("days_seen_bits", f"first_active_period = {p}", week_days, month_days)
-    yesterday = engagement_code("(days_seen_bits // 2)", f"first_active_period = {q}", week_days, month_days)
+    names = {0: ("active_today", "week_today", "month_today"), 1: ("active_yesterday", "week_yesterday", "month_yesterday")}
+    predicates = ",\n                   ".join(
+        f"{predicate} AS {name}"
+        for back, columns in names.items()
+        for predicate, name in zip(day_activity("days_seen_bits", back, week_days, month_days), columns))
     return f"""
-        WITH pairs AS (
-            SELECT CASE WHEN first_active_period = {p} THEN NULL ELSE {yesterday} END AS from_code,
-                   {today} AS to_code, count(*) AS users
+        WITH combinations AS (
+            SELECT first_active_period = {p} AS new_today, first_active_period = {q} AS new_yesterday,
+                   {predicates},
+                   count(*) AS users
             FROM {ident(activation)}
             WHERE period_start = {p}
-            GROUP BY from_code, to_code
+            GROUP BY ALL
         )
-        SELECT {p} AS period_start, {engagement_name("from_code")} AS from_state,
-               {engagement_name("to_code")} AS to_state, users
-        FROM pairs
+        SELECT {p} AS period_start,
+               CASE WHEN new_today THEN NULL ELSE {engagement_state(names[1], "new_yesterday")} END AS from_state,
+               {engagement_state(names[0], "new_today")} AS to_state,
+               CAST(sum(users) AS BIGINT) AS users
+        FROM combinations
+        GROUP BY from_state, to_state
         ORDER BY from_state NULLS FIRST, to_state
     """
 
