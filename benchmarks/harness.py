@@ -50,15 +50,6 @@ class Results:
         print(f"  {measure:<58} {value:>12}  {note}", flush=True)
 
 
-def median_time(fn, reps: int) -> float:
-    times = []
-    for _ in range(reps):
-        began = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - began)
-    return statistics.median(times)
-
-
 def interleaved_medians(fns: dict[str, object], reps: int, before=None) -> dict[str, float]:
     """The median time of each function, run in turns (a, b, c, a, b, c, ...): a ratio between two
     of them is then not skewed by the machine drifting between one's repetitions and the other's.
@@ -73,6 +64,10 @@ def interleaved_medians(fns: dict[str, object], reps: int, before=None) -> dict[
             fn()
             times[name].append(time.perf_counter() - began)
     return {name: statistics.median(values) for name, values in times.items()}
+
+
+def median_time(fn, reps: int) -> float:
+    return interleaved_medians({"fn": fn}, reps)["fn"]
 
 
 MEMORY_LIMIT = "2GB"  # DuckDB spills beyond it; keeps the process under the 3 GB RSS target
