@@ -385,7 +385,7 @@ def firstlast_select(
             END AS prior_active_period,
             coalesce(prior_state.active_periods, 0) + CASE WHEN active.user_id IS NULL THEN 0 ELSE 1 END
                 AS active_periods{bits}
-        FROM prior_state FULL OUTER JOIN active ON prior_state.user_id = active.user_id
+        FROM prior_state FULL OUTER JOIN active ON prior_state.user_id = active.user_id  -- active: the smaller side
     """
 
 

@@ -375,9 +375,10 @@ def materialize_firstlast(
     )
     wh.create_table(table, sql.with_user_type(sql.firstlast_columns(grain), _user_type(wh, behavior)))
     first = first_period(behavior, grain)
-    return _replace_partitions(wh, table, periods, lambda period: sql.firstlast_select(
-        table, fact, period, calendar.previous(period), calendar.next(period), is_first=period == first,
-        days_seen_bits=grain is Grain.daily), progress)
+    with wh.hash_joins_build_on_the_right():  # on the period's active users, not on everyone seen so far
+        return _replace_partitions(wh, table, periods, lambda period: sql.firstlast_select(
+            table, fact, period, calendar.previous(period), calendar.next(period), is_first=period == first,
+            days_seen_bits=grain is Grain.daily), progress)
 
 
 def materialize_activation(

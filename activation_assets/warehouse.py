@@ -235,6 +235,12 @@ class Warehouse:
         yield
 
     @contextmanager
+    def hash_joins_build_on_the_right(self) -> Iterator[None]:
+        """Statements inside build each hash join's table on the side the SQL writes on the right
+        (where a step's SQL puts the smaller side); an engine that does not tell leaves it to its planner."""
+        yield
+
+    @contextmanager
     def partition_writes(self, table: str, periods: Sequence[dt.date]) -> Iterator[None]:
         """Around a step's loop of `replace_partition` calls over `periods` of `table` (an engine
         without transactions unlogs them first and logs what it wrote in one go)."""
@@ -402,6 +408,19 @@ class DuckDBWarehouse(Warehouse):
         """All or nothing: a failure (or a killed process) leaves the previous contents in place."""
         with transaction(self.conn):
             yield
+
+    @contextmanager
+    def hash_joins_build_on_the_right(self) -> Iterator[None]:
+        # DuckDB otherwise picks the build side from its cardinality estimates, which put FirstLast(q)
+        # (every user seen so far, with all its columns) in the hash table rather than the period's
+        # active users: a daily FirstLast of 2M users took 0.62 s instead of 0.52 s (day 180 of the benchmark).
+        previous = self.conn.execute("SELECT current_setting('disabled_optimizers')").fetchone()[0]
+        disabled = ",".join(filter(None, (previous, "build_side_probe_side")))
+        self.conn.execute(f"SET disabled_optimizers = {literal(disabled)}")
+        try:
+            yield
+        finally:
+            self.conn.execute(f"SET disabled_optimizers = {literal(previous)}")
 
     def ensure_partition_log(self) -> None:
         self.conn.execute(
