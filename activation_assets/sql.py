@@ -655,30 +655,41 @@ STICKINESS_COLUMNS: tuple[Column, ...] = (
 
 def engagement_select(engagement_transitions: str, period: dt.date) -> str:
     """One row for day d, summed off the day's engagement transitions (every user of d is in one
-    (yesterday's state, today's state) pair, and the states say who is active when): DAU (active
-    on d), WAU (active in [d-W+1, d]: the active states and at_risk_wau), MAU (also at_risk_mau),
-    users per state, the ratios, and the share of each of yesterday's states active on d."""
+    (yesterday's state, today's state) pair, and the states say who is active when): users per
+    state; DAU (active on d: the active states), WAU (active in [d-W+1, d]: also at_risk_wau), MAU
+    (also at_risk_mau); the ratios; and per state of yesterday, the share of its users active on d.
+    (Few aggregates: planning them, not reading the day's few rows, is what this costs.)"""
+    p = date_lit(period)
+    states = ",\n                   ".join(
+        f"coalesce(sum(users) FILTER (WHERE to_state = {literal(s)}), 0) AS {ident(s)}" for s in ENGAGEMENT_STATES)
+    rates = ",\n                   ".join(
+        f"max(rate) FILTER (WHERE from_state = {literal(s)}) AS {rate}" for rate, s in RETENTION_RATES)
     active = "(" + ", ".join(literal(s) for s in ENGAGEMENT_ACTIVE) + ")"
-    week = "(" + ", ".join(literal(s) for s in (*ENGAGEMENT_ACTIVE, "at_risk_wau")) + ")"
-    total = lambda where: f"CAST(coalesce(sum(users) FILTER (WHERE {where}), 0) AS BIGINT)"  # noqa: E731
-    states = "".join(f",\n                {total(f'to_state = {literal(s)}')} AS {ident(s)}" for s in ENGAGEMENT_STATES)
-    rates = "".join(
-        f",\n               {total(f'from_state = {literal(s)} AND to_state IN {active}')}"
-        f" / nullif({total(f'from_state = {literal(s)}')}, 0) AS {rate}"
-        for rate, s in RETENTION_RATES)
+    dau = " + ".join(ident(s) for s in ENGAGEMENT_ACTIVE)
     return f"""
-        WITH counts AS (
-            SELECT
-                {total(f"to_state IN {active}")} AS dau,
-                {total(f"to_state IN {week}")} AS wau,
-                {total("to_state <> 'dormant'")} AS mau{states},
-                CAST(coalesce(sum(users), 0) AS BIGINT) AS users_ever{rates}
-            FROM {ident(engagement_transitions)} WHERE period_start = {date_lit(period)}
+        WITH day AS (
+            SELECT from_state, to_state, users FROM {ident(engagement_transitions)} WHERE period_start = {p}
+        ),
+        states AS (
+            SELECT {states}
+            FROM day
+        ),
+        retention AS (
+            SELECT from_state, coalesce(sum(users) FILTER (WHERE to_state IN {active}), 0) / sum(users) AS rate
+            FROM day WHERE from_state IS NOT NULL GROUP BY from_state
+        ),
+        rates AS (
+            SELECT {rates}
+            FROM retention
+        ),
+        windows AS (
+            SELECT *, {dau} AS dau, {dau} + at_risk_wau AS wau, {dau} + at_risk_wau + at_risk_mau AS mau
+            FROM states
         )
-        SELECT {date_lit(period)} AS period_start, dau, wau, mau, {", ".join(map(ident, ENGAGEMENT_STATES))}, users_ever,
-               dau / nullif(mau, 0) AS dau_mau, wau / nullif(mau, 0) AS wau_mau,
+        SELECT {p} AS period_start, dau, wau, mau, {", ".join(map(ident, ENGAGEMENT_STATES))},
+               mau + dormant AS users_ever, dau / nullif(mau, 0) AS dau_mau, wau / nullif(mau, 0) AS wau_mau,
                {", ".join(rate for rate, _ in RETENTION_RATES)}
-        FROM counts
+        FROM windows, rates
     """
 
 
