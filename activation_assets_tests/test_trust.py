@@ -69,7 +69,8 @@ def test_a_reordered_source_gives_the_same_fact(tmp_path, kind):
 
 # --- a changed window -----------------------------------------------------------------------------
 
-WINDOW = reference.Spec("Asia/Seoul", dt.date(2025, 3, 3), dt.date(2025, 4, 13), "monday")
+# Four Monday weeks; March, which starts before start_date, is the one complete month.
+WINDOW = reference.Spec("Asia/Seoul", dt.date(2025, 3, 10), dt.date(2025, 4, 6), "monday")
 
 
 def _every_table(database) -> dict[str, list[tuple]]:
@@ -108,8 +109,8 @@ def _assert_equals_a_fresh_run(config, tmp_path, monkeypatch):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("change", [
-    {"start_date": dt.date(2025, 3, 13)},  # 10 days later, a Thursday: the first week now starts mid-week
-    {"end_date": dt.date(2025, 4, 3)},     # 10 days earlier, a Thursday: that week is no longer complete
+    {"start_date": dt.date(2025, 3, 20)},  # 10 days later, a Thursday: the first week now starts mid-week
+    {"end_date": dt.date(2025, 4, 3)},     # 3 days earlier, a Thursday: that week is no longer complete
     {"timezone": "UTC", "week_start": "sunday"},
     # A new `where:` reads other rows from the same files: every fact day changes.
     {"source": {"parquet": "events/*.parquet", "where": "event_name = 'visit' AND uid % 5 <> 0"}},
