@@ -192,7 +192,8 @@ def main(argv: list[str] | None = None) -> int:
         f"Machine: {machine()}. Users join in the first two weeks, then only the history grows (DAU about"
         f" 10% of the users). *One more day* is `activation materialize` in-process after the config's"
         " `end_date` moved one day (the day's fact, its daily FirstLast, activation, transitions, growth,"
-        " cohorts and distributions with their checks, Dagster's bookkeeping, planning and summary"
+        " cohorts, distributions, engagement transitions, engagement and stickiness with their checks,"
+        " Dagster's bookkeeping, planning and summary"
         f" included), median of the first run and {args.reps - 1} re-runs of the day. Each measured day"
         " completes no week and no month.",
         "",
