@@ -40,7 +40,7 @@ demo: install
 
 ## The second command: the whole test suite (slow, Spark, UI and browser tests included), as CI runs it.
 test: install spark browser
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=25
 
 ## Debian's Chromium for the browser tests (Playwright drives it; it downloads no browser of its own).
 browser:
