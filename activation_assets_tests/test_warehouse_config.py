@@ -196,3 +196,20 @@ def test_a_days_read_is_bounded_on_the_raw_time_column(time_type, bounded, zone)
         values = ", ".join(f"('{t.isoformat(sep=' ')}')" for t in edges + outside)
         conn.execute(f"CREATE TABLE src AS SELECT 1 AS uid, CAST(x AS {column}) AS ts FROM (VALUES {values}) AS v(x)")
         assert [r[0] for r in conn.execute(f"SELECT activity_date FROM ({statement})").fetchall()] == [P, P]
+
+
+def test_building_on_the_right_leaves_the_connections_settings_as_it_found_them():
+    """FirstLast's step turns off DuckDB's choice of the build side for its own statements only,
+    and gives a user's own disabled optimizers back, after a failure too."""
+    from activation_assets.warehouse import DuckDBWarehouse
+
+    conn = duckdb.connect()
+    conn.execute("SET disabled_optimizers = 'top_n'")
+    warehouse = DuckDBWarehouse(conn)
+    setting = lambda: conn.execute("SELECT current_setting('disabled_optimizers')").fetchone()[0]  # noqa: E731
+    with warehouse.hash_joins_build_on_the_right():
+        assert set(setting().split(",")) == {"top_n", "build_side_probe_side"}
+    assert setting() == "top_n"
+    with pytest.raises(RuntimeError), warehouse.hash_joins_build_on_the_right():
+        raise RuntimeError("a failed write")
+    assert setting() == "top_n"
