@@ -13,6 +13,7 @@ from activation_assets import checks as inv
 from activation_assets import sql
 from activation_assets.config import ConfigError, Grain, load_config, parse_config
 from activation_assets.dialect import render
+from activation_assets.warehouse import DuckDBWarehouse
 
 BEHAVIOR = {"name": "visited", "source": {"parquet": "events/*.parquet"}, "start_date": "2025-01-01"}
 
@@ -201,8 +202,6 @@ def test_a_days_read_is_bounded_on_the_raw_time_column(time_type, bounded, zone)
 def test_building_on_the_right_leaves_the_connections_settings_as_it_found_them():
     """FirstLast's step turns off DuckDB's choice of the build side for its own statements only,
     and gives a user's own disabled optimizers back, after a failure too."""
-    from activation_assets.warehouse import DuckDBWarehouse
-
     conn = duckdb.connect()
     conn.execute("SET disabled_optimizers = 'top_n'")
     warehouse = DuckDBWarehouse(conn)
