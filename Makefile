@@ -39,8 +39,11 @@ demo: install
 	$(BIN)/activation report
 
 ## The second command: the whole test suite (slow, Spark, UI and browser tests included), as CI runs it.
+## Two workers, each taking whole modules (module fixtures are built once): the UI tests mostly wait on
+## Dagster's daemon, so the CPU-bound modules run beside them.
+TEST_WORKERS ?= 2
 test: install spark browser
-	$(BIN)/python -m pytest -q --durations=25
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=25
 
 ## Debian's Chromium for the browser tests (Playwright drives it; it downloads no browser of its own).
 browser:
