@@ -16,6 +16,7 @@ import logging
 import time
 import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import dagster as dg
 
@@ -126,7 +127,8 @@ def _failure(exc: ActivationError) -> dg.Failure:
 
 
 def _check_results(
-    behavior: BehaviorConfig, grain: Grain, conn, checks: Sequence[inv.Check], periods: Sequence[dt.date]
+    behavior: BehaviorConfig, grain: Grain, conn, checks: Sequence[inv.Check], periods: Sequence[dt.date],
+    asset_key: dg.AssetKey | None = None,  # needed where a step materializes several assets
 ) -> list[dg.AssetCheckResult]:
     outcomes: dict[str, inv.CheckOutcome] = {}
     inv.evaluate_range(conn, checks, behavior, grain, periods, outcomes)
@@ -144,7 +146,7 @@ def _check_results(
         if outcome.examples:
             metadata["examples"] = dg.MetadataValue.md(_markdown(outcome.examples))
         results.append(dg.AssetCheckResult(
-            check_name=outcome.check.name, passed=outcome.passed, metadata=metadata,
+            asset_key=asset_key, check_name=outcome.check.name, passed=outcome.passed, metadata=metadata,
             severity=dg.AssetCheckSeverity.ERROR, description=outcome.summary(),
         ))
     return results
@@ -374,8 +376,7 @@ def _derived_asset(
     columns: list[dg.TableColumn], step: Callable, checks: Sequence[inv.Check], order: str,
     partition_metadata: Callable[[object], dict], engine: str,
 ) -> dg.AssetsDefinition:
-    """An asset computed from the same period's partition of activation (or, for the engagement
-    numbers, of the engagement transitions) alone."""
+    """An asset computed from the same period's partition of activation alone."""
     key = dg.AssetKey(name)
 
     @dg.asset(
@@ -487,52 +488,103 @@ def _windows(behavior: BehaviorConfig) -> str:
     return f"W = {engagement.week_days} days, M = {engagement.month_days} days"
 
 
-def engagement_asset(behavior: BehaviorConfig, grain: Grain, engine: str = "duckdb") -> dg.AssetsDefinition:
-    return _derived_asset(
-        behavior, grain, sql.engagement_table(behavior.name), "engagement",
-        f"Rolling engagement of `{behavior.name}` per day ({_windows(behavior)}): DAU, WAU, MAU, stickiness"
-        " (dau/mau), users in each of Duolingo's daily states, and the next-day retention rates of"
-        " yesterday's states (nurr, curr, rurr, surr, iwaurr, imaurr, drr), summed off the day's engagement"
-        " transitions. The states are read off the 63-day bit history in the daily FirstLast: no step"
-        " scans the fact history.",
-        ENGAGEMENT_COLUMNS, steps.materialize_engagement, inv.ENGAGEMENT_CHECKS, "period_start",
-        lambda row: {"dagster/row_count": 1, **_numbers(row)},
-        engine,
+@dataclass(frozen=True)
+class _EngagementPart:
+    """One asset of the rolling-engagement multi-asset."""
+    table: str
+    layer: str
+    description: str
+    columns: list[dg.TableColumn]
+    checks: Sequence[inv.Check]
+    order: str
+    partition_metadata: Callable[[dict], dict]
+
+
+def _engagement_parts(behavior: BehaviorConfig) -> list[_EngagementPart]:
+    """In the order they are written (`sql.engagement_tables`)."""
+    transitions, engagement, stickiness = sql.engagement_tables(behavior.name)
+    return [
+        _EngagementPart(
+            transitions, "engagement_transitions",
+            f"How `{behavior.name}` users moved between the daily engagement states ({_windows(behavior)}):"
+            " users per (from_state, to_state), the daily activation rows grouped by (prev_engagement_state,"
+            " engagement_state).",
+            TRANSITIONS_COLUMNS, inv.ENGAGEMENT_TRANSITIONS_CHECKS, "from_state NULLS FIRST, to_state",
+            lambda pairs: {"dagster/row_count": len(pairs), **pairs},
+        ),
+        _EngagementPart(
+            engagement, "engagement",
+            f"Rolling engagement of `{behavior.name}` per day ({_windows(behavior)}): DAU, WAU, MAU, stickiness"
+            " (dau/mau), users in each of Duolingo's daily states, and the next-day retention rates of"
+            " yesterday's states (nurr, curr, rurr, surr, iwaurr, imaurr, drr), summed off the day's engagement"
+            " transitions. The states are read off the 63-day bit history in the daily FirstLast: no step"
+            " scans the fact history.",
+            ENGAGEMENT_COLUMNS, inv.ENGAGEMENT_CHECKS, "period_start",
+            lambda row: {"dagster/row_count": 1, **_numbers(row)},
+        ),
+        _EngagementPart(
+            stickiness, "stickiness",
+            f"Stickiness of `{behavior.name}` per day ({_windows(behavior)}): users by their number of active"
+            " days in the week and in the month ending on the day (Amplitude's stickiness).",
+            STICKINESS_COLUMNS, inv.STICKINESS_CHECKS, '"window" DESC, active_days',
+            lambda row: {"dagster/row_count": row["rows"], **_numbers({k: v for k, v in row.items() if k != "rows"})},
+        ),
+    ]
+
+
+def rolling_engagement_asset(behavior: BehaviorConfig, grain: Grain, engine: str = "duckdb") -> dg.AssetsDefinition:
+    """The three rolling-engagement assets, computed in one step (a multi-asset): a day's engagement
+    transitions and stickiness are summed off one pass over its activation rows, which three steps
+    would read twice, and their writes share one transaction. In the UI each is its own asset, with
+    its partitions, checks, metadata and plots, and each can be materialized alone."""
+    parts, common = _engagement_parts(behavior), _common(behavior, "engagement", grain, engine)
+    spec = {k: common[k] for k in ("group_name", "kinds", "owners", "automation_condition")}
+    specs = [
+        dg.AssetSpec(
+            key=part.table, deps=[sql.reads(behavior.name, grain, part.table)], description=part.description,
+            metadata=_schema(part.columns), tags={**common["tags"], "layer": part.layer}, **spec,
+        )
+        for part in parts
+    ]
+    name = f"{behavior.name}_rolling_engagement_daily"
+
+    @dg.multi_asset(
+        name=name,
+        specs=specs,
+        check_specs=[c for part in parts for c in _specs(dg.AssetKey(part.table), part.checks, grain, blocking=False)],
+        can_subset=True,
+        partitions_def=partitions_def(behavior, grain),
+        **{k: common[k] for k in ("pool", "required_resource_keys", "backfill_policy")},
     )
+    def _rolling_engagement(context: dg.AssetExecutionContext):
+        periods = _periods(context)
+        chosen = [part for part in parts if dg.AssetKey(part.table) in context.selected_asset_keys]
+        written = []
+        try:
+            with connect(getattr(context.resources, RESOURCE)) as conn:
+                numbers = steps.materialize_rolling_engagement(
+                    conn, behavior, grain, periods, [part.table for part in chosen], _progress(context, name))
+                for part in chosen:
+                    key = dg.AssetKey(part.table)
+                    checks = [c for c in part.checks
+                              if dg.AssetCheckKey(key, c.name) in context.selected_asset_check_keys]
+                    written.append((part, _check_results(behavior, grain, conn, checks, periods, key) if checks else [],
+                                    _preview(conn, part.table, periods[-1], part.order)))
+        except ActivationError as exc:
+            raise _failure(exc) from None
+        for part, results, preview in written:
+            for period, value in numbers[part.table].items():
+                context.add_asset_metadata(part.partition_metadata(value), asset_key=dg.AssetKey(part.table),
+                                           partition_key=period.isoformat())
+            yield dg.MaterializeResult(asset_key=part.table, check_results=results, metadata={"preview": preview})
 
-
-def engagement_transitions_asset(
-    behavior: BehaviorConfig, grain: Grain, engine: str = "duckdb",
-) -> dg.AssetsDefinition:
-    return _derived_asset(
-        behavior, grain, sql.engagement_transitions_table(behavior.name), "engagement_transitions",
-        f"How `{behavior.name}` users moved between the daily engagement states ({_windows(behavior)}):"
-        " users per (from_state, to_state), the daily activation rows grouped by (prev_engagement_state,"
-        " engagement_state).",
-        TRANSITIONS_COLUMNS, steps.materialize_engagement_transitions, inv.ENGAGEMENT_TRANSITIONS_CHECKS,
-        "from_state NULLS FIRST, to_state",
-        lambda pairs: {"dagster/row_count": len(pairs), **pairs},
-        engine,
-    )
-
-
-def stickiness_asset(behavior: BehaviorConfig, grain: Grain, engine: str = "duckdb") -> dg.AssetsDefinition:
-    return _derived_asset(
-        behavior, grain, sql.stickiness_table(behavior.name), "stickiness",
-        f"Stickiness of `{behavior.name}` per day ({_windows(behavior)}): users by their number of active"
-        " days in the week and in the month ending on the day (Amplitude's stickiness).",
-        STICKINESS_COLUMNS, steps.materialize_stickiness, inv.STICKINESS_CHECKS, '"window" DESC, active_days',
-        lambda row: {"dagster/row_count": row["rows"], **_numbers({k: v for k, v in row.items() if k != "rows"})},
-        engine,
-    )
+    return _rolling_engagement
 
 
 GRAIN_ASSETS: tuple[Callable[[BehaviorConfig, Grain, str], dg.AssetsDefinition], ...] = (
     firstlast_asset, activation_asset, transitions_asset, growth_asset, cohorts_asset, distributions_asset,
 )
-DAILY_ASSETS: tuple[Callable[[BehaviorConfig, Grain, str], dg.AssetsDefinition], ...] = (
-    engagement_transitions_asset, engagement_asset, stickiness_asset,
-)
+DAILY_ASSETS: tuple[Callable[[BehaviorConfig, Grain, str], dg.AssetsDefinition], ...] = (rolling_engagement_asset,)
 grain_tables = sql.grain_tables  # the assets of one grain, in dependency order
 
 

@@ -270,10 +270,11 @@ class SparkWarehouse(Warehouse):
             f" SELECT {columns}, period_start FROM {WRITE_VIEW}")
 
     @contextmanager
-    def partition_writes(self, table: str, periods: Sequence[dt.date]) -> Iterator[None]:
-        # The periods count as missing until their rows are in; then one log write for the step
-        # instead of one per partition (each Spark write costs ~0.3 s).
-        self.unlog_partitions(table, periods)
+    def partition_writes(self, tables: Sequence[str], periods: Sequence[dt.date]) -> Iterator[None]:
+        # The periods count as missing until their rows are in; then one log write per table for
+        # the step instead of one per partition (each Spark write costs ~0.3 s).
+        for table in tables:
+            self.unlog_partitions(table, periods)
         self._unlogged = {}
         try:
             yield

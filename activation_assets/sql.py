@@ -693,54 +693,68 @@ def engagement_select(engagement_transitions: str, period: dt.date) -> str:
     """
 
 
-def engagement_transitions_select(activation: str, period: dt.date, week_days: int, month_days: int) -> str:
-    """Users per (prev_engagement_state, engagement_state) of day d. Both states are functions of
-    eight predicates of the view's columns (`day_activity` of d and of d-1, and whether d or d-1
-    is the first day): users are counted per combination of them, and the few combinations are
-    named by the view's own CASE (`engagement_state`) and summed."""
+def engagement_profile_select(activation: str, period: dt.date, week_days: int, month_days: int) -> str:
+    """Day d's users counted per combination of what their engagement states and stickiness are
+    functions of: whether d or d - 1 is their first day; their active days in the week and in the
+    month ending on d; and `edge_bits`, their bits of the days d, d - 1, d - W and d - M (what the
+    windows ending on d - 1 have that those ending on d have not, and back). A few thousand rows for
+    any number of users: the engagement transitions and the stickiness are both summed off them,
+    so a day's activation rows are read once, grouped by five cheap keys."""
     p, q = date_lit(period), date_lit(period - dt.timedelta(days=1))
-    names = {0: ("active_today", "week_today", "month_today"), 1: ("active_yesterday", "week_yesterday", "month_yesterday")}
-    predicates = ",\n                   ".join(
-        f"{predicate} AS {name}"
-        for back, columns in names.items()
-        for predicate, name in zip(day_activity("days_seen_bits", back, week_days, month_days), columns))
+    edges = 1 | 2 | 1 << week_days | 1 << month_days
     return f"""
-        WITH combinations AS (
-            SELECT first_active_period = {p} AS new_today, first_active_period = {q} AS new_yesterday,
-                   {predicates},
-                   count(*) AS users
-            FROM {ident(activation)}
-            WHERE period_start = {p}
-            GROUP BY ALL
-        )
+        SELECT first_active_period = {p} AS new_today, first_active_period = {q} AS new_yesterday,
+               days_seen_bits & {edges} AS edge_bits,
+               bit_count(days_seen_bits & {window_mask(week_days)}) AS week_days,
+               bit_count(days_seen_bits & {window_mask(month_days)}) AS month_days,
+               count(*) AS users
+        FROM {ident(activation)}
+        WHERE period_start = {p}
+        GROUP BY ALL
+    """
+
+
+def profile_activity(days_back: int, week_days: int, month_days: int) -> tuple[str, str, str]:
+    """`day_activity` of day e = d - days_back (d or d - 1), read off the profile's columns: the
+    days [e-W+1, e-1] are the week's [d-W+1, d] less d (and, for d - 1, less d - 1, plus d - W);
+    the days [e-M+1, e-W] are the month's less the week's (for d - 1: less d - W, plus d - M)."""
+    bit = lambda day: f"(CASE WHEN edge_bits & {1 << day} <> 0 THEN 1 ELSE 0 END)"  # noqa: E731
+    if days_back == 0:
+        return ("edge_bits & 1 <> 0", f"week_days - {bit(0)} > 0", "month_days - week_days > 0")
+    if days_back == 1:
+        return ("edge_bits & 2 <> 0", f"week_days - {bit(0)} - {bit(1)} + {bit(week_days)} > 0",
+                f"month_days - week_days - {bit(week_days)} + {bit(month_days)} > 0")
+    raise ValueError(f"the profile tells d and d - 1 only, not d - {days_back}")
+
+
+def engagement_transitions_select(profile: str, period: dt.date, week_days: int, month_days: int) -> str:
+    """Users per (prev_engagement_state, engagement_state) of day d, summed off the day's
+    engagement profile: its combinations are named by the view's own CASE (`engagement_state`)."""
+    p = date_lit(period)
+    today, yesterday = (profile_activity(back, week_days, month_days) for back in (0, 1))
+    return f"""
         SELECT {p} AS period_start,
-               CASE WHEN new_today THEN NULL ELSE {engagement_state(names[1], "new_yesterday")} END AS from_state,
-               {engagement_state(names[0], "new_today")} AS to_state,
+               CASE WHEN new_today THEN NULL ELSE {engagement_state(yesterday, "new_yesterday")} END AS from_state,
+               {engagement_state(today, "new_today")} AS to_state,
                CAST(sum(users) AS BIGINT) AS users
-        FROM combinations
+        FROM {ident(profile)}
         GROUP BY from_state, to_state
         ORDER BY from_state NULLS FIRST, to_state
     """
 
 
-def stickiness_select(activation: str, period: dt.date, week_days: int, month_days: int) -> str:
+def stickiness_select(profile: str, period: dt.date) -> str:
     """Users by their number of active days in the week and in the month ending on d (Amplitude's
-    stickiness), from one pass over the day's bits; users without an active day in a window are
-    not in its rows (the week lies inside the month)."""
-    week, month, p = window_mask(week_days), window_mask(month_days), date_lit(period)
+    stickiness), summed off the day's engagement profile; users without an active day in a window
+    are not in its rows."""
+    p = date_lit(period)
     return f"""
-        WITH counts AS (
-            SELECT bit_count(days_seen_bits & {week}) AS week_days, bit_count(days_seen_bits & {month}) AS month_days,
-                   count(*) AS users
-            FROM {ident(activation)} WHERE period_start = {p} AND days_seen_bits & {month} <> 0
-            GROUP BY bit_count(days_seen_bits & {week}), bit_count(days_seen_bits & {month})
-        )
         SELECT {p} AS period_start, 'week' AS {ident("window")}, CAST(week_days AS INTEGER) AS active_days,
                CAST(sum(users) AS BIGINT) AS users
-        FROM counts WHERE week_days > 0 GROUP BY week_days
+        FROM {ident(profile)} WHERE week_days > 0 GROUP BY week_days
         UNION ALL
         SELECT {p}, 'month', CAST(month_days AS INTEGER), CAST(sum(users) AS BIGINT)
-        FROM counts GROUP BY month_days
+        FROM {ident(profile)} WHERE month_days > 0 GROUP BY month_days
         ORDER BY 2 DESC, 3
     """
 

@@ -11,7 +11,7 @@ import datetime as dt
 import glob
 import os
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 
 from . import sql
@@ -321,7 +321,7 @@ def _replace_partitions(
 ) -> dict[dt.date, int]:
     """Each partition whole, in order, on its own (see `Warehouse.replace_partition`)."""
     rows: dict[dt.date, int] = {}
-    with wh.partition_writes(table, periods):
+    with wh.partition_writes([table], periods):
         for i, period in enumerate(periods):
             rows[period] = wh.replace_partition(table, period, select(period))
             progress(i + 1, len(periods), period)
@@ -412,8 +412,7 @@ def _from_activation(
     wh: Warehouse, behavior: BehaviorConfig, grain: Grain, periods: Sequence[dt.date],
     table: str, columns: tuple[sql.Column, ...], select: Callable[[dt.date], str], progress: Progress,
 ) -> dict[dt.date, int]:
-    """Write `table` for each period from that period's partition of what it reads (activation, or
-    for the engagement numbers the engagement transitions) alone."""
+    """Write `table` for each period from that period's partition of activation alone."""
     periods = sorted(periods)
     source = sql.reads(behavior.name, grain, table)
     reconcile_definition(wh, behavior)
@@ -489,42 +488,66 @@ def materialize_distributions(
 # --- rolling engagement (daily) ---------------------------------------------------------------------
 
 
-def materialize_engagement(
+def materialize_rolling_engagement(
     conn: Warehouse, behavior: BehaviorConfig, grain: Grain, periods: Sequence[dt.date],
-    progress: Progress = _no_progress,
-) -> dict[dt.date, dict[str, float | int | None]]:
-    wh = as_warehouse(conn)
-    table, transitions = sql.engagement_table(behavior.name), sql.engagement_transitions_table(behavior.name)
-    _from_activation(wh, behavior, grain, periods, table, sql.ENGAGEMENT_COLUMNS,
-                     lambda period: sql.engagement_select(transitions, period), progress)
+    tables: Collection[str] | None = None, progress: Progress = _no_progress,
+) -> dict[str, dict[dt.date, dict]]:
+    """The rolling-engagement tables of each day (all of `sql.engagement_tables`, or those of them in
+    `tables`), written together: the day's engagement profile, from one pass over its activation
+    rows, gives both the engagement transitions and the stickiness, and the engagement numbers are
+    summed off the transitions. Returns, per table, each day's numbers for its metadata."""
+    wh, periods = as_warehouse(conn), sorted(periods)
+    week, month = behavior.engagement.week_days, behavior.engagement.month_days
+    transitions, engagement, stickiness = sql.engagement_tables(behavior.name)
+    chosen = [table for table in (transitions, engagement, stickiness) if tables is None or table in tables]
+    activation, profile = sql.activation_table(behavior.name, grain), f"_engagement_profile_{behavior.name}"
+    profiled = transitions in chosen or stickiness in chosen
+    reconcile_definition(wh, behavior)
+    for table in chosen:
+        source = sql.reads(behavior.name, grain, table)
+        if source not in chosen:
+            wh.require_recorded(
+                source, periods,
+                why=f"cannot materialize {table} for {periods[0]}..{periods[-1]}: it is computed from {source}",
+                how=f"Materialize {source} for those periods first.",
+            )
+    columns = {transitions: sql.TRANSITIONS_COLUMNS, engagement: sql.ENGAGEMENT_COLUMNS,
+               stickiness: sql.STICKINESS_COLUMNS}
+    selects = {transitions: lambda period: sql.engagement_transitions_select(profile, period, week, month),
+               engagement: lambda period: sql.engagement_select(transitions, period),
+               stickiness: lambda period: sql.stickiness_select(profile, period)}
+    for table in chosen:
+        wh.create_table(table, columns[table])
+    with wh.partition_writes(chosen, periods):
+        for i, period in enumerate(periods):
+            with wh.together():
+                if profiled:
+                    wh.stage(profile, sql.engagement_profile_select(activation, period, week, month))
+                for table in chosen:  # in dependency order: the transitions before the numbers
+                    wh.replace_partition(table, period, selects[table](period))
+            progress(i + 1, len(periods), period)
+    if profiled:
+        wh.drop_stage(profile)
+    numbers = {transitions: _engagement_transition_numbers, engagement: _engagement_numbers,
+               stickiness: _stickiness_numbers}
+    return {table: numbers[table](wh, table, periods) for table in chosen}
+
+
+def _engagement_numbers(wh: Warehouse, table: str, periods: Sequence[dt.date]) -> dict[dt.date, dict]:
     names = [name for name, _, _ in sql.ENGAGEMENT_COLUMNS[1:]]
     return {row[0]: dict(zip(names, row[1:])) for row in _written(wh, table, names, periods)}
 
 
-def materialize_engagement_transitions(
-    conn: Warehouse, behavior: BehaviorConfig, grain: Grain, periods: Sequence[dt.date],
-    progress: Progress = _no_progress,
-) -> dict[dt.date, dict[str, int]]:
-    wh, (week, month) = as_warehouse(conn), (behavior.engagement.week_days, behavior.engagement.month_days)
-    table, activation = sql.engagement_transitions_table(behavior.name), sql.activation_table(behavior.name, grain)
-    _from_activation(wh, behavior, grain, periods, table, sql.TRANSITIONS_COLUMNS,
-                     lambda period: sql.engagement_transitions_select(activation, period, week, month), progress)
+def _engagement_transition_numbers(wh: Warehouse, table: str, periods: Sequence[dt.date]) -> dict[dt.date, dict]:
     out: dict[dt.date, dict[str, int]] = {period: {} for period in periods}
     for period, src, dst, users in _written(wh, table, ("from_state", "to_state", "users"), periods):
         out[period][transition_label(src, dst)] = users
     return out
 
 
-def materialize_stickiness(
-    conn: Warehouse, behavior: BehaviorConfig, grain: Grain, periods: Sequence[dt.date],
-    progress: Progress = _no_progress,
-) -> dict[dt.date, dict[str, float | None]]:
-    """Per day, the users by active days in each window; metadata: the mean active days of the
-    window's active users (the number a stickiness chart is read by)."""
-    wh, (week, month) = as_warehouse(conn), (behavior.engagement.week_days, behavior.engagement.month_days)
-    table, activation = sql.stickiness_table(behavior.name), sql.activation_table(behavior.name, grain)
-    _from_activation(wh, behavior, grain, periods, table, sql.STICKINESS_COLUMNS,
-                     lambda period: sql.stickiness_select(activation, period, week, month), progress)
+def _stickiness_numbers(wh: Warehouse, table: str, periods: Sequence[dt.date]) -> dict[dt.date, dict]:
+    """Per day its rows and the mean active days of each window's active users (the number a
+    stickiness chart is read by)."""
     out: dict[dt.date, dict[str, float | None]] = {
         period: {"rows": 0, "mean_active_days_week": None, "mean_active_days_month": None} for period in periods}
     for period, window, rows, mean in wh.query(

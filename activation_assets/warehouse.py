@@ -241,9 +241,15 @@ class Warehouse:
         yield
 
     @contextmanager
-    def partition_writes(self, table: str, periods: Sequence[dt.date]) -> Iterator[None]:
-        """Around a step's loop of `replace_partition` calls over `periods` of `table` (an engine
+    def partition_writes(self, tables: Sequence[str], periods: Sequence[dt.date]) -> Iterator[None]:
+        """Around a step's loop of `replace_partition` calls over `periods` of `tables` (an engine
         without transactions unlogs them first and logs what it wrote in one go)."""
+        yield
+
+    @contextmanager
+    def together(self) -> Iterator[None]:
+        """Around the `replace_partition` calls of one period in several tables: with transactions,
+        they succeed or fail as one, and their log entries are one write."""
         yield
 
     # --- the partition log ---
@@ -339,6 +345,7 @@ class DuckDBWarehouse(Warehouse):
 
     def __init__(self, conn: duckdb.DuckDBPyConnection):
         self.conn = conn
+        self._together: dict[str, dict[dt.date, int]] | None = None  # what `together` will log
 
     def query(self, statement: str) -> list[tuple]:
         return self.conn.execute(statement).fetchall()
@@ -401,12 +408,29 @@ class DuckDBWarehouse(Warehouse):
         return rows
 
     def replace_partition(self, table: str, period: dt.date, select: str) -> int:
+        if self._together is not None:  # its transaction, and its one log write at the end
+            rows = self._delete_insert(table, period, select)
+            self._together.setdefault(table, {})[period] = rows
+            return rows
         with self.transaction():
-            self.conn.execute(sql.delete_range(table, period, period))
-            # The insert's own count: every row of `select` is in the partition (its contract).
-            rows = self.conn.execute(f"INSERT INTO {ident(table)} BY NAME {select}").fetchone()[0]
+            rows = self._delete_insert(table, period, select)
             self.record_partitions(table, {period: rows})
         return rows
+
+    def _delete_insert(self, table: str, period: dt.date, select: str) -> int:
+        self.conn.execute(sql.delete_range(table, period, period))
+        # The insert's own count: every row of `select` is in the partition (its contract).
+        return self.conn.execute(f"INSERT INTO {ident(table)} BY NAME {select}").fetchone()[0]
+
+    @contextmanager
+    def together(self) -> Iterator[None]:
+        self._together = {}
+        try:
+            with self.transaction():
+                yield
+                self._log(self._together)
+        finally:
+            self._together = None
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -465,10 +489,16 @@ class DuckDBWarehouse(Warehouse):
     def record_partitions(
         self, table: str, rows: dict[dt.date, int], fingerprints: dict[dt.date, tuple[int, int]] | None = None,
     ) -> None:
-        if not rows:
-            return
+        self._log({table: rows}, fingerprints)
+
+    def _log(
+        self, tables: dict[str, dict[dt.date, int]], fingerprints: dict[dt.date, tuple[int, int]] | None = None,
+    ) -> None:
+        """One upsert of the log for every (table, period) given (each costs a few ms however small)."""
         values = ", ".join(f"({literal(table)}, {date_lit(day)}, {count}, {sql.log_extras(day, fingerprints)})"
-                           for day, count in rows.items())
+                           for table, rows in tables.items() for day, count in rows.items())
+        if not values:
+            return
         self.conn.execute(f"INSERT OR REPLACE INTO {PARTITION_LOG} (table_name, period_start, row_count,"
                           f" {', '.join(c for c, _ in sql.LOG_EXTRA_COLUMNS)}) VALUES {values}")
 

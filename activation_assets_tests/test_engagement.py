@@ -11,7 +11,8 @@ import pytest
 
 from . import reference
 from .conftest import (
-    as_set, edge_events, local_instant, run_graph, table_rows, write_config, write_csv_source, write_parquet_source,
+    as_set, edge_events, local_instant, materialize, run_graph, table_rows, write_config, write_csv_source,
+    write_parquet_source,
 )
 
 SEOUL = reference.Spec("Asia/Seoul", dt.date(2025, 1, 1), dt.date(2025, 4, 30))  # W = 7, M = 28 (defaults)
@@ -58,7 +59,7 @@ def graph(tmp_path_factory):
          "grains": ["daily", "monthly"], "engagement": {"week_days": NY_WEEK, "month_days": NY_MONTH}},
     ])
     failed_checks = run_graph(config)
-    return {"db": directory / "warehouse.duckdb", "failed_checks": failed_checks, "edges": edges,
+    return {"db": directory / "warehouse.duckdb", "config": config, "failed_checks": failed_checks, "edges": edges,
             "visited": (seoul_rows, SEOUL, 7, 28), "posted": (ny_rows, NEW_YORK, NY_WEEK, NY_MONTH)}
 
 
@@ -159,3 +160,63 @@ def test_daily_numbers_are_consistent_by_hand(graph):
     assert first["period_start"] == SEOUL.start_date and first["new"] == first["dau"] == first["users_ever"] > 0
     for r in rows:
         assert math.isclose(r["dau_mau"], r["dau"] / r["mau"])
+
+
+def test_each_engagement_asset_materializes_alone(graph):
+    """The three assets are one step (a multi-asset) but each can be materialized on its own: only
+    it is written, only its checks run, and its rows are what the whole step wrote."""
+    import duckdb
+
+    day = SEOUL.start_date + dt.timedelta(days=40)
+    tables = {name: f"visited_{name}_daily" for name in ("engagement_transitions", "engagement", "stickiness")}
+    where = f"period_start = DATE '{day}'"
+    written = {name: as_set(table_rows(graph["db"], table, where), list(table_rows(graph["db"], table, where)[0]))
+               for name, table in tables.items()}
+    try:
+        for alone in tables:
+            # Every table's rows of the day made wrong, but what `alone` reads (the engagement
+            # numbers are summed off the stored transitions).
+            wrong = [name for name in tables if not (alone == "engagement" and name == "engagement_transitions")]
+            with duckdb.connect(str(graph["db"])) as conn:
+                for name in wrong:
+                    column = "dau" if name == "engagement" else "users"
+                    conn.execute(f"UPDATE {tables[name]} SET {column} = {column} + 1000 WHERE {where}")
+            result = materialize(graph["config"], [tables[alone]], day.isoformat())
+            assert result.success
+            assert {e.asset_key.to_user_string() for e in result.get_asset_check_evaluations()} == {tables[alone]}
+            for name in wrong:
+                rows = table_rows(graph["db"], tables[name], where)
+                assert (as_set(rows, list(rows[0])) == written[name]) == (name == alone), (alone, name)
+    finally:  # leave the module's graph as the whole step wrote it
+        assert materialize(graph["config"], list(tables.values()), day.isoformat()).success
+
+
+@pytest.mark.parametrize("week, month", [(7, 28), (3, 10), (1, 2), (1, 62), (61, 62)])
+def test_the_profile_tells_both_days_activity_as_the_bits_do(week, month):
+    """The engagement profile keeps a user's window counts ending on d and four of their bits, not
+    the bits: read off it, each day's three activity predicates (d and d - 1) must equal the ones
+    read off the bits, for every bit history (random ones, and every single bit set or cleared)."""
+    import random
+
+    import duckdb
+
+    from activation_assets import sql
+
+    rng = random.Random(week * 100 + month)
+    everything = 2 ** sql.BITS_KEPT - 1
+    histories = ([rng.getrandbits(sql.BITS_KEPT) for _ in range(3000)] + [0, everything]
+                 + [1 << i for i in range(sql.BITS_KEPT)] + [everything ^ (1 << i) for i in range(sql.BITS_KEPT)])
+    profile = sql.engagement_profile_select("users", dt.date(2025, 3, 10), week, month)
+    from_bits = [p for back in (0, 1) for p in sql.day_activity("days_seen_bits", back, week, month)]
+    from_profile = [p for back in (0, 1) for p in sql.profile_activity(back, week, month)]
+    with duckdb.connect() as conn:
+        conn.execute("CREATE TABLE users AS SELECT DATE '2025-03-10' AS period_start, DATE '2025-01-01' AS"
+                     " first_active_period, CAST(b AS BIGINT) AS days_seen_bits FROM (VALUES "
+                     + ", ".join(f"({h})" for h in histories) + ") AS v(b)")
+        # One row per history: the profile's grouping, with the history kept alongside.
+        per_history = profile.replace("count(*) AS users", "days_seen_bits AS history")
+        rows = conn.execute(
+            f"SELECT history, {', '.join(from_profile)} FROM ({per_history}) ORDER BY history").fetchall()
+        expected = conn.execute(
+            f"SELECT days_seen_bits, {', '.join(from_bits)} FROM users ORDER BY days_seen_bits").fetchall()
+    assert len(rows) == len(set(histories)) and rows == expected

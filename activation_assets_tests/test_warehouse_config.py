@@ -99,6 +99,10 @@ def _model_statements() -> list[str]:
         sql.growth_select("a", P),
         sql.distributions_select("a", P),
         sql.state_counts_by_period("a", P, P),
+        sql.engagement_profile_select("a", P, 7, 28),
+        sql.engagement_transitions_select("profile", P, 7, 28),
+        sql.stickiness_select("profile", P),
+        sql.engagement_select("t", P),
     ]
     for grain in Grain:
         statements += [sql.activation_view("fl", grain), sql.cohorts_select("a", grain, P)]
@@ -212,3 +216,31 @@ def test_building_on_the_right_leaves_the_connections_settings_as_it_found_them(
     with pytest.raises(RuntimeError), warehouse.hash_joins_build_on_the_right():
         raise RuntimeError("a failed write")
     assert setting() == "top_n"
+
+
+def test_writes_together_are_all_or_nothing_with_their_log():
+    """The rolling engagement writes a day of its three tables together: a failing third write
+    leaves every table's rows and log entries as they were."""
+    conn = duckdb.connect()
+    warehouse = DuckDBWarehouse(conn)
+    warehouse.ensure_partition_log()
+    day, columns = dt.date(2025, 3, 1), (("period_start", "DATE", False), ("n", "BIGINT", False))
+    rows = lambda *values: " UNION ALL ".join(f"SELECT DATE '{day}' AS period_start, {v} AS n" for v in values)  # noqa: E731
+    for table in ("a", "b", "c"):
+        warehouse.create_table(table, columns)
+    with warehouse.together():
+        warehouse.replace_partition("a", day, rows(1))
+        warehouse.replace_partition("b", day, rows(1, 2))
+        warehouse.replace_partition("c", day, rows(1, 2, 3))
+    state = lambda: ([conn.execute(f"SELECT n FROM {t} ORDER BY n").fetchall() for t in "abc"],  # noqa: E731
+                     conn.execute("SELECT * FROM _activation_partitions ORDER BY table_name").fetchall())
+    before = state()
+    assert [count for _, _, count, *_ in before[1]] == [1, 2, 3]
+    with pytest.raises(duckdb.Error), warehouse.together():
+        warehouse.replace_partition("a", day, rows(10))
+        warehouse.replace_partition("b", day, rows(10, 20))
+        warehouse.replace_partition("c", day, rows("CAST('x' AS BIGINT)"))
+    assert state() == before
+    assert warehouse.replace_partition("a", day, rows(5, 6)) == 2  # on its own again afterwards
+    assert conn.execute("SELECT row_count FROM _activation_partitions WHERE table_name = 'a'").fetchone() == (2,)
+

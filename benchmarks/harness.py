@@ -441,10 +441,8 @@ def run(users: int, days: int, reps: int, workdir: Path, report: Path | None) ->
             steps.materialize_cohorts(conn, behavior, Grain.daily, [day])
             steps.materialize_distributions(conn, behavior, Grain.daily, [day])
 
-        def engagement():
-            steps.materialize_engagement_transitions(conn, behavior, Grain.daily, [day])
-            steps.materialize_engagement(conn, behavior, Grain.daily, [day])
-            steps.materialize_stickiness(conn, behavior, Grain.daily, [day])
+        def engagement():  # the three assets' one step (a multi-asset)
+            steps.materialize_rolling_engagement(conn, behavior, Grain.daily, [day])
 
         def run_checks(groups) -> int:
             count = 0
