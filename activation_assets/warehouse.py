@@ -372,7 +372,7 @@ class DuckDBWarehouse(Warehouse):
         return sql.source_relation(behavior.source, files)
 
     def create_table(self, table: str, columns: tuple[sql.Column, ...]) -> None:
-        self.conn.execute(sql.create_table(table, columns))
+        self.conn.execute(sql.create_table(table, columns, duckdb_storage=True))
 
     def is_view(self, name: str) -> bool:
         return bool(self.conn.execute(

@@ -244,3 +244,17 @@ def test_writes_together_are_all_or_nothing_with_their_log():
     assert warehouse.replace_partition("a", day, rows(5, 6)) == 2  # on its own again afterwards
     assert conn.execute("SELECT row_count FROM _activation_partitions WHERE table_name = 'a'").fetchone() == (2,)
 
+
+def test_duckdb_keeps_the_bit_history_uncompressed_and_spark_ddl_says_nothing_of_it():
+    conn = duckdb.connect()
+    columns = sql.with_user_type(sql.firstlast_columns(Grain.daily), "BIGINT")
+    DuckDBWarehouse(conn).create_table("fl", columns)
+    conn.execute("INSERT INTO fl SELECT DATE '2025-03-01', i, DATE '2025-03-01', DATE '2025-03-01', DATE '2025-03-01',"
+                 " NULL, 1, i % 7 FROM range(200000) AS r(i)")
+    conn.execute("CHECKPOINT")
+    compressions = dict(conn.execute(
+        "SELECT column_name, list(DISTINCT compression) FROM pragma_storage_info('fl')"
+        " WHERE segment_type <> 'VALIDITY' GROUP BY ALL").fetchall())
+    assert compressions["days_seen_bits"] == ["Uncompressed"]
+    assert compressions["user_id"] != ["Uncompressed"]  # the others as DuckDB chooses
+    assert "COMPRESSION" not in render(sql.create_table("fl", columns), "spark").upper()
