@@ -414,15 +414,19 @@ def _from_activation(
 ) -> dict[dt.date, int]:
     """Write `table` for each period from that period's partition of activation alone."""
     periods = sorted(periods)
-    source = sql.reads(behavior.name, grain, table)
     reconcile_definition(wh, behavior)
+    _require_input(wh, sql.reads(behavior.name, grain, table), table, periods)
+    wh.create_table(table, columns)
+    return _replace_partitions(wh, table, periods, select, progress)
+
+
+def _require_input(wh: Warehouse, source: str, table: str, periods: Sequence[dt.date]) -> None:
+    """`source`, which `table` is computed from, has every one of the (sorted) `periods`."""
     wh.require_recorded(
         source, periods,
         why=f"cannot materialize {table} for {periods[0]}..{periods[-1]}: it is computed from {source}",
         how=f"Materialize {source} for those periods first.",
     )
-    wh.create_table(table, columns)
-    return _replace_partitions(wh, table, periods, select, progress)
 
 
 def _written(wh: Warehouse, table: str, columns: Sequence[str], periods: Sequence[dt.date]) -> list[tuple]:
@@ -504,13 +508,8 @@ def materialize_rolling_engagement(
     profiled = transitions in chosen or stickiness in chosen
     reconcile_definition(wh, behavior)
     for table in chosen:
-        source = sql.reads(behavior.name, grain, table)
-        if source not in chosen:
-            wh.require_recorded(
-                source, periods,
-                why=f"cannot materialize {table} for {periods[0]}..{periods[-1]}: it is computed from {source}",
-                how=f"Materialize {source} for those periods first.",
-            )
+        if (source := sql.reads(behavior.name, grain, table)) not in chosen:  # not written here first
+            _require_input(wh, source, table, periods)
     columns = {transitions: sql.TRANSITIONS_COLUMNS, engagement: sql.ENGAGEMENT_COLUMNS,
                stickiness: sql.STICKINESS_COLUMNS}
     selects = {transitions: lambda period: sql.engagement_transitions_select(profile, period, week, month),
