@@ -52,6 +52,10 @@ CORRUPTIONS = {
         "activation", Grain.daily, DAY,
         "UPDATE visited_activation_daily SET state = 'retained' WHERE {one_dormant}",
         "only_valid_transitions", "impossible transition"),
+    "a state lost (null)": (
+        "activation", Grain.daily, DAY,
+        "UPDATE visited_activation_daily SET state = NULL WHERE {one_dormant}",
+        "only_valid_transitions", "impossible transition"),
     "a wrong streak": (
         "activation", Grain.daily, DAY,
         "UPDATE visited_activation_daily SET streak = 0 WHERE {one_active}",
@@ -266,3 +270,49 @@ def test_a_range_of_partitions_is_judged_as_each_partition_alone(clean, tmp_path
 
     assert verdicts(together) == verdicts(alone)
     assert period in together[check_name].failing
+
+
+SET_CHECKS = ("one_row_per_user", "nobody_disappears")
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_set_checks_over_a_span_judge_as_each_partition_alone(clean, monkeypatch, seed):
+    """The set checks' span form (each user's periods as bits) against their per-partition queries,
+    on random corruptions no pipeline would write: duplicates, null ids, users dropped and back
+    later, over random gappy lists of partitions split into short spans. A span whose first period
+    is the grain's first has no predecessor; a gap leaves a predecessor outside the span."""
+    import random
+
+    from activation_assets.periods import existing_periods
+
+    rng = random.Random(seed)
+    behavior = clean.behaviors[0]
+    days = existing_periods(behavior, Grain.daily)[:20]
+    monkeypatch.setattr(inv, "SPAN_PARTITIONS", rng.choice([3, 5, 31]))
+    rows = []
+    for user in range(1, 25):
+        first = rng.randrange(len(days))
+        for day in days[first:]:
+            if rng.random() < 0.08:
+                continue  # dropped here (maybe back later)
+            rows += [(day, None if rng.random() < 0.02 else user)] * (2 if rng.random() < 0.04 else 1)
+    periods = sorted(rng.sample(days, rng.randrange(2, len(days))))
+    with duckdb.connect() as conn:
+        for relation in ("visited_firstlast_daily", "visited_activation_daily"):
+            conn.execute(f"CREATE TABLE {relation} (period_start DATE, user_id BIGINT)")
+            conn.executemany(f"INSERT INTO {relation} VALUES (?, ?)", rows)
+        # Activation's nobody_disappears also compares row counts with the new users: count none new.
+        for column in ("state VARCHAR DEFAULT 'inactive'", "prev_state VARCHAR DEFAULT 'inactive'",
+                       "first_active_period DATE", "last_active_period DATE", "streak INTEGER",
+                       "inactive_streak INTEGER", "active_periods INTEGER", "return_gap INTEGER"):
+            conn.execute(f"ALTER TABLE visited_activation_daily ADD COLUMN {column}")
+        for family in (inv.FIRSTLAST_CHECKS, inv.ACTIVATION_CHECKS):
+            chosen = [c for c in family if c.name in SET_CHECKS]
+            together: dict[str, inv.CheckOutcome] = {}
+            inv.evaluate_range(conn, chosen, behavior, Grain.daily, periods, together)
+            alone: dict[str, inv.CheckOutcome] = {}
+            for period in periods:
+                inv.evaluate(conn, chosen, behavior, Grain.daily, period, alone)
+            assert {n: (o.partitions, o.failing) for n, o in together.items()} == \
+                   {n: (o.partitions, o.failing) for n, o in alone.items()}
+            assert any(o.failing for o in alone.values())  # the corruption was seen
