@@ -27,14 +27,13 @@ def _impossible_transition() -> str:
     allowed: dict[str | None, list[str]] = {}
     for before, after in sql.TRANSITIONS:
         allowed.setdefault(before, []).append(after)
-    states = lambda names: "(" + ", ".join(map(literal, names)) + ")"  # noqa: E731
-    return ("NOT coalesce(CASE WHEN prev_state IS NULL THEN state IN " + states(allowed.pop(None)) + " "
-            + " ".join(f"WHEN prev_state = {literal(before)} THEN state IN {states(after)}"
+    return (f"NOT coalesce(CASE WHEN prev_state IS NULL THEN state IN ({sql.values_list(allowed.pop(None))}) "
+            + " ".join(f"WHEN prev_state = {literal(before)} THEN state IN ({sql.values_list(after)})"
                        for before, after in allowed.items()) + " END, FALSE)")
 
 
 IMPOSSIBLE_TRANSITION = _impossible_transition()
-FOUR_STATES = "(" + ", ".join(map(literal, sql.STATES)) + ")"
+FOUR_STATES = f"({sql.values_list(sql.STATES)})"
 EXAMPLE_ROWS = 5
 
 
