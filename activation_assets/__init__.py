@@ -11,15 +11,15 @@ __all__ = ["ActivationLayer", "build_defs", "load_config", "parse_config"]
 
 def __getattr__(name: str):
     if name == "ActivationLayer":
-        from .component import ActivationLayer
+        from activation_assets.orchestration.component import ActivationLayer
 
         return ActivationLayer
     if name == "build_defs":
-        from .definitions import build_defs
+        from activation_assets.orchestration.definitions import build_defs
 
         return build_defs
     if name in ("load_config", "parse_config"):
-        from . import config
+        from activation_assets import config
 
         return getattr(config, name)
     raise AttributeError(name)

@@ -474,7 +474,7 @@ def _with_dbt_models(config: ActivationConfig, path: Path) -> ActivationConfig:
         raise ConfigError(
             f"{path}: behaviors[{i}] ({behavior.name}) source.dbt_model: {behavior.source.dbt_model!r} needs a dbt"
             " project; add `dbt: {project_dir: PATH}` at the top level (relative to this file)")
-    from .dbt_models import DbtError, resolve_model  # dagster-dbt is imported only by dbt projects
+    from activation_assets.orchestration.dbt import DbtError, resolve_model  # dagster-dbt is imported only by dbt projects
 
     behaviors = list(config.behaviors)
     for i, behavior in wanted:

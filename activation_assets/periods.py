@@ -11,7 +11,7 @@ import datetime as dt
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
-from .config import BehaviorConfig, Grain
+from activation_assets.config import BehaviorConfig, Grain
 
 ONE_DAY = dt.timedelta(days=1)
 

@@ -99,7 +99,7 @@ def run_graph(config_path: Path, instance=None, **selection) -> int:
     """Materialize everything missing, in order, in-process (what `activation materialize` does)."""
     import dagster as dg
 
-    from activation_assets import cli
+    from activation_assets.cli import commands as cli
     from activation_assets.config import load_config
 
     config = load_config(config_path)
@@ -162,7 +162,7 @@ def materialize(config_path: Path, keys: list[str], first: str, last: str | None
     import dagster as dg
 
     from activation_assets.config import load_config
-    from activation_assets.definitions import build_definitions
+    from activation_assets.orchestration.definitions import build_definitions
 
     defs = build_definitions(load_config(config_path))
     return dg.materialize(

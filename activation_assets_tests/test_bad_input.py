@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from activation_assets.config import ConfigError, load_config
-from activation_assets.definitions import build_definitions
+from activation_assets.orchestration.definitions import build_definitions
 
 from . import reference
 from .conftest import (
@@ -209,7 +209,8 @@ def test_rows_that_are_not_activity_are_dropped_and_counted(tmp_path):
 
 KILLER = """
 import os, signal, sys
-from activation_assets import steps, warehouse
+from activation_assets.pipeline import steps
+from activation_assets.engines import base as warehouse
 from activation_assets.config import load_config, Grain
 from activation_assets.periods import existing_periods
 config = load_config(sys.argv[1])

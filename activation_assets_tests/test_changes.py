@@ -16,13 +16,15 @@ import dagster as dg
 import duckdb
 import pytest
 
-from activation_assets import cli, steps
-from activation_assets.changes import detect
+from activation_assets.cli import commands as cli
+
+from activation_assets.pipeline import steps
+from activation_assets.pipeline.changes import detect
 from activation_assets.config import Grain, load_config
-from activation_assets.definitions import build_definitions
+from activation_assets.orchestration.definitions import build_definitions
 from activation_assets.periods import existing_periods
-from activation_assets.sql import PARTITION_LOG
-from activation_assets.warehouse import DuckDBWarehouse
+from activation_assets.models.sql import PARTITION_LOG
+from activation_assets.engines.base import DuckDBWarehouse
 
 from . import reference
 from .conftest import edge_events, local_instant, materialize, write_config, write_parquet_source

@@ -9,7 +9,7 @@ import dagster as dg
 import duckdb
 import pytest
 
-from activation_assets import checks as inv
+from activation_assets.checks import invariants as inv
 from activation_assets.config import Grain, load_config
 
 from . import reference
@@ -194,7 +194,7 @@ def test_corruption_is_caught(clean, tmp_path, case):
 def test_matches_days_catches_a_model_built_from_days_outside_the_window(clean, tmp_path):
     """Invariant 9 reads the days itself: a fact day left before start_date (say by a moved window)
     that the model counted is caught, although the model's own fact query agrees with itself."""
-    from activation_assets import steps
+    from activation_assets.pipeline import steps
 
     behavior = clean.behaviors[0]
     march = dt.date(2025, 3, 1)  # the first month starts two days before start_date (2025-03-03)

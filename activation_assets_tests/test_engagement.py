@@ -200,7 +200,7 @@ def test_the_profile_tells_both_days_activity_as_the_bits_do(week, month):
 
     import duckdb
 
-    from activation_assets import sql
+    from activation_assets.models import sql
 
     rng = random.Random(week * 100 + month)
     everything = 2 ** sql.BITS_KEPT - 1

@@ -8,7 +8,7 @@ import dagster as dg
 import pytest
 
 from activation_assets.config import parse_config
-from activation_assets.definitions import build_definitions
+from activation_assets.orchestration.definitions import build_definitions
 
 CONFIG = {
     "database": ":memory:",

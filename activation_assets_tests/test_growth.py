@@ -9,9 +9,9 @@ import shutil
 import duckdb
 import pytest
 
-from activation_assets import checks as inv
+from activation_assets.checks import invariants as inv
 from activation_assets.config import Grain, load_config
-from activation_assets.report import write_reports
+from activation_assets.report.html import write_reports
 
 from . import reference
 from .conftest import edge_events, run_graph, small_behavior, table_rows
@@ -165,7 +165,7 @@ def test_the_landing_page_leads_with_each_behaviors_headline(graph, tmp_path):
 def test_report_marks_a_partial_first_period_and_ticks_on_period_starts(graph, tmp_path):
     import pandas as pd
 
-    from activation_assets.report import cohort_scale, period_ticks
+    from activation_assets.report.html import cohort_scale, period_ticks
 
     config = graph["config"]
     index = write_reports(config, list(config.behaviors), None, tmp_path / "reports")

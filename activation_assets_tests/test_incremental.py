@@ -8,7 +8,7 @@ import dagster as dg
 import duckdb
 import pandas as pd
 
-from activation_assets import cli
+from activation_assets.cli import commands as cli
 from activation_assets.config import load_config
 
 from . import reference

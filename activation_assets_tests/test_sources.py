@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from activation_assets import cli
+from activation_assets.cli import commands as cli
 from activation_assets.config import ConfigError, load_config, parse_config
 
 from . import reference
@@ -162,7 +162,7 @@ def _day(day: int, hour: int = 3) -> dt.datetime:
 @pytest.mark.slow
 def test_the_source_changes_sensor_follows_a_rematerialized_upstream_asset(tmp_path, monkeypatch):
     from activation_assets import build_defs
-    from activation_assets.freshness import SENSOR_NAME
+    from activation_assets.orchestration.sensors import SENSOR_NAME
 
     rows = [(u, _day(d)) for u in range(1, 8) for d in range(1, 21) if (u + d) % 3]
     config_path = _asset_config(tmp_path)

@@ -20,13 +20,14 @@ import duckdb
 import pytest
 import yaml
 
-from activation_assets import checks as inv
-from activation_assets import cli, steps
+from activation_assets.checks import invariants as inv
+from activation_assets.cli import commands as cli
+from activation_assets.pipeline import steps
 from activation_assets.config import Grain, load_config
-from activation_assets.factory import grain_tables
+from activation_assets.orchestration.factory import grain_tables
 from activation_assets.periods import existing_periods
-from activation_assets.sql import PARTITION_LOG, activation_view, fact_table
-from activation_assets.warehouse import ActivationError, open_warehouse
+from activation_assets.models.sql import PARTITION_LOG, activation_view, fact_table
+from activation_assets.engines.base import ActivationError, open_warehouse
 
 from . import reference
 from .conftest import (
@@ -303,7 +304,7 @@ def test_a_missing_source_is_a_clear_error_on_spark(engines, tmp_path):
 
 
 def test_the_spark_graph_is_labelled_spark(engines):
-    from activation_assets.definitions import build_definitions
+    from activation_assets.orchestration.definitions import build_definitions
 
     defs = build_definitions(load_config(engines["spark"]))
     for spec in defs.resolve_all_asset_specs():
@@ -391,7 +392,7 @@ def test_a_failed_spark_write_leaves_old_rows_or_a_missing_partition(engines):
 def test_a_csv_source_gives_the_same_types_and_rows_on_both_engines(engines, tmp_path):
     """Spark's own CSV inference reads "007" and "7" as one integer user; DuckDB keeps them apart."""
     from activation_assets.config import SourceConfig
-    from activation_assets.warehouse import DuckDBWarehouse
+    from activation_assets.engines.base import DuckDBWarehouse
 
     csv = tmp_path / "ids.csv"
     csv.write_text("user_id,occurred_at,created,device\n"

@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from activation_assets import cli
-from activation_assets.sql import DEFINITIONS, PARTITION_LOG, SOURCE_FILES
+from activation_assets.cli import commands as cli
+from activation_assets.models.sql import DEFINITIONS, PARTITION_LOG, SOURCE_FILES
 
 from . import reference
 from .conftest import ACTIVATION_COLUMNS, as_set, edge_events, materialize, small_behavior, table_rows, write_config

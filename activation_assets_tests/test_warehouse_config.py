@@ -9,11 +9,11 @@ import duckdb
 import pytest
 import sqlglot
 
-from activation_assets import checks as inv
-from activation_assets import sql
+from activation_assets.checks import invariants as inv
+from activation_assets.models import sql
 from activation_assets.config import ConfigError, Grain, load_config, parse_config
-from activation_assets.dialect import render
-from activation_assets.warehouse import DuckDBWarehouse
+from activation_assets.engines.dialect import render
+from activation_assets.engines.base import DuckDBWarehouse
 
 BEHAVIOR = {"name": "visited", "source": {"parquet": "events/*.parquet"}, "start_date": "2025-01-01"}
 
@@ -58,7 +58,7 @@ def test_warehouse_mistakes_are_explained(tmp_path, top, fragment):
 
 def test_spark_session_settings(tmp_path):
     pytest.importorskip("dagster_pyspark")
-    from activation_assets.spark import spark_config
+    from activation_assets.engines.spark import spark_config
 
     config = _parse(tmp_path, warehouse={"spark": {"master": "local[2]", "warehouse_dir": "wh",
                                                    "conf": {"spark.sql.shuffle.partitions": 3}}})
@@ -162,8 +162,8 @@ def test_a_local_spark_warehouse_is_held_by_one_process_at_a_time(tmp_path):
     import sys
 
     pytest.importorskip("dagster_pyspark")
-    from activation_assets.spark import hold_warehouse_lock, spark_resource
-    from activation_assets.warehouse import ActivationError
+    from activation_assets.engines.spark import hold_warehouse_lock, spark_resource
+    from activation_assets.engines.base import ActivationError
 
     config = _parse(tmp_path, warehouse={"spark": {"master": "local[1]", "warehouse_dir": "wh"}})
     lock = spark_resource(config.warehouse.spark).lock_file

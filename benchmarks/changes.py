@@ -29,10 +29,16 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from activation_assets import changes, cli, sql, steps
+from activation_assets.pipeline import changes
+
+from activation_assets.cli import commands as cli
+
+from activation_assets.models import sql
+
+from activation_assets.pipeline import steps
 from activation_assets.config import Grain, load_config
 from activation_assets.periods import existing_periods
-from activation_assets.warehouse import DuckDBWarehouse
+from activation_assets.engines.base import DuckDBWarehouse
 
 from .daycost import BEHAVIOR, START, _config, write_events
 from .harness import ROOT, commit, machine

@@ -28,9 +28,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
-from activation_assets import cli, sql, steps
+from activation_assets.cli import commands as cli
+
+from activation_assets.models import sql
+
+from activation_assets.pipeline import steps
 from activation_assets.config import load_config
-from activation_assets.warehouse import DuckDBWarehouse
+from activation_assets.engines.base import DuckDBWarehouse
 
 from .harness import ROOT, commit, machine
 

@@ -14,12 +14,12 @@ import sys
 import time
 from pathlib import Path
 
-from activation_assets import checks as inv
-from activation_assets import steps
+from activation_assets.checks import invariants as inv
+from activation_assets.pipeline import steps
 from activation_assets.config import Grain, parse_config
 from activation_assets.periods import existing_periods
 from activation_assets.sample_data import SampleSpec, write_benchmark_events
-from activation_assets.warehouse import open_warehouse
+from activation_assets.engines.base import open_warehouse
 
 from .harness import ROOT, commit, machine
 

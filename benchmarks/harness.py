@@ -28,15 +28,17 @@ from unittest import mock
 
 import duckdb
 
-from activation_assets import sql, steps
-from activation_assets.checks import (
+from activation_assets.models import sql
+
+from activation_assets.pipeline import steps
+from activation_assets.checks.invariants import (
     ACTIVATION_CHECKS, COHORTS_CHECKS, ENGAGEMENT_CHECKS, ENGAGEMENT_TRANSITIONS_CHECKS, FIRSTLAST_CHECKS,
     GROWTH_CHECKS, STICKINESS_CHECKS, TRANSITIONS_CHECKS, evaluate,
 )
 from activation_assets.config import ActivationConfig, BehaviorConfig, Grain, parse_config
 from activation_assets.periods import existing_periods
 from activation_assets.sample_data import SampleSpec, write_benchmark_events
-from activation_assets.warehouse import DuckDBWarehouse
+from activation_assets.engines.base import DuckDBWarehouse
 
 ROOT = Path(__file__).resolve().parent.parent
 START = dt.date(2025, 1, 1)
@@ -304,7 +306,7 @@ def backfill_child(config_path: str, report_path: str, daily_only: bool = False)
     `daily_only`, the fact and the daily FirstLast, activation and transitions)."""
     import dagster as dg
 
-    from activation_assets import cli
+    from activation_assets.cli import commands as cli
     from activation_assets.config import load_config
 
     config = load_config(config_path)
@@ -337,8 +339,8 @@ def dagster_floor_run(behavior: BehaviorConfig, run, instance) -> None:
     Dagster's own cost of those partitions (its events, in the instance's event log)."""
     import dagster as dg
 
-    from activation_assets.cli import RANGE_END, RANGE_START
-    from activation_assets.partitions import partitions_def
+    from activation_assets.cli.commands import RANGE_END, RANGE_START
+    from activation_assets.orchestration.partitions import partitions_def
 
     def noop(key: str) -> dg.AssetsDefinition:
         record = instance.fetch_materializations(dg.AssetKey(key), limit=1).records[0]
@@ -612,7 +614,7 @@ def one_pass_comparison(users: int, days: int, workdir: Path, results: Results) 
 def _dagster_partition(config: ActivationConfig, partition: str, engagement: bool = False) -> None:
     import dagster as dg
 
-    from activation_assets.definitions import build_definitions
+    from activation_assets.orchestration.definitions import build_definitions
 
     defs = build_definitions(config, check_files=False)
     keys = [sql.firstlast_table(BEHAVIOR, Grain.daily), sql.activation_table(BEHAVIOR, Grain.daily),

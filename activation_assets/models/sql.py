@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from .config import Grain, SourceConfig
+from activation_assets.config import Grain, SourceConfig
 
 STATES = ("new", "retained", "reactivated", "inactive")
 ACTIVE_STATES = ("new", "retained", "reactivated")

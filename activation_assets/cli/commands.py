@@ -27,11 +27,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import (
+from activation_assets.config import (
     DEFAULT_CONFIG_PATH, REPO_ROOT, ActivationConfig, BehaviorConfig, ConfigError, Grain, is_url, load_config, missing_source_files,
 )
 
-INSTANCE_TEMPLATE = Path(__file__).parent / "instance" / "dagster.yaml"
+INSTANCE_TEMPLATE = Path(__file__).parent.parent / "instance" / "dagster.yaml"
 RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
 
 
@@ -132,9 +132,9 @@ def plan(
     and for each grain the periods from the one containing --from that end by --to, plus every later
     period already materialized (each builds on its predecessor, so all of them change).
     """
-    from . import sql
-    from .factory import grain_tables
-    from .periods import existing_periods, periods_for
+    from activation_assets.models import sql
+    from activation_assets.orchestration.factory import grain_tables
+    from activation_assets.periods import existing_periods, periods_for
 
     runs: list[Run] = []
     windowed = start is not None or end is not None
@@ -180,7 +180,7 @@ def _materialized(instance, config: ActivationConfig):
     """Partitions materialized according to both Dagster and the warehouse's own log."""
     import dagster as dg
 
-    from .warehouse import open_warehouse
+    from activation_assets.engines.base import open_warehouse
 
     logged: dict[str, set[dt.date]] = {}
     with open_warehouse(config, read_only=True) as warehouse:
@@ -210,7 +210,7 @@ def execute(config: ActivationConfig, runs: list[Run], instance=None) -> int:
     """Make the runs in order; returns the number of failed checks, raises CommandError on a failed run."""
     import dagster as dg
 
-    from .definitions import build_definitions
+    from activation_assets.orchestration.definitions import build_definitions
 
     defs = build_definitions(config, check_files=False)
     assets = [*(defs.assets or []), *(defs.asset_checks or [])]  # a fact's run also checks its source days
@@ -285,7 +285,7 @@ def build_dbt(config: ActivationConfig, instance) -> None:
     shows the fact models materialized upstream of the activation graph."""
     import dagster as dg
 
-    from .dbt_models import dbt_definitions
+    from activation_assets.orchestration.dbt import dbt_definitions
 
     assets, resources = dbt_definitions(config)
     say(f"dbt build of {config.dbt.project_dir} (the fact models), as a Dagster run")
@@ -305,9 +305,9 @@ def build_dbt(config: ActivationConfig, instance) -> None:
 
 def summary(config: ActivationConfig, behaviors: list[BehaviorConfig],
             last_days: dict[str, dt.date | None] | None = None) -> None:
-    from . import sql
-    from .periods import existing_periods
-    from .warehouse import open_warehouse
+    from activation_assets.models import sql
+    from activation_assets.periods import existing_periods
+    from activation_assets.engines.base import open_warehouse
 
     with open_warehouse(config, read_only=True) as warehouse:
         if warehouse is None:
@@ -358,9 +358,9 @@ def preflight(config: ActivationConfig, behaviors: list[BehaviorConfig], every_f
     A source in Hive-style day directories is read through its newest day's files only, so that a
     daily run does not open a year of files first (`validate` reads them all: `every_file`).
     """
-    from .periods import existing_periods
-    from .steps import check_source_columns, day_files, describe_source, source_last_day
-    from .warehouse import ActivationError, open_for_reading
+    from activation_assets.periods import existing_periods
+    from activation_assets.pipeline.steps import check_source_columns, day_files, describe_source, source_last_day
+    from activation_assets.engines.base import ActivationError, open_for_reading
 
     problems: list[str] = []
     last_days: dict[str, dt.date | None] = {}
@@ -383,8 +383,8 @@ def preflight(config: ActivationConfig, behaviors: list[BehaviorConfig], every_f
 def reconcile(config: ActivationConfig, behaviors: list[BehaviorConfig]) -> None:
     """Forget partitions built with settings that changed since (window, timezone, week start), so
     that planning sees them as missing and the tables end up as a fresh run would make them."""
-    from .steps import reconcile_definition
-    from .warehouse import open_warehouse
+    from activation_assets.pipeline.steps import reconcile_definition
+    from activation_assets.engines.base import open_warehouse
 
     with open_warehouse(config) as warehouse:
         for behavior in behaviors:
@@ -412,8 +412,8 @@ def find_outdated(config: ActivationConfig, behaviors: list[BehaviorConfig], gra
                   ) -> Findings:
     """Fact days whose source rows changed since they were written (reading only what changed), and
     the partitions that are missing or were built before one of their inputs was written again."""
-    from .changes import detect, outdated_partitions
-    from .warehouse import open_warehouse
+    from activation_assets.pipeline.changes import detect, outdated_partitions
+    from activation_assets.engines.base import open_warehouse
 
     findings = Findings({}, {})
     with open_warehouse(config) as warehouse:
@@ -447,7 +447,7 @@ def say_source_changes(findings: Findings) -> None:
 def stale_sources(behaviors: list[BehaviorConfig], last_days: dict[str, dt.date | None],
                   today: dt.date | None = None) -> list[str]:
     """Behaviors without end_date whose source ended well before the last complete day."""
-    from .periods import existing_periods
+    from activation_assets.periods import existing_periods
 
     notes = []
     for behavior in behaviors:
@@ -546,8 +546,8 @@ def cmd_status(args) -> int:
     done = _materialized(instance, config)
     runs = plan(config, behaviors, grains, None, None, done, outdated_days=findings.outdated_days(),
                 rebuilt_from=findings.rebuilt_from())
-    from .periods import existing_periods
-    from .sql import fact_table
+    from activation_assets.periods import existing_periods
+    from activation_assets.models.sql import fact_table
 
     for behavior in behaviors:
         changes = findings.changes[behavior.name]
@@ -599,8 +599,8 @@ def _span(days: list[dt.date]) -> str:
 def cmd_check(args) -> int:
     """Every invariant over the materialized partitions, as `dbt test` does: exit 1 on any violation."""
     config = _load(args)
-    from . import checks as inv
-    from .warehouse import open_warehouse
+    from activation_assets.checks import invariants as inv
+    from activation_assets.engines.base import open_warehouse
 
     behaviors = [config.behavior(name) for name in args.behavior] if args.behavior else list(config.behaviors)
     grains = [Grain(g) for g in args.grain] if args.grain else None
@@ -648,7 +648,7 @@ def _show_failure(outcome) -> None:
 
 
 def cmd_sample_data(args) -> int:
-    from .sample_data import SampleSpec, generate
+    from activation_assets.sample_data import SampleSpec, generate
 
     out = Path(args.out)
     if (out / "events").exists() and (out / "community_posts.csv").exists() and not args.force:
@@ -664,7 +664,7 @@ def cmd_sample_data(args) -> int:
 
 def cmd_report(args) -> int:
     config = _load(args)
-    from .report import write_reports
+    from activation_assets.report.html import write_reports
 
     behaviors = [config.behavior(name) for name in args.behavior] if args.behavior else list(config.behaviors)
     grains = [Grain(g) for g in args.grain] if args.grain else None
@@ -749,7 +749,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except Exception as exc:  # ActivationError and friends: a message, not a trace
-        from .warehouse import ActivationError
+        from activation_assets.engines.base import ActivationError
 
         if isinstance(exc, ActivationError):
             print(f"error: {exc}", file=sys.stderr)

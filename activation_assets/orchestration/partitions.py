@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import dagster as dg
 
-from .config import BehaviorConfig, Grain
-from .periods import end_exclusive, first_period, periods_for
+from activation_assets.config import BehaviorConfig, Grain
+from activation_assets.periods import end_exclusive, first_period, periods_for
 
 PARTITION_FORMAT = "%Y-%m-%d"
 

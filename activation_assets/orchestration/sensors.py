@@ -17,11 +17,11 @@ from dagster._core.definitions.assets.graph.asset_graph_subset import AssetGraph
 from dagster._core.definitions.events import AssetKeyPartitionKey
 from dagster._core.execution.backfill import BulkActionStatus
 
-from . import sql
-from .changes import SourceChanges, detect, outdated_partitions
-from .config import ActivationConfig, BehaviorConfig
-from .periods import existing_periods
-from .warehouse import ActivationError, connect
+from activation_assets.models import sql
+from activation_assets.pipeline.changes import SourceChanges, detect, outdated_partitions
+from activation_assets.config import ActivationConfig, BehaviorConfig
+from activation_assets.periods import existing_periods
+from activation_assets.engines.base import ActivationError, connect
 
 RESOURCE = "warehouse"
 CHECK_NAME = "source_days_current"

@@ -29,9 +29,9 @@ from filelock import FileLock, Timeout
 
 import pandas as pd
 
-from . import sql
-from .config import ActivationConfig, BehaviorConfig
-from .sql import DEFINITIONS, PARTITION_LOG, SOURCE_FILES, date_lit, ident, literal
+from activation_assets.models import sql
+from activation_assets.config import ActivationConfig, BehaviorConfig
+from activation_assets.models.sql import DEFINITIONS, PARTITION_LOG, SOURCE_FILES, date_lit, ident, literal
 
 LOCK_TIMEOUT_SECONDS = 30 * 60
 
@@ -64,7 +64,7 @@ def database_lock(database: str, timeout: float = LOCK_TIMEOUT_SECONDS) -> Itera
 def connect(resource: Any, lock_timeout: float = LOCK_TIMEOUT_SECONDS) -> Iterator[Warehouse]:
     """The assets' warehouse, from the resource bound in `definitions.py` (DuckDB or Spark)."""
     if not isinstance(resource, DuckDBResource):
-        from .spark import connect_spark
+        from activation_assets.engines.spark import connect_spark
 
         with connect_spark(resource) as warehouse:
             yield warehouse
@@ -99,7 +99,7 @@ def open_warehouse(config: ActivationConfig, read_only: bool = False) -> Iterato
     """The configured warehouse outside Dagster (CLI planning, validation, summary, report).
     Yields None for a DuckDB database that does not exist yet when only reading."""
     if config.warehouse.spark is not None:
-        from .spark import connect_spark, spark_resource
+        from activation_assets.engines.spark import connect_spark, spark_resource
 
         with connect_spark(spark_resource(config.warehouse.spark)) as warehouse:
             yield warehouse

@@ -26,13 +26,13 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from . import sql
-from .config import BehaviorConfig, Grain, is_url
-from .periods import existing_periods, first_period, periods_for
-from .steps import (
+from activation_assets.models import sql
+from activation_assets.config import BehaviorConfig, Grain, is_url
+from activation_assets.periods import existing_periods, first_period, periods_for
+from activation_assets.pipeline.steps import (
     EMPTY_DAY, HIVE_DAY, check_source_columns, day_files, describe_source, fact_days,
 )
-from .warehouse import ActivationError, Warehouse, as_warehouse
+from activation_assets.engines.base import ActivationError, Warehouse, as_warehouse
 
 FileEntry = tuple[int, int, dt.date | None, dt.date | None]  # size, mtime_ns, first day, last day
 CHANGE_STAGE = "change_stage"

@@ -20,11 +20,12 @@ from dataclasses import dataclass
 
 import dagster as dg
 
-from . import checks as inv
-from . import sql, steps
-from .config import BehaviorConfig, Grain
-from .partitions import fact_partitions_def, partitions_def
-from .warehouse import ActivationError, connect
+from activation_assets.checks import invariants as inv
+from activation_assets.models import sql
+from activation_assets.pipeline import steps
+from activation_assets.config import BehaviorConfig, Grain
+from activation_assets.orchestration.partitions import fact_partitions_def, partitions_def
+from activation_assets.engines.base import ActivationError, connect
 
 RESOURCE = "warehouse"  # DuckDBResource or SparkResource, bound in definitions.py
 SINGLE_RUN = dg.BackfillPolicy.single_run()

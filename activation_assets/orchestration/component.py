@@ -16,7 +16,7 @@ from typing import Any
 
 import dagster as dg
 
-from .config import ActivationConfig, parse_config
+from activation_assets.config import ActivationConfig, parse_config
 
 COMPONENT_FILE = "defs.yaml"
 
@@ -42,6 +42,6 @@ class ActivationLayer(dg.Component, dg.Model, dg.Resolvable):
         return parse_config(self.model_dump(exclude_none=True), folder / COMPONENT_FILE)
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
-        from .definitions import build_defs
+        from activation_assets.orchestration.definitions import build_defs
 
         return build_defs(self.activation_config(context.path))

@@ -24,11 +24,11 @@ from typing import Any
 from dagster_pyspark import LazyPySparkResource
 from filelock import FileLock, Timeout
 
-from . import sql
-from .config import BehaviorConfig, SparkWarehouseConfig, is_url
-from .dialect import render
-from .sql import DEFINITIONS, PARTITION_LOG, SOURCE_FILES, date_lit, literal
-from .warehouse import LOCK_TIMEOUT_SECONDS, ActivationError, Warehouse, first_line
+from activation_assets.models import sql
+from activation_assets.config import BehaviorConfig, SparkWarehouseConfig, is_url
+from activation_assets.engines.dialect import render
+from activation_assets.models.sql import DEFINITIONS, PARTITION_LOG, SOURCE_FILES, date_lit, literal
+from activation_assets.engines.base import LOCK_TIMEOUT_SECONDS, ActivationError, Warehouse, first_line
 
 # Spark's types, named as DuckDB names them (the steps compare and create columns in those names).
 SPARK_TYPES = {

@@ -19,7 +19,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from .config import ActivationConfig, DbtConfig
+from activation_assets.config import ActivationConfig, DbtConfig
 
 log = logging.getLogger("activation_assets.dbt")
 

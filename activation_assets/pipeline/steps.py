@@ -14,10 +14,10 @@ import re
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 
-from . import sql
-from .config import BehaviorConfig, Grain, is_url
-from .periods import end_exclusive, existing_periods, first_period, periods_for
-from .warehouse import ActivationError, Warehouse, as_warehouse
+from activation_assets.models import sql
+from activation_assets.config import BehaviorConfig, Grain, is_url
+from activation_assets.periods import end_exclusive, existing_periods, first_period, periods_for
+from activation_assets.engines.base import ActivationError, Warehouse, as_warehouse
 
 Progress = Callable[[int, int, dt.date], None]
 CONTRACT_COLUMNS = ("period_start", "user_id", "occurred_at", "activity_date")

@@ -12,11 +12,11 @@ import datetime as dt
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from . import sql
-from .config import BehaviorConfig, Grain
-from .periods import first_period, periods_for
-from .sql import date_lit, ident, literal
-from .warehouse import Warehouse, as_warehouse
+from activation_assets.models import sql
+from activation_assets.config import BehaviorConfig, Grain
+from activation_assets.periods import first_period, periods_for
+from activation_assets.models.sql import date_lit, ident, literal
+from activation_assets.engines.base import Warehouse, as_warehouse
 
 ACTIVE = sql.ACTIVE_LIST
 

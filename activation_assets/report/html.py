@@ -25,9 +25,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from . import sql  # noqa: E402
-from .config import ActivationConfig, BehaviorConfig, Grain  # noqa: E402
-from .warehouse import ActivationError, as_warehouse, open_warehouse  # noqa: E402
+from activation_assets.models import sql  # noqa: E402
+from activation_assets.config import ActivationConfig, BehaviorConfig, Grain  # noqa: E402
+from activation_assets.engines.base import ActivationError, as_warehouse, open_warehouse  # noqa: E402
 
 COLORS = {"new": "#4C9F70", "reactivated": "#F2A541", "retained": "#3D6FB6", "churned": "#D1495B",
           "active": "#222222", "inactive": "#9AA0A6"}

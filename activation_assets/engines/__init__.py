@@ -1,0 +1,1 @@
+"""The warehouses the models run in: one interface (`base.Warehouse`), one module per engine."""

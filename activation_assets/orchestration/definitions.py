@@ -1,0 +1,103 @@
+"""The code location: `activation.yaml` (or $ACTIVATION_CONFIG) in, every behavior's graph out.
+
+A config that cannot be used makes the location fail to load with the config's own message.
+
+Resources and the executor are bound once here: the `warehouse` resource is a DuckDBResource (the
+default) or, with `warehouse: {spark: ...}`, a lazy PySpark session. The in-process executor runs a
+run's steps in one process: a subprocess per step only adds seconds (a JVM per step, on Spark), and
+the warehouse takes one writer at a time anyway.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import dagster as dg
+from dagster_duckdb import DuckDBResource
+
+from activation_assets.config import ActivationConfig, ConfigError, missing_source_files
+from activation_assets.orchestration.factory import RESOURCE, behavior_assets
+from activation_assets.orchestration.sensors import source_changes_sensor, source_check
+
+
+def warehouse_resource(config: ActivationConfig) -> dg.ConfigurableResource:
+    duck = config.warehouse.duckdb
+    if duck is None:
+        from activation_assets.engines.spark import spark_resource  # pyspark is imported only by Spark projects
+
+        return spark_resource(config.warehouse.spark)
+    if duck.database != ":memory:":
+        Path(duck.database).parent.mkdir(parents=True, exist_ok=True)
+    return DuckDBResource(
+        database=duck.database,
+        connection_config={"memory_limit": duck.memory_limit} if duck.memory_limit else {},
+    )
+
+
+def _partitions_by_key(upstream: Sequence[dg.AssetsDefinition | dg.AssetSpec]) -> dict:
+    found = {}
+    for item in upstream:
+        if isinstance(item, dg.AssetSpec):
+            found[item.key] = item.partitions_def
+        else:
+            for key in item.keys:
+                found[key] = item.specs_by_key[key].partitions_def
+    return found
+
+
+def build_defs(
+    config: ActivationConfig, upstream: Sequence[dg.AssetsDefinition | dg.AssetSpec] = (), check_files: bool = True,
+) -> dg.Definitions:
+    """The whole activation layer of a config as `Definitions`, for projects that compose their own.
+
+    `upstream` are the assets that behaviors with `source: {asset: KEY}` read, when the caller defines
+    them: their partitions decide how a fact maps onto them (day to day, or as a whole). They are
+    not included in the result; merge it with the caller's (`dg.Definitions.merge`). With a `dbt:`
+    project, its models (and the raw sources they read) are included.
+    """
+    if check_files:
+        problems = missing_source_files(config)
+        if problems:
+            raise ConfigError(f"{config.path}: " + "; ".join(problems))
+    extra_assets: list = []
+    resources: dict = {RESOURCE: warehouse_resource(config)}
+    if config.dbt is not None:
+        from activation_assets.orchestration.dbt import dbt_definitions
+
+        dbt_assets, dbt_resources = dbt_definitions(config)
+        extra_assets += dbt_assets
+        resources |= dbt_resources
+    partitions = _partitions_by_key([*upstream, *extra_assets])
+    with warnings.catch_warnings():
+        # Single-run backfill policies and nonexistent-upstream mappings are what the graph is
+        # built on; Dagster flags them as beta once per asset, which is noise to a user.
+        warnings.simplefilter("ignore", dg.BetaWarning)
+        assets = [
+            asset for behavior in config.behaviors for asset in behavior_assets(
+                behavior, config.engine,
+                partitions.get(dg.AssetKey(list(behavior.source.upstream))) if behavior.source.upstream else None)
+        ]
+    automation = dg.AutomationConditionSensorDefinition(
+        "activation_automation",
+        target=dg.AssetSelection.all(),
+        default_status=dg.DefaultSensorStatus.STOPPED,  # opt in from the UI: Automation -> activation_automation
+        # A self-dependent asset advances one partition per evaluation: tick often.
+        minimum_interval_seconds=10,
+        description="Materializes new fact days as they end and propagates every fact update (late data"
+        " included) through FirstLast, activation and the models read off it.",
+    )
+    # The source-changes sensor opens the warehouse from the daemon, between runs: DuckDB only (a Spark
+    # session in the daemon would hold the local metastore); on Spark, `activation status/materialize`.
+    sensors = [automation] + ([source_changes_sensor(config)] if config.engine == "duckdb" else [])
+    return dg.Definitions(
+        assets=extra_assets + assets,
+        asset_checks=[source_check(behavior) for behavior in config.behaviors],
+        sensors=sensors,
+        resources=resources,
+        executor=dg.in_process_executor,
+    )
+
+
+build_definitions = build_defs  # the name the CLI, tests and benchmarks have used

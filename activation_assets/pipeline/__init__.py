@@ -1,0 +1,1 @@
+"""Engine-neutral work, no Dagster: reading sources, the steps that write partitions, what changed."""

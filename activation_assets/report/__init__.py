@@ -1,0 +1,1 @@
+"""The HTML growth-accounting report, read off the stored relations."""
