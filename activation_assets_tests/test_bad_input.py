@@ -210,7 +210,7 @@ def test_rows_that_are_not_activity_are_dropped_and_counted(tmp_path):
 KILLER = """
 import os, signal, sys
 from activation_assets.pipeline import steps
-from activation_assets.engines import base as warehouse
+from activation_assets.engines import duckdb as warehouse
 from activation_assets.config import load_config, Grain
 from activation_assets.periods import existing_periods
 config = load_config(sys.argv[1])

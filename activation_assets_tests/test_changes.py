@@ -24,7 +24,7 @@ from activation_assets.config import Grain, load_config
 from activation_assets.orchestration.definitions import build_definitions
 from activation_assets.periods import existing_periods
 from activation_assets.models.sql import PARTITION_LOG
-from activation_assets.engines.base import DuckDBWarehouse
+from activation_assets.engines.duckdb import DuckDBWarehouse
 
 from . import reference
 from .conftest import edge_events, local_instant, materialize, write_config, write_parquet_source

@@ -24,10 +24,10 @@ from activation_assets.checks import invariants as inv
 from activation_assets.cli import commands as cli
 from activation_assets.pipeline import steps
 from activation_assets.config import Grain, load_config
-from activation_assets.orchestration.factory import grain_tables
+from activation_assets.tables import grain_tables
 from activation_assets.periods import existing_periods
 from activation_assets.models.sql import PARTITION_LOG, activation_view, fact_table
-from activation_assets.engines.base import ActivationError, open_warehouse
+from activation_assets.engines import ActivationError, open_warehouse
 
 from . import reference
 from .conftest import (
@@ -392,7 +392,7 @@ def test_a_failed_spark_write_leaves_old_rows_or_a_missing_partition(engines):
 def test_a_csv_source_gives_the_same_types_and_rows_on_both_engines(engines, tmp_path):
     """Spark's own CSV inference reads "007" and "7" as one integer user; DuckDB keeps them apart."""
     from activation_assets.config import SourceConfig
-    from activation_assets.engines.base import DuckDBWarehouse
+    from activation_assets.engines.duckdb import DuckDBWarehouse
 
     csv = tmp_path / "ids.csv"
     csv.write_text("user_id,occurred_at,created,device\n"
@@ -447,3 +447,25 @@ def json_safe(value):
     if isinstance(value, (list, tuple)):
         return [json_safe(v) for v in value]
     return value.isoformat() if isinstance(value, dt.date) else value
+
+
+def test_every_relation_spark_creates_has_the_columns_of_its_schema(engines):
+    """The tables Spark creates carry the columns `tables` defines, in DuckDB's type names (Spark keeps
+    partition columns last and enforces no NOT NULL, so names and types are compared)."""
+    from activation_assets import tables
+    from activation_assets.models import sql
+
+    config = load_config(engines["spark"])
+    behavior = config.behaviors[0]
+    with open_warehouse(config) as warehouse:
+        fact = warehouse.table_column_types(sql.fact_table(behavior.name))
+        source = {tables.USER: fact["user_id"], tables.SOURCE: fact["occurred_at"]}
+        assert {c.name: source.get(c.type, c.type) for c in tables.FACT.columns}.items() <= fact.items()
+        for grain in behavior.grains:
+            for relation in tables.per_grain(grain):
+                name = relation.table(behavior.name, grain)
+                expected = {c.name: source.get(c.type, c.type) for c in relation.columns_for(grain)}
+                assert warehouse.table_column_types(name) == expected, name
+        for record in tables.RECORDS:
+            expected = {c.name: c.type for c in record.columns}
+            assert warehouse.table_column_types(record.table()) == expected, record.table()

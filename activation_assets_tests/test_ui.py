@@ -14,7 +14,7 @@ import pytest
 from activation_assets.cli import commands as cli
 from activation_assets.config import load_config
 from activation_assets.orchestration.definitions import build_definitions
-from activation_assets.engines.base import connect_database
+from activation_assets.engines.duckdb import connect_database
 
 from . import reference
 from .conftest import (

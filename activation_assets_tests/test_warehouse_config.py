@@ -13,7 +13,7 @@ from activation_assets.checks import invariants as inv
 from activation_assets.models import sql
 from activation_assets.config import ConfigError, Grain, load_config, parse_config
 from activation_assets.engines.dialect import render
-from activation_assets.engines.base import DuckDBWarehouse
+from activation_assets.engines.duckdb import DuckDBWarehouse
 
 BEHAVIOR = {"name": "visited", "source": {"parquet": "events/*.parquet"}, "start_date": "2025-01-01"}
 
@@ -162,11 +162,11 @@ def test_a_local_spark_warehouse_is_held_by_one_process_at_a_time(tmp_path):
     import sys
 
     pytest.importorskip("dagster_pyspark")
-    from activation_assets.engines.spark import hold_warehouse_lock, spark_resource
+    from activation_assets.engines.spark import hold_warehouse_lock, lock_file
     from activation_assets.engines.base import ActivationError
 
     config = _parse(tmp_path, warehouse={"spark": {"master": "local[1]", "warehouse_dir": "wh"}})
-    lock = spark_resource(config.warehouse.spark).lock_file
+    lock = lock_file(config.warehouse.spark)
     assert lock == str(tmp_path / "wh" / ".activation.lock")
     holder = subprocess.Popen([sys.executable, "-c", (
         "import sys, time; from filelock import FileLock; l = FileLock(sys.argv[1]); l.acquire();"

@@ -38,7 +38,7 @@ from activation_assets.models import sql
 from activation_assets.pipeline import steps
 from activation_assets.config import Grain, load_config
 from activation_assets.periods import existing_periods
-from activation_assets.engines.base import DuckDBWarehouse
+from activation_assets.engines.duckdb import DuckDBWarehouse
 
 from .daycost import BEHAVIOR, START, _config, write_events
 from .harness import ROOT, commit, machine

@@ -34,7 +34,7 @@ from activation_assets.models import sql
 
 from activation_assets.pipeline import steps
 from activation_assets.config import load_config
-from activation_assets.engines.base import DuckDBWarehouse
+from activation_assets.engines.duckdb import DuckDBWarehouse, source_relation
 
 from .harness import ROOT, commit, machine
 
@@ -125,7 +125,7 @@ def fact_against_ctas(data: Path, layout: str, source: str, days: int, reps: int
     config = load_config(_config(work, source, day))
     behavior = config.behaviors[0]
     files = steps.day_files(behavior, day, day)
-    relation = sql.source_relation(behavior.source, files)
+    relation = source_relation(behavior.source, files)
     bound = sql.time_bound("occurred_at", "TIMESTAMP", day, day)
     local = sql.local_date_expr(sql.instant_expr("occurred_at", "TIMESTAMP"), "UTC")
     ctas = (f"CREATE OR REPLACE TABLE plain AS SELECT * FROM {relation} WHERE {bound}"

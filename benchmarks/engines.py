@@ -19,7 +19,7 @@ from activation_assets.pipeline import steps
 from activation_assets.config import Grain, parse_config
 from activation_assets.periods import existing_periods
 from activation_assets.sample_data import SampleSpec, write_benchmark_events
-from activation_assets.engines.base import open_warehouse
+from activation_assets.engines import open_warehouse
 
 from .harness import ROOT, commit, machine
 

@@ -28,6 +28,7 @@ from unittest import mock
 
 import duckdb
 
+from activation_assets import tables
 from activation_assets.models import sql
 
 from activation_assets.pipeline import steps
@@ -38,7 +39,7 @@ from activation_assets.checks.invariants import (
 from activation_assets.config import ActivationConfig, BehaviorConfig, Grain, parse_config
 from activation_assets.periods import existing_periods
 from activation_assets.sample_data import SampleSpec, write_benchmark_events
-from activation_assets.engines.base import DuckDBWarehouse
+from activation_assets.engines.duckdb import DuckDBWarehouse, source_relation
 
 ROOT = Path(__file__).resolve().parent.parent
 START = dt.date(2025, 1, 1)
@@ -208,7 +209,7 @@ def without_rolling_engagement() -> Iterator[None]:
     """The layer's step code as it was before the rolling engagement: the daily FirstLast without
     days_seen_bits, the activation view without the engagement columns; everything else the same."""
     firstlast_select, activation_view = sql.firstlast_select, sql.activation_view
-    with mock.patch.object(sql, "firstlast_columns", lambda grain: sql.FIRSTLAST_COLUMNS), \
+    with mock.patch.object(steps, "firstlast_columns", lambda grain: tables.FIRSTLAST.columns), \
             mock.patch.object(sql, "firstlast_select",
                               lambda *args, days_seen_bits=False, **kwargs: firstlast_select(*args, **kwargs)), \
             mock.patch.object(sql, "activation_view",
@@ -234,7 +235,7 @@ def one_pass_sql(config: ActivationConfig) -> list[str]:
     days = existing_periods(behavior, Grain.daily)
     first, last = sql.date_lit(days[0]), sql.date_lit(days[-1])
     local = sql.local_date_expr(sql.instant_expr("occurred_at", "TIMESTAMP"), behavior.timezone)
-    source = sql.source_relation(behavior.source)
+    source = source_relation(behavior.source)
     return [
         f"""CREATE OR REPLACE TABLE ref_fact AS
             SELECT DISTINCT {local} AS period_start, user_id, occurred_at, {local} AS activity_date FROM {source}

@@ -16,7 +16,7 @@ from activation_assets.models import sql
 from activation_assets.config import BehaviorConfig, Grain
 from activation_assets.periods import first_period, periods_for
 from activation_assets.models.sql import date_lit, ident, literal
-from activation_assets.engines.base import Warehouse, as_warehouse
+from activation_assets.engines import Warehouse, as_warehouse
 
 ACTIVE = sql.ACTIVE_LIST
 

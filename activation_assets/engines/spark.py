@@ -21,14 +21,14 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from dagster_pyspark import LazyPySparkResource
 from filelock import FileLock, Timeout
 
-from activation_assets.models import sql
-from activation_assets.config import BehaviorConfig, SparkWarehouseConfig, is_url
-from activation_assets.engines.dialect import render
-from activation_assets.models.sql import DEFINITIONS, PARTITION_LOG, SOURCE_FILES, date_lit, literal
+from activation_assets import tables
+from activation_assets.config import ActivationConfig, BehaviorConfig, SparkWarehouseConfig, is_url
 from activation_assets.engines.base import LOCK_TIMEOUT_SECONDS, ActivationError, Warehouse, first_line
+from activation_assets.engines.dialect import render
+from activation_assets.models import sql
+from activation_assets.models.sql import PARTITION_LOG, literal
 
 # Spark's types, named as DuckDB names them (the steps compare and create columns in those names).
 SPARK_TYPES = {
@@ -46,14 +46,6 @@ SPARK_TYPES = {
     "binary": "BLOB",
 }
 WRITE_VIEW = "_activation_write"
-
-
-class SparkResource(LazyPySparkResource):
-    """dagster-pyspark's lazy session (nothing starts until a step needs it), plus the database
-    (schema) that holds the activation tables and, for a local warehouse, its lock file."""
-
-    database: str = "default"
-    lock_file: str | None = None
 
 
 def spark_config(config: SparkWarehouseConfig) -> dict[str, Any]:
@@ -88,12 +80,22 @@ def _has_metastore(conf: dict[str, Any]) -> bool:
         "spark.sql.catalogImplementation"))
 
 
-def spark_resource(config: SparkWarehouseConfig) -> SparkResource:
-    lock_file = None
+def lock_file(config: SparkWarehouseConfig) -> str | None:
+    """A local warehouse's lock file (created with its folder); None for a warehouse at a URL."""
     if config.warehouse_dir and not is_url(config.warehouse_dir):
         os.makedirs(config.warehouse_dir, exist_ok=True)
-        lock_file = os.path.join(config.warehouse_dir, ".activation.lock")
-    return SparkResource(spark_config=spark_config(config), database=config.database, lock_file=lock_file)
+        return os.path.join(config.warehouse_dir, ".activation.lock")
+    return None
+
+
+def session(settings: dict[str, Any]) -> Any:
+    """The process's Spark session with these settings (Spark keeps one per process)."""
+    from pyspark.sql import SparkSession
+
+    builder = SparkSession.builder
+    for key, value in settings.items():
+        builder = builder.config(key, value)
+    return builder.getOrCreate()
 
 
 _held_locks: dict[str, FileLock] = {}
@@ -122,12 +124,24 @@ def hold_warehouse_lock(path: str | None, timeout: float = LOCK_TIMEOUT_SECONDS)
 
 
 @contextmanager
-def connect_spark(resource: Any) -> Iterator[SparkWarehouse]:
-    hold_warehouse_lock(getattr(resource, "lock_file", None))
-    session = resource.spark_session
-    warehouse = SparkWarehouse(session, getattr(resource, "database", "default"))
+def connect(spark_session: Any, database: str = "default", lock: str | None = None) -> Iterator[SparkWarehouse]:
+    """A session as the layer's warehouse, once the warehouse's lock is this process's."""
+    hold_warehouse_lock(lock)
+    warehouse = SparkWarehouse(spark_session, database)
     warehouse.prepare()
     yield warehouse
+
+
+@contextmanager
+def open_warehouse(config: ActivationConfig, read_only: bool = False) -> Iterator[SparkWarehouse]:
+    """The configured warehouse outside Dagster (the session starts here)."""
+    spark = config.warehouse.spark
+    with connect(session(spark_config(spark)), spark.database, lock_file(spark)) as warehouse:
+        yield warehouse
+
+
+def open_for_reading(config: ActivationConfig):
+    return open_warehouse(config, read_only=True)
 
 
 def spark_errors() -> tuple[type[BaseException], ...]:
@@ -193,10 +207,10 @@ class SparkWarehouse(Warehouse):
         frame.createOrReplaceTempView(view)
         return sql.filtered(sql.ident(view), source.where)
 
-    def create_table(self, table: str, columns: tuple[sql.Column, ...]) -> None:
+    def create_table(self, table: str, columns: Sequence[tables.Column]) -> None:
         # Spark keeps partition columns last; every write here names its columns, so order is moot.
-        nullable = tuple((name, kind, True) for name, kind, _ in columns)  # Parquet tables do not enforce NOT NULL
-        self.session.sql(render(sql.create_table(table, nullable), "spark")
+        # Parquet tables do not enforce NOT NULL
+        self.session.sql(render(sql.create_table(table, columns, nullable=True), "spark")
                          + " USING parquet PARTITIONED BY (period_start)")
 
     def is_view(self, name: str) -> bool:
@@ -283,53 +297,46 @@ class SparkWarehouse(Warehouse):
             for written, rows in pending.items():
                 self.record_partitions(written, rows)
 
-    # --- the partition log ---
-    def ensure_partition_log(self) -> None:
-        extras = ", ".join(f"{c} {t}" for c, t in sql.LOG_EXTRA_COLUMNS)
-        self.session.sql(
-            f"CREATE TABLE IF NOT EXISTS {PARTITION_LOG} (row_count BIGINT, {extras}, table_name STRING,"
-            " period_start DATE) USING parquet PARTITIONED BY (table_name, period_start)")
-        missing = [(c, t) for c, t in sql.LOG_EXTRA_COLUMNS if c not in self.session.table(PARTITION_LOG).columns]
-        if missing:  # a log created by an earlier version
-            self.session.sql(f"ALTER TABLE {PARTITION_LOG} ADD COLUMNS ({', '.join(f'{c} {t}' for c, t in missing)})")
-        self.session.sql(
-            f"CREATE TABLE IF NOT EXISTS {SOURCE_FILES} (path STRING, size BIGINT, mtime_ns BIGINT, first_day DATE,"
-            " last_day DATE, behavior STRING) USING parquet PARTITIONED BY (behavior)")
-        self.session.sql(
-            f"CREATE TABLE IF NOT EXISTS {DEFINITIONS} (start_date DATE, end_date DATE, timezone STRING,"
-            " week_start STRING, source STRING, engagement STRING, behavior STRING) USING parquet"
-            " PARTITIONED BY (behavior)")
-        for column in ("source", "engagement"):  # added later
-            if column not in self.session.table(DEFINITIONS).columns:
-                self.session.sql(f"ALTER TABLE {DEFINITIONS} ADD COLUMNS ({column} STRING)")
+    # --- the records ---
+    def create_record(self, record: tables.Relation) -> None:
+        # Spark keeps partition columns last: a write replaces whole groups (`written_by`), as partitions.
+        groups = record.written_by
+        columns = [c for c in record.columns if c.name not in groups] + [record.column(n) for n in groups]
+        self.session.sql(render(sql.create_table(record.table(), columns, nullable=True), "spark")
+                         + f" USING parquet PARTITIONED BY ({', '.join(groups)})")
 
-    def record_partitions(
-        self, table: str, rows: dict[dt.date, int], fingerprints: dict[dt.date, tuple[int, int]] | None = None,
-    ) -> None:
+    def add_columns(self, table: str, columns: Sequence[tables.Column]) -> None:
+        added = ", ".join(f"{_quote(c.name)} {SPARK_CASTS[c.type]}" for c in columns)
+        self.session.sql(f"ALTER TABLE {_quote(table)} ADD COLUMNS ({added})")
+
+    def _write_groups(self, record: tables.Relation, rows: Sequence[tuple], static: dict[str, object] | None = None) -> None:
+        """INSERT OVERWRITE of the groups `rows` fall in (dynamic partitions), or of the one `static` group."""
+        groups = record.written_by
+        names = record.names()
+        typed = ", ".join(f"CAST({_quote(c.name)} AS {SPARK_CASTS[c.type]}) AS {_quote(c.name)}" for c in record.columns
+                          if not static or c.name not in static)
+        data = [n for n in names if n not in groups]
+        spec = ", ".join(f"{g} = {sql.value_lit(static[g])}" for g in groups) if static else ", ".join(groups)
+        selected = ", ".join(map(_quote, data if static else [*data, *groups]))
+        values = ", ".join(f"({', '.join(_spark_lit(v) for v, n in zip(row, names) if not static or n not in static)})"
+                           for row in rows)
+        aliases = ", ".join(_quote(n) for n in names if not static or n not in static)
+        self.session.sql(f"INSERT OVERWRITE TABLE {_quote(record.table())} PARTITION ({spec})"
+                         f" SELECT {selected} FROM (SELECT {typed} FROM VALUES {values} AS v({aliases})) AS typed")
+
+    def upsert(self, record: tables.Relation, rows: Sequence[tuple]) -> None:
+        assert record.written_by == record.key, f"{record.table()}: an upsert replaces whole groups"
+        if rows:
+            self._write_groups(record, rows)
+
+    def replace_group(self, record: tables.Relation, group: dict[str, object], rows: Sequence[tuple]) -> None:
+        assert tuple(group) == record.written_by, f"{record.table()}: written by {record.written_by}"
         if not rows:
+            spec = ", ".join(f"{k} = {sql.value_lit(v)}" for k, v in group.items())
+            self.session.sql(f"ALTER TABLE {_quote(record.table())} DROP IF EXISTS PARTITION ({spec})")
             return
-        values = ", ".join(f"({count}, {sql.log_extras(day, fingerprints)}, {literal(table)}, {date_lit(day)})"
-                           for day, count in rows.items())
-        columns = ", ".join(["row_count", *(c for c, _ in sql.LOG_EXTRA_COLUMNS), "table_name", "period_start"])
-        self.session.sql(f"INSERT OVERWRITE TABLE {PARTITION_LOG} PARTITION (table_name, period_start)"
-                         f" SELECT {columns} FROM VALUES {values} AS log({columns})")
+        self._write_groups(record, rows, static=group)
 
-    def update_source_files(
-        self, behavior: str, seen: dict[str, tuple[int, int, dt.date | None, dt.date | None]], gone: Sequence[str],
-    ) -> None:
-        entries = {**self.source_files(behavior), **seen}
-        for path in gone:
-            entries.pop(path, None)
-        if not entries:
-            self.session.sql(f"ALTER TABLE {SOURCE_FILES} DROP IF EXISTS PARTITION (behavior = {literal(behavior)})")
-            return
-        values = ", ".join(
-            f"({literal(path)}, {size}, {mtime}, {sql.value_lit(first)}, {sql.value_lit(last)})"
-            for path, (size, mtime, first, last) in entries.items())
-        self.session.sql(
-            f"INSERT OVERWRITE TABLE {SOURCE_FILES} PARTITION (behavior = {literal(behavior)})"
-            f" SELECT path, size, mtime_ns, CAST(first_day AS DATE), CAST(last_day AS DATE)"
-            f" FROM VALUES {values} AS files(path, size, mtime_ns, first_day, last_day)")
 
     def unlog_partitions(self, table: str, periods: Sequence[dt.date]) -> None:
         if periods:
@@ -342,24 +349,14 @@ class SparkWarehouse(Warehouse):
             specs = ", ".join(f"PARTITION (period_start = {literal(p.isoformat())})" for p in sorted(set(periods)))
             self.session.sql(f"ALTER TABLE {_quote(table)} DROP IF EXISTS {specs}")
 
-    def forget_partitions(self, table: str, where: str) -> None:
-        if self.table_exists(table) and not self.is_view(table):
-            self._drop_partitions(table, [r[0] for r in self.query(
-                f"SELECT DISTINCT period_start FROM {sql.ident(table)} WHERE {where}")])
-        self.unlog_partitions(table, [r[0] for r in self.query(
-            f"SELECT period_start FROM {PARTITION_LOG} WHERE table_name = {literal(table)} AND ({where})")])
-
-    def record_definition(self, behavior: str, values: tuple) -> None:
-        columns = ", ".join(f"CAST({sql.value_lit(v)} AS {t}) AS {name}" for v, t, name in zip(
-            values, ("DATE", "DATE", "VARCHAR", "VARCHAR", "VARCHAR", "VARCHAR"), sql.DEFINITION_FIELDS))
-        # By position: the table's data columns are DEFINITION_FIELDS, in order (`source` and
-        # `engagement` were appended).
-        self._sql(f"INSERT OVERWRITE TABLE {DEFINITIONS} PARTITION (behavior = {literal(behavior)}) SELECT {columns}")
+    def delete_partitions(self, table: str, where: str) -> None:
+        self._drop_partitions(table, [r[0] for r in self.query(
+            f"SELECT DISTINCT period_start FROM {sql.ident(table)} WHERE {where}")])
 
 
 # DuckDB's CSV types as Spark casts them from text.
 SPARK_CASTS = {
-    "BIGINT": "bigint", "INTEGER": "int", "SMALLINT": "smallint", "TINYINT": "tinyint", "DOUBLE": "double",
+    "VARCHAR": "string", "BIGINT": "bigint", "INTEGER": "int", "SMALLINT": "smallint", "TINYINT": "tinyint", "DOUBLE": "double",
     "FLOAT": "float", "BOOLEAN": "boolean", "DATE": "date", "TIMESTAMP": "timestamp_ntz",
     "TIMESTAMP WITH TIME ZONE": "timestamp",
 }
@@ -394,3 +391,10 @@ def _quote(name: str) -> str:
 
 def _duckdb_type(spark_type: str) -> str:
     return SPARK_TYPES.get(spark_type, spark_type.upper())  # decimal(p,s) -> DECIMAL(p,s), ...
+
+
+def _spark_lit(value: Any) -> str:
+    """A value in Spark SQL (a timestamp without a zone is written as Spark's TIMESTAMP_NTZ literal)."""
+    if isinstance(value, dt.datetime):
+        return f"TIMESTAMP_NTZ '{value.isoformat(sep=' ')}'"
+    return sql.value_lit(value)

@@ -23,36 +23,18 @@ activation relation is a view: a projection of FirstLast, and no step ever reads
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 
-from activation_assets.config import Grain, SourceConfig
-
-STATES = ("new", "retained", "reactivated", "inactive")
-ACTIVE_STATES = ("new", "retained", "reactivated")
-# The nine (prev_state -> state) transitions of the contract; None is the null before `new`.
-TRANSITIONS = (
-    (None, "new"),
-    ("new", "retained"),
-    ("new", "inactive"),
-    ("retained", "retained"),
-    ("retained", "inactive"),
-    ("reactivated", "retained"),
-    ("reactivated", "inactive"),
-    ("inactive", "reactivated"),
-    ("inactive", "inactive"),
+from activation_assets.config import Grain
+from activation_assets import tables
+from activation_assets.tables import (  # noqa: F401 (the vocabularies, for the SQL here and its readers)
+    ACTIVE_STATES, BITS_KEPT, BUCKETS, DEFINITION_FIELDS, ENGAGEMENT_ACTIVE, ENGAGEMENT_STATES, RETENTION_RATES,
+    STATES, TRANSITIONS, Column, grain_tables,
 )
 
-PARTITION_LOG = "_activation_partitions"
-# Per behavior, the settings its tables were built with (the window, the timezone, the week start):
-# when they change, partitions built under the old ones are forgotten instead of silently kept.
-DEFINITIONS = "_activation_definitions"
-# `source` is what a fact row is read from: the source, its `where:`, the user and time columns.
-DEFINITION_FIELDS = ("start_date", "end_date", "timezone", "week_start", "source", "engagement")
-# Per behavior, the source files its fact days were read from (path, size, modification time, the
-# local days the file held): what tells a changed file from an unchanged one without reading it.
-SOURCE_FILES = "_activation_source_files"
-# Columns the partition log gained after its first version: when each partition was written (what
-# tells a partition built on a predecessor that was rewritten since), and a fact day's fingerprint.
-LOG_EXTRA_COLUMNS = (("written_at", "TIMESTAMP"), ("source_rows", "BIGINT"), ("source_hash", "BIGINT"))
+PARTITION_LOG = tables.PARTITIONS_RECORD.table()
+DEFINITIONS = tables.DEFINITIONS_RECORD.table()
+SOURCE_FILES = tables.SOURCE_FILES_RECORD.table()
 # The order-independent hash of a fact day's source rows is kept modulo this prime (fits a BIGINT).
 HASH_MODULUS = 9223372036854775783
 
@@ -75,39 +57,39 @@ def date_lit(day: dt.date) -> str:
     return f"DATE '{day.isoformat()}'"
 
 
-def value_lit(value: dt.date | int | str | None) -> str:
+def value_lit(value: dt.datetime | dt.date | int | str | None) -> str:
     if value is None:
         return "NULL"
+    if isinstance(value, dt.datetime):  # naive, UTC
+        return f"TIMESTAMP '{value.isoformat(sep=' ')}'"
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
     return date_lit(value) if isinstance(value, dt.date) else literal(str(value))
-
-
-def log_extras(day: dt.date, fingerprints: dict[dt.date, tuple[int, int]] | None) -> str:
-    """written_at (now, UTC, to the microsecond), source_rows and source_hash of a log entry."""
-    now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None).isoformat(sep=" ")
-    rows, fingerprint = (fingerprints or {}).get(day, (None, None))
-    return f"TIMESTAMP '{now}', {value_lit(rows)}, {value_lit(fingerprint)}"
 
 
 def values_list(values: tuple) -> str:
     return ", ".join(value_lit(v) for v in values)
 
 
+def rows_list(rows: Sequence[tuple]) -> str:
+    """`(a, b), (c, d)`: rows as the VALUES of an INSERT."""
+    return ", ".join(f"({values_list(row)})" for row in rows)
+
+
 def fact_table(behavior: str) -> str:
-    return f"fact_{behavior}"
+    return tables.FACT.table(behavior)
 
 
 def firstlast_table(behavior: str, grain: Grain | str) -> str:
-    return f"{behavior}_firstlast_{grain}"
+    return tables.FIRSTLAST.table(behavior, grain)
 
 
 def activation_table(behavior: str, grain: Grain | str) -> str:
-    return f"{behavior}_activation_{grain}"
+    return tables.ACTIVATION.table(behavior, grain)
 
 
 def transitions_table(behavior: str, grain: Grain | str) -> str:
-    return f"{behavior}_transitions_{grain}"
+    return tables.TRANSITIONS_RELATION.table(behavior, grain)
 
 
 def outside(first: dt.date | None, last: dt.date | None) -> str:
@@ -127,19 +109,6 @@ def periods_between(grain: Grain, earlier: str, later: str) -> str:
 
 
 # --- the fact ---------------------------------------------------------------------------------
-
-
-def source_relation(source: SourceConfig, files: list[str] | None = None) -> str:
-    """The configured source as a DuckDB relation, with its `where:` filter applied; `files`, when
-    given, are the only files of the source's glob to read (the ones a run's days can be in)."""
-    location = "[" + ", ".join(literal(f) for f in files) + "]" if files else literal(source.location)
-    if source.kind == "parquet":
-        relation = f"read_parquet({location}, union_by_name = true)"
-    elif source.kind == "csv":
-        relation = f"read_csv({location}, union_by_name = true)"
-    else:
-        relation = table_name(source.location)
-    return filtered(relation, source.where)
 
 
 def table_name(dotted: str) -> str:
@@ -298,56 +267,23 @@ def delete_range(table: str, first: dt.date, last: dt.date) -> str:
 # --- FirstLast, activation, transitions ---------------------------------------------------------
 
 
-# Column lists of the tables; USER stands for the user id's type, which is the source's. (The
-# activation relation is a view over FirstLast: its columns are those of `activation_view`.)
-USER = "USER"
-Column = tuple[str, str, bool]  # name, DuckDB type, nullable
-
-FIRSTLAST_COLUMNS: tuple[Column, ...] = (
-    ("period_start", "DATE", False),
-    ("user_id", USER, False),
-    ("first_active_period", "DATE", False),
-    ("last_active_period", "DATE", False),
-    ("streak_start_period", "DATE", False),
-    ("prior_active_period", "DATE", True),
-    ("active_periods", "INTEGER", False),
-)
-# The daily FirstLast also carries the last 63 days of activity, one bit a day (Mozilla's
-# clients_last_seen): what the rolling engagement states are read off.
-DAYS_SEEN_BITS: Column = ("days_seen_bits", "BIGINT", False)
-BITS_KEPT = 63
 # Shifting keeps bits 0..61 (this mask) and moves them up by one: bit 62 is the oldest day kept.
 SHIFT_MASK = 2 ** (BITS_KEPT - 1) - 1
-# DuckDB keeps the bits as they are: bit-packing a history of mostly-set days saved 15 % of their
-# bytes and cost 20 ms of a day's write of 2M users, a third of what the bits add to it (measured
-# in docs/performance.md).
-UNCOMPRESSED_COLUMNS = frozenset({DAYS_SEEN_BITS[0]})
 
 
-def firstlast_columns(grain: Grain) -> tuple[Column, ...]:
-    return FIRSTLAST_COLUMNS + ((DAYS_SEEN_BITS,) if grain is Grain.daily else ())
+def create_table(
+    table: str, columns: Sequence[Column], duckdb_storage: bool = False, key: Sequence[str] = (),
+    nullable: bool = False,
+) -> str:
+    """DDL of a relation's columns (`tables`), in DuckDB's dialect: with `duckdb_storage`, DuckDB's
+    compression choices too; `key`, its primary key; `nullable`, no NOT NULL (an engine that does
+    not enforce it). Spark renders it without the storage and adds its own clause (`engines/spark.py`)."""
+    def definition(column: Column) -> str:
+        storage = " USING COMPRESSION uncompressed" if duckdb_storage and column.uncompressed else ""
+        null = "" if column.nullable or nullable else " NOT NULL"
+        return f"{ident(column.name)} {column.type}{null}{storage}"
 
-
-TRANSITIONS_COLUMNS: tuple[Column, ...] = (
-    ("period_start", "DATE", False),
-    ("from_state", "VARCHAR", True),
-    ("to_state", "VARCHAR", False),
-    ("users", "BIGINT", False),
-)
-
-
-def with_user_type(columns: tuple[Column, ...], user_type: str) -> tuple[Column, ...]:
-    return tuple((name, user_type if kind == USER else kind, nullable) for name, kind, nullable in columns)
-
-
-def create_table(table: str, columns: tuple[Column, ...], duckdb_storage: bool = False) -> str:
-    """DuckDB DDL (with `duckdb_storage`, DuckDB's compression choices too); Spark renders it
-    without them and adds its storage clause (`spark.py`)."""
-    def definition(name: str, kind: str, nullable: bool) -> str:
-        storage = " USING COMPRESSION uncompressed" if duckdb_storage and name in UNCOMPRESSED_COLUMNS else ""
-        return f"{ident(name)} {kind}{'' if nullable else ' NOT NULL'}{storage}"
-
-    body = ",\n            ".join(definition(*column) for column in columns)
+    body = ",\n            ".join([*map(definition, columns), *([f"PRIMARY KEY ({', '.join(key)})"] if key else [])])
     return f"CREATE TABLE IF NOT EXISTS {ident(table)} (\n            {body}\n        )"
 
 
@@ -403,11 +339,6 @@ def previous_period(grain: Grain, period: str) -> str:
     return f"CAST({period} - INTERVAL {step} AS DATE)"
 
 
-ENGAGEMENT_STATES = ("new", "current", "reactivated", "resurrected", "at_risk_wau", "at_risk_mau", "dormant")
-ENGAGEMENT_ACTIVE = ENGAGEMENT_STATES[:4]
-# The next-day retention rate of each of yesterday's states (Duolingo's CURR, NURR, ...).
-RETENTION_RATES = (("nurr", "new"), ("curr", "current"), ("rurr", "reactivated"), ("surr", "resurrected"),
-                   ("iwaurr", "at_risk_wau"), ("imaurr", "at_risk_mau"), ("drr", "dormant"))
 
 
 def window_mask(days: int) -> int:
@@ -519,29 +450,19 @@ def transitions_select(activation: str, period: dt.date) -> str:
 
 # --- growth accounting, cohorts, distributions (all read one activation partition) ----------------
 
-GROWTH_COLUMNS = ("active", "new", "retained", "reactivated", "churned", "dormant", "users_ever", "active_prev",
-                  "active_change", "retention_rate", "quick_ratio")
-BUCKETS = ((1, "1"), (2, "2"), (3, "3-6"), (7, "7-13"), (14, "14-29"), (30, "30+"))
+GROWTH_COLUMNS = tables.GROWTH.names()[1:]  # the numbers of a period's growth row
 
 
 def growth_table(behavior: str, grain: Grain | str) -> str:
-    return f"{behavior}_growth_{grain}"
+    return tables.GROWTH.table(behavior, grain)
 
 
 def cohorts_table(behavior: str, grain: Grain | str) -> str:
-    return f"{behavior}_cohorts_{grain}"
+    return tables.COHORTS.table(behavior, grain)
 
 
 def distributions_table(behavior: str, grain: Grain | str) -> str:
-    return f"{behavior}_distributions_{grain}"
-
-
-GROWTH_TABLE_COLUMNS: tuple[Column, ...] = (
-    ("period_start", "DATE", False),
-    *((name, "BIGINT", False) for name in GROWTH_COLUMNS[:-2]),
-    ("retention_rate", "DOUBLE", True),
-    ("quick_ratio", "DOUBLE", True),
-)
+    return tables.DISTRIBUTIONS.table(behavior, grain)
 
 
 def growth_select(activation: str, period: dt.date) -> str:
@@ -569,16 +490,6 @@ def growth_select(activation: str, period: dt.date) -> str:
     """
 
 
-COHORTS_COLUMNS: tuple[Column, ...] = (
-    ("period_start", "DATE", False),
-    ("cohort", "DATE", False),
-    ("age", "INTEGER", False),
-    ("cohort_size", "BIGINT", False),
-    ("active_users", "BIGINT", False),
-    ("retention", "DOUBLE", False),
-)
-
-
 def cohorts_select(activation: str, grain: Grain, period: dt.date) -> str:
     """One row per cohort (first active period) at its age in p: the diagonal of the retention
     triangle that period p adds. Cohort sizes never shrink: users are never dropped."""
@@ -593,15 +504,6 @@ def cohorts_select(activation: str, grain: Grain, period: dt.date) -> str:
         GROUP BY period_start, first_active_period
         ORDER BY cohort
     """
-
-
-DISTRIBUTIONS_COLUMNS: tuple[Column, ...] = (
-    ("period_start", "DATE", False),
-    ("measure", "VARCHAR", False),
-    ("bucket", "VARCHAR", False),
-    ("bucket_start", "INTEGER", False),
-    ("users", "BIGINT", False),
-)
 
 
 def _bucket(column: str) -> tuple[str, str]:
@@ -631,34 +533,17 @@ def distributions_select(activation: str, period: dt.date) -> str:
 
 
 def engagement_table(behavior: str) -> str:
-    return f"{behavior}_engagement_daily"
+    return tables.ENGAGEMENT.table(behavior)
 
 
 def engagement_transitions_table(behavior: str) -> str:
-    return f"{behavior}_engagement_transitions_daily"
+    return tables.ENGAGEMENT_TRANSITIONS.table(behavior)
 
 
 def stickiness_table(behavior: str) -> str:
-    return f"{behavior}_stickiness_daily"
+    return tables.STICKINESS.table(behavior)
 
 
-ENGAGEMENT_COLUMNS: tuple[Column, ...] = (
-    ("period_start", "DATE", False),
-    ("dau", "BIGINT", False),
-    ("wau", "BIGINT", False),
-    ("mau", "BIGINT", False),
-    *((state, "BIGINT", False) for state in ENGAGEMENT_STATES),
-    ("users_ever", "BIGINT", False),
-    ("dau_mau", "DOUBLE", True),
-    ("wau_mau", "DOUBLE", True),
-    *((rate, "DOUBLE", True) for rate, _ in RETENTION_RATES),
-)
-STICKINESS_COLUMNS: tuple[Column, ...] = (
-    ("period_start", "DATE", False),
-    ("window", "VARCHAR", False),
-    ("active_days", "INTEGER", False),
-    ("users", "BIGINT", False),
-)
 
 
 def engagement_select(engagement_transitions: str, period: dt.date) -> str:
@@ -777,11 +662,3 @@ def reads(behavior: str, grain: Grain, table: str) -> str:
     if table == engagement_table(behavior):
         return engagement_transitions_table(behavior)
     return activation_table(behavior, grain)
-
-
-def grain_tables(behavior: str, grain: Grain) -> list[str]:
-    """The tables of one grain, in dependency order (each an asset of the same name); the daily
-    grain's rolling engagement tables, like every table after activation, read activation only."""
-    return [table(behavior, grain) for table in (
-        firstlast_table, activation_table, transitions_table, growth_table, cohorts_table, distributions_table)
-    ] + (engagement_tables(behavior) if grain is Grain.daily else [])

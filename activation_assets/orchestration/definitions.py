@@ -12,28 +12,14 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from pathlib import Path
 
 import dagster as dg
-from dagster_duckdb import DuckDBResource
 
 from activation_assets.config import ActivationConfig, ConfigError, missing_source_files
-from activation_assets.orchestration.factory import RESOURCE, behavior_assets
+from activation_assets.orchestration.dbt import with_dbt_models
+from activation_assets.orchestration.factory import behavior_assets
+from activation_assets.orchestration.resources import RESOURCE, warehouse_resource
 from activation_assets.orchestration.sensors import source_changes_sensor, source_check
-
-
-def warehouse_resource(config: ActivationConfig) -> dg.ConfigurableResource:
-    duck = config.warehouse.duckdb
-    if duck is None:
-        from activation_assets.engines.spark import spark_resource  # pyspark is imported only by Spark projects
-
-        return spark_resource(config.warehouse.spark)
-    if duck.database != ":memory:":
-        Path(duck.database).parent.mkdir(parents=True, exist_ok=True)
-    return DuckDBResource(
-        database=duck.database,
-        connection_config={"memory_limit": duck.memory_limit} if duck.memory_limit else {},
-    )
 
 
 def _partitions_by_key(upstream: Sequence[dg.AssetsDefinition | dg.AssetSpec]) -> dict:
@@ -57,6 +43,7 @@ def build_defs(
     not included in the result; merge it with the caller's (`dg.Definitions.merge`). With a `dbt:`
     project, its models (and the raw sources they read) are included.
     """
+    config = with_dbt_models(config)
     if check_files:
         problems = missing_source_files(config)
         if problems:

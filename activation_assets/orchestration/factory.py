@@ -20,14 +20,15 @@ from dataclasses import dataclass
 
 import dagster as dg
 
+from activation_assets import tables
 from activation_assets.checks import invariants as inv
 from activation_assets.models import sql
 from activation_assets.pipeline import steps
 from activation_assets.config import BehaviorConfig, Grain
 from activation_assets.orchestration.partitions import fact_partitions_def, partitions_def
-from activation_assets.engines.base import ActivationError, connect
+from activation_assets.engines.base import ActivationError
+from activation_assets.orchestration.resources import RESOURCE, connect
 
-RESOURCE = "warehouse"  # DuckDBResource or SparkResource, bound in definitions.py
 SINGLE_RUN = dg.BackfillPolicy.single_run()
 PREVIOUS_PARTITION = dg.TimeWindowPartitionMapping(start_offset=-1, end_offset=-1)
 
@@ -54,54 +55,15 @@ PROPAGATE = (
 ).with_label("propagate updates to every partition")
 
 
-def _col(name: str, type_: str, description: str) -> dg.TableColumn:
-    return dg.TableColumn(name=name, type=type_, description=description)
+# How a column's type reads in the UI when it is the source's (the user id, the time column).
+SHOWN_TYPES = {tables.USER: "source type", tables.SOURCE: "source type"}
 
 
-FACT_COLUMNS = [
-    _col("period_start", "DATE", "the fact partition: the row's local date"),
-    _col("user_id", "source type", "the configured user column, renamed"),
-    _col("occurred_at", "source type", "the configured time column, renamed (naive = UTC)"),
-    _col("activity_date", "DATE", "occurred_at in the behavior's timezone, as a date"),
-]
-FIRSTLAST_COLUMNS = [
-    _col("period_start", "DATE", "the partition (period start)"),
-    _col("user_id", "source type", "a user seen by the end of the period"),
-    _col("first_active_period", "DATE", "start of the user's first active period"),
-    _col("last_active_period", "DATE", "start of the latest active period <= period_start"),
-    _col("streak_start_period", "DATE", "first period of the run of active periods ending at last_active_period"),
-    _col("prior_active_period", "DATE", "latest active period before that run (null if none)"),
-    _col("active_periods", "INTEGER", "active periods from the first one to period_start"),
-]
-DAYS_SEEN_BITS = _col("days_seen_bits", "BIGINT", "daily grain: bit i (2^i) set iff active i days before, i = 0..62")
-ENGAGEMENT_STATE_COLUMNS = [
-    DAYS_SEEN_BITS,
-    _col("engagement_state", "VARCHAR",
-         "daily grain: new | current | reactivated | resurrected | at_risk_wau | at_risk_mau | dormant"),
-    _col("prev_engagement_state", "VARCHAR", "daily grain: engagement state on the day before; null iff new"),
-]
-ACTIVATION_COLUMNS = [
-    _col("period_start", "DATE", "start of the period p"),
-    _col("user_id", "source type", "the user u"),
-    _col("state", "VARCHAR", "new | retained | reactivated | inactive"),
-    _col("prev_state", "VARCHAR", "state in p-1; null iff state = 'new'"),
-    _col("first_active_period", "DATE", "start of first(u)"),
-    _col("last_active_period", "DATE", "latest active period <= p (= p when active)"),
-    _col("streak", "INTEGER", "consecutive active periods ending at p; 0 when inactive"),
-    _col("inactive_streak", "INTEGER", "consecutive inactive periods ending at p; 0 when active"),
-    _col("return_gap", "INTEGER", "reactivated: inactive periods this return ended (>= 1); else null"),
-    _col("active_periods", "INTEGER", "active periods from first(u) to p, both included"),
-]
-TRANSITIONS_COLUMNS = [
-    _col("period_start", "DATE", "start of the period"),
-    _col("from_state", "VARCHAR", "prev_state (null for the null -> new entry)"),
-    _col("to_state", "VARCHAR", "state"),
-    _col("users", "BIGINT", "users making that transition (> 0)"),
-]
-
-
-def _schema(columns: list[dg.TableColumn]) -> dict:
-    return {"dagster/column_schema": dg.TableSchema(columns=columns)}
+def _schema(relation: tables.Relation, grain: Grain | None = None) -> dict:
+    """Dagster's column schema of a relation, from its one definition (`tables`)."""
+    return {"dagster/column_schema": dg.TableSchema(columns=[
+        dg.TableColumn(name=c.name, type=SHOWN_TYPES.get(c.type, c.type), description=c.description)
+        for c in relation.columns_for(grain)])}
 
 
 def _periods(context: dg.AssetExecutionContext) -> list[dt.date]:
@@ -228,7 +190,7 @@ def fact_asset(
             f" `{behavior.time_column}` -> `occurred_at`. Rows without a user or a time, outside"
             f" {window}, and exact duplicates are dropped and counted in the metadata."
         ),
-        metadata={**_schema(FACT_COLUMNS), "source": behavior.source.describe()},
+        metadata={**_schema(tables.FACT), "source": behavior.source.describe()},
         **_common(behavior, "fact", None, engine),
     )
     def _fact(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
@@ -282,7 +244,7 @@ def firstlast_asset(behavior: BehaviorConfig, grain: Grain, engine: str = "duckd
             " the end of the period, with their first and last active periods and current streak."
             " Each partition is the previous one updated with the period's active users only."
         ),
-        metadata=_schema(FIRSTLAST_COLUMNS + ([DAYS_SEEN_BITS] if grain is Grain.daily else [])),
+        metadata=_schema(tables.FIRSTLAST, grain),
         **_common(behavior, "firstlast", grain, engine),
     )
     def _firstlast(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
@@ -317,7 +279,7 @@ def activation_asset(behavior: BehaviorConfig, grain: Grain, engine: str = "duck
             " `retained`, `reactivated` or `inactive`, with the previous state, streaks, return gap and"
             " active periods. Table and columns follow the activation contract."
         ),
-        metadata=_schema(ACTIVATION_COLUMNS + (ENGAGEMENT_STATE_COLUMNS if grain is Grain.daily else [])),
+        metadata=_schema(tables.ACTIVATION, grain),
         **_common(behavior, "activation", grain, engine),
     )
     def _activation(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
@@ -341,40 +303,11 @@ def activation_asset(behavior: BehaviorConfig, grain: Grain, engine: str = "duck
     return _activation
 
 
-GROWTH_COLUMNS = [
-    _col("period_start", "DATE", "start of the period"),
-    _col("active", "BIGINT", "new + retained + reactivated"),
-    _col("new", "BIGINT", "first active period"),
-    _col("retained", "BIGINT", "active in p and p-1"),
-    _col("reactivated", "BIGINT", "active in p, not in p-1 (resurrected)"),
-    _col("churned", "BIGINT", "active in p-1, inactive in p"),
-    _col("dormant", "BIGINT", "inactive in p-1 and p"),
-    _col("users_ever", "BIGINT", "all users seen by the end of p (rows of the activation partition)"),
-    _col("active_prev", "BIGINT", "active in p-1 (= retained + churned)"),
-    _col("active_change", "BIGINT", "new + reactivated - churned (= active - active_prev)"),
-    _col("retention_rate", "DOUBLE", "retained / active_prev"),
-    _col("quick_ratio", "DOUBLE", "(new + reactivated) / churned; null when churned is 0"),
-]
-COHORTS_COLUMNS = [
-    _col("period_start", "DATE", "the period p"),
-    _col("cohort", "DATE", "first active period of the cohort's users"),
-    _col("age", "INTEGER", "periods from the cohort to p"),
-    _col("cohort_size", "BIGINT", "users in the cohort"),
-    _col("active_users", "BIGINT", "of them, active in p"),
-    _col("retention", "DOUBLE", "active_users / cohort_size"),
-]
-DISTRIBUTIONS_COLUMNS = [
-    _col("period_start", "DATE", "the period p"),
-    _col("measure", "VARCHAR", "return_gap (reactivated users) or streak (active users)"),
-    _col("bucket", "VARCHAR", "1, 2, 3-6, 7-13, 14-29, 30+ periods"),
-    _col("bucket_start", "INTEGER", "first value of the bucket, for ordering"),
-    _col("users", "BIGINT", "users in the bucket"),
-]
 
 
 def _derived_asset(
     behavior: BehaviorConfig, grain: Grain, name: str, layer: str, description: str,
-    columns: list[dg.TableColumn], step: Callable, checks: Sequence[inv.Check], order: str,
+    relation: tables.Relation, step: Callable, checks: Sequence[inv.Check], order: str,
     partition_metadata: Callable[[object], dict], engine: str,
 ) -> dg.AssetsDefinition:
     """An asset computed from the same period's partition of activation alone."""
@@ -386,7 +319,7 @@ def _derived_asset(
         deps=[dg.AssetDep(sql.reads(behavior.name, grain, name))],
         check_specs=_specs(key, checks, grain, blocking=False),
         description=description,
-        metadata=_schema(columns),
+        metadata=_schema(relation, grain),
         **_common(behavior, layer, grain, engine),
     )
     def _derived(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
@@ -414,7 +347,7 @@ def transitions_asset(behavior: BehaviorConfig, grain: Grain, engine: str = "duc
         behavior, grain, sql.transitions_table(behavior.name, grain), "transitions",
         f"How `{behavior.name}` users moved into each {grain.value} period: users per"
         " (from_state, to_state) pair, the activation table grouped by (prev_state, state).",
-        TRANSITIONS_COLUMNS, steps.materialize_transitions, inv.TRANSITIONS_CHECKS,
+        tables.TRANSITIONS_RELATION, steps.materialize_transitions, inv.TRANSITIONS_CHECKS,
         "from_state NULLS FIRST, to_state",
         lambda pairs: {"dagster/row_count": sum(1 for v in pairs.values() if v), **pairs},
         engine,
@@ -427,7 +360,7 @@ def growth_asset(behavior: BehaviorConfig, grain: Grain, engine: str = "duckdb")
         f"Growth accounting of `{behavior.name}` per {grain.value} period: active = new + retained +"
         " reactivated, active_prev = retained + churned, with dormant users, retention rate and quick"
         " ratio. One row per period; the UI plots each number over partitions.",
-        GROWTH_COLUMNS, steps.materialize_growth, inv.GROWTH_CHECKS, "period_start",
+        tables.GROWTH, steps.materialize_growth, inv.GROWTH_CHECKS, "period_start",
         lambda row: {"dagster/row_count": 1, **_numbers(row)},
         engine,
     )
@@ -439,7 +372,7 @@ def cohorts_asset(behavior: BehaviorConfig, grain: Grain, engine: str = "duckdb"
         f"Retention by cohort for `{behavior.name}` at the {grain.value} grain: for each cohort (first"
         " active period) its size and the users active at the age this period is for it — the data"
         " behind the retention triangle, one diagonal per partition.",
-        COHORTS_COLUMNS, steps.materialize_cohorts, inv.COHORTS_CHECKS, "cohort DESC",
+        tables.COHORTS, steps.materialize_cohorts, inv.COHORTS_CHECKS, "cohort DESC",
         lambda rows: {"dagster/row_count": rows},
         engine,
     )
@@ -450,7 +383,7 @@ def distributions_asset(behavior: BehaviorConfig, grain: Grain, engine: str = "d
         behavior, grain, sql.distributions_table(behavior.name, grain), "distributions",
         f"Bucketed distributions of `{behavior.name}` per {grain.value} period: the return gap of"
         " reactivated users and the streak of active users, in periods.",
-        DISTRIBUTIONS_COLUMNS, steps.materialize_distributions, (), "measure, bucket_start",
+        tables.DISTRIBUTIONS, steps.materialize_distributions, (), "measure, bucket_start",
         lambda buckets: {"dagster/row_count": sum(1 for v in buckets.values() if v), **buckets},
         engine,
     )
@@ -458,30 +391,6 @@ def distributions_asset(behavior: BehaviorConfig, grain: Grain, engine: str = "d
 
 # --- rolling engagement (daily grain) --------------------------------------------------------------
 
-ENGAGEMENT_COLUMNS = [
-    _col("period_start", "DATE", "the day d"),
-    _col("dau", "BIGINT", "users active on d (= new + current + reactivated + resurrected)"),
-    _col("wau", "BIGINT", "users active in [d-W+1, d] (= dau + at_risk_wau)"),
-    _col("mau", "BIGINT", "users active in [d-M+1, d] (= wau + at_risk_mau)"),
-    _col("new", "BIGINT", "first active day is d"),
-    _col("current", "BIGINT", "active on d and on some day of [d-W+1, d-1]"),
-    _col("reactivated", "BIGINT", "active on d, not in [d-W+1, d-1], some day in [d-M+1, d-W]"),
-    _col("resurrected", "BIGINT", "active on d, not in [d-M+1, d-1] (not new)"),
-    _col("at_risk_wau", "BIGINT", "not active on d, active in [d-W+1, d-1]"),
-    _col("at_risk_mau", "BIGINT", "not active in [d-W+1, d], active in [d-M+1, d-W]"),
-    _col("dormant", "BIGINT", "not active in [d-M+1, d]"),
-    _col("users_ever", "BIGINT", "users seen by the end of d (rows of the daily activation partition)"),
-    _col("dau_mau", "DOUBLE", "dau / mau (stickiness); null when mau = 0"),
-    _col("wau_mau", "DOUBLE", "wau / mau; null when mau = 0"),
-    *(_col(rate, "DOUBLE", f"share of yesterday's {state} users active on d (null when none)")
-      for rate, state in sql.RETENTION_RATES),
-]
-STICKINESS_COLUMNS = [
-    _col("period_start", "DATE", "the day d"),
-    _col("window", "VARCHAR", "week (the W days ending on d) or month (the M days ending on d)"),
-    _col("active_days", "INTEGER", "active days in the window: 1..W or 1..M"),
-    _col("users", "BIGINT", "users with that many active days (> 0)"),
-]
 
 
 def _windows(behavior: BehaviorConfig) -> str:
@@ -495,7 +404,7 @@ class _EngagementPart:
     table: str
     layer: str
     description: str
-    columns: list[dg.TableColumn]
+    relation: tables.Relation
     checks: Sequence[inv.Check]
     order: str
     partition_metadata: Callable[[dict], dict]
@@ -510,7 +419,7 @@ def _engagement_parts(behavior: BehaviorConfig) -> list[_EngagementPart]:
             f"How `{behavior.name}` users moved between the daily engagement states ({_windows(behavior)}):"
             " users per (from_state, to_state), the daily activation rows grouped by (prev_engagement_state,"
             " engagement_state).",
-            TRANSITIONS_COLUMNS, inv.ENGAGEMENT_TRANSITIONS_CHECKS, "from_state NULLS FIRST, to_state",
+            tables.ENGAGEMENT_TRANSITIONS, inv.ENGAGEMENT_TRANSITIONS_CHECKS, "from_state NULLS FIRST, to_state",
             lambda pairs: {"dagster/row_count": len(pairs), **pairs},
         ),
         _EngagementPart(
@@ -520,14 +429,14 @@ def _engagement_parts(behavior: BehaviorConfig) -> list[_EngagementPart]:
             " yesterday's states (nurr, curr, rurr, surr, iwaurr, imaurr, drr), summed off the day's engagement"
             " transitions. The states are read off the 63-day bit history in the daily FirstLast: no step"
             " scans the fact history.",
-            ENGAGEMENT_COLUMNS, inv.ENGAGEMENT_CHECKS, "period_start",
+            tables.ENGAGEMENT, inv.ENGAGEMENT_CHECKS, "period_start",
             lambda row: {"dagster/row_count": 1, **_numbers(row)},
         ),
         _EngagementPart(
             stickiness, "stickiness",
             f"Stickiness of `{behavior.name}` per day ({_windows(behavior)}): users by their number of active"
             " days in the week and in the month ending on the day (Amplitude's stickiness).",
-            STICKINESS_COLUMNS, inv.STICKINESS_CHECKS, '"window" DESC, active_days',
+            tables.STICKINESS, inv.STICKINESS_CHECKS, '"window" DESC, active_days',
             lambda row: {"dagster/row_count": row["rows"], **_numbers({k: v for k, v in row.items() if k != "rows"})},
         ),
     ]
@@ -543,7 +452,7 @@ def rolling_engagement_asset(behavior: BehaviorConfig, grain: Grain, engine: str
     specs = [
         dg.AssetSpec(
             key=part.table, deps=[sql.reads(behavior.name, grain, part.table)], description=part.description,
-            metadata=_schema(part.columns), tags={**common["tags"], "layer": part.layer}, **spec,
+            metadata=_schema(part.relation, grain), tags={**common["tags"], "layer": part.layer}, **spec,
         )
         for part in parts
     ]
@@ -586,7 +495,6 @@ GRAIN_ASSETS: tuple[Callable[[BehaviorConfig, Grain, str], dg.AssetsDefinition],
     firstlast_asset, activation_asset, transitions_asset, growth_asset, cohorts_asset, distributions_asset,
 )
 DAILY_ASSETS: tuple[Callable[[BehaviorConfig, Grain, str], dg.AssetsDefinition], ...] = (rolling_engagement_asset,)
-grain_tables = sql.grain_tables  # the assets of one grain, in dependency order
 
 
 def behavior_assets(

@@ -21,9 +21,9 @@ from activation_assets.models import sql
 from activation_assets.pipeline.changes import SourceChanges, detect, outdated_partitions
 from activation_assets.config import ActivationConfig, BehaviorConfig
 from activation_assets.periods import existing_periods
-from activation_assets.engines.base import ActivationError, connect
+from activation_assets.engines.base import ActivationError
+from activation_assets.orchestration.resources import RESOURCE, connect
 
-RESOURCE = "warehouse"
 CHECK_NAME = "source_days_current"
 SENSOR_NAME = "activation_source_changes"
 SENSOR_LOCK_SECONDS = 5  # a sensor tick must not wait for a running backfill: it looks again next tick

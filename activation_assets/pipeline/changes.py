@@ -32,7 +32,7 @@ from activation_assets.periods import existing_periods, first_period, periods_fo
 from activation_assets.pipeline.steps import (
     EMPTY_DAY, HIVE_DAY, check_source_columns, day_files, describe_source, fact_days,
 )
-from activation_assets.engines.base import ActivationError, Warehouse, as_warehouse
+from activation_assets.engines import ActivationError, Warehouse, as_warehouse
 
 FileEntry = tuple[int, int, dt.date | None, dt.date | None]  # size, mtime_ns, first day, last day
 CHANGE_STAGE = "change_stage"

@@ -14,13 +14,14 @@ import re
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 
+from activation_assets import tables as relations
 from activation_assets.models import sql
 from activation_assets.config import BehaviorConfig, Grain, is_url
 from activation_assets.periods import end_exclusive, existing_periods, first_period, periods_for
-from activation_assets.engines.base import ActivationError, Warehouse, as_warehouse
+from activation_assets.engines import ActivationError, Warehouse, as_warehouse
 
 Progress = Callable[[int, int, dt.date], None]
-CONTRACT_COLUMNS = ("period_start", "user_id", "occurred_at", "activity_date")
+CONTRACT_COLUMNS = relations.FACT.names()
 STAGE = "fact_stage"
 EMPTY_DAY = (0, 0)  # the fingerprint of a day without source rows
 
@@ -359,6 +360,10 @@ def _user_type(wh: Warehouse, behavior: BehaviorConfig) -> str:
     return wh.table_column_types(fact)["user_id"]
 
 
+def firstlast_columns(grain: Grain) -> tuple[relations.Column, ...]:
+    return relations.FIRSTLAST.columns_for(grain)
+
+
 def materialize_firstlast(
     conn: Warehouse, behavior: BehaviorConfig, grain: Grain, periods: Sequence[dt.date],
     progress: Progress = _no_progress,
@@ -373,7 +378,7 @@ def materialize_firstlast(
         why=f"cannot materialize {table} for {periods[0]}..{periods[-1]}: it reads every day of its periods",
         how=f"Materialize {fact} for those days first.",
     )
-    wh.create_table(table, sql.with_user_type(sql.firstlast_columns(grain), _user_type(wh, behavior)))
+    wh.create_table(table, relations.with_user_type(firstlast_columns(grain), _user_type(wh, behavior)))
     first = first_period(behavior, grain)
     with wh.hash_joins_build_on_the_right():  # on the period's active users, not on everyone seen so far
         return _replace_partitions(wh, table, periods, lambda period: sql.firstlast_select(
@@ -410,7 +415,7 @@ def materialize_activation(
 
 def _from_activation(
     wh: Warehouse, behavior: BehaviorConfig, grain: Grain, periods: Sequence[dt.date],
-    table: str, columns: tuple[sql.Column, ...], select: Callable[[dt.date], str], progress: Progress,
+    table: str, columns: tuple[relations.Column, ...], select: Callable[[dt.date], str], progress: Progress,
 ) -> dict[dt.date, int]:
     """Write `table` for each period from that period's partition of activation alone."""
     periods = sorted(periods)
@@ -442,7 +447,7 @@ def materialize_transitions(
 ) -> dict[dt.date, dict[str, int]]:
     wh = as_warehouse(conn)
     table, activation = sql.transitions_table(behavior.name, grain), sql.activation_table(behavior.name, grain)
-    _from_activation(wh, behavior, grain, periods, table, sql.TRANSITIONS_COLUMNS,
+    _from_activation(wh, behavior, grain, periods, table, relations.TRANSITIONS_RELATION.columns,
                      lambda period: sql.transitions_select(activation, period), progress)
     out: dict[dt.date, dict[str, int]] = {}
     for period in periods:
@@ -460,7 +465,7 @@ def materialize_growth(
 ) -> dict[dt.date, dict[str, float | int | None]]:
     wh = as_warehouse(conn)
     table, activation = sql.growth_table(behavior.name, grain), sql.activation_table(behavior.name, grain)
-    _from_activation(wh, behavior, grain, periods, table, sql.GROWTH_TABLE_COLUMNS,
+    _from_activation(wh, behavior, grain, periods, table, relations.GROWTH.columns,
                      lambda period: sql.growth_select(activation, period), progress)
     return {row[0]: dict(zip(sql.GROWTH_COLUMNS, row[1:])) for row in _written(wh, table, sql.GROWTH_COLUMNS, periods)}
 
@@ -470,7 +475,7 @@ def materialize_cohorts(
     progress: Progress = _no_progress,
 ) -> dict[dt.date, int]:
     table, activation = sql.cohorts_table(behavior.name, grain), sql.activation_table(behavior.name, grain)
-    return _from_activation(as_warehouse(conn), behavior, grain, periods, table, sql.COHORTS_COLUMNS,
+    return _from_activation(as_warehouse(conn), behavior, grain, periods, table, relations.COHORTS.columns,
                             lambda period: sql.cohorts_select(activation, grain, period), progress)
 
 
@@ -480,7 +485,7 @@ def materialize_distributions(
 ) -> dict[dt.date, dict[str, int]]:
     wh = as_warehouse(conn)
     table, activation = sql.distributions_table(behavior.name, grain), sql.activation_table(behavior.name, grain)
-    _from_activation(wh, behavior, grain, periods, table, sql.DISTRIBUTIONS_COLUMNS,
+    _from_activation(wh, behavior, grain, periods, table, relations.DISTRIBUTIONS.columns,
                      lambda period: sql.distributions_select(activation, period), progress)
     out: dict[dt.date, dict[str, int]] = {
         p: {f"{m}_{name}": 0 for m in ("return_gap", "streak") for _, name in sql.BUCKETS} for p in periods}
@@ -510,8 +515,8 @@ def materialize_rolling_engagement(
     for table in chosen:
         if (source := sql.reads(behavior.name, grain, table)) not in chosen:  # not written here first
             _require_input(wh, source, table, periods)
-    columns = {transitions: sql.TRANSITIONS_COLUMNS, engagement: sql.ENGAGEMENT_COLUMNS,
-               stickiness: sql.STICKINESS_COLUMNS}
+    columns = {transitions: relations.ENGAGEMENT_TRANSITIONS.columns, engagement: relations.ENGAGEMENT.columns,
+               stickiness: relations.STICKINESS.columns}
     selects = {transitions: lambda period: sql.engagement_transitions_select(profile, period, week, month),
                engagement: lambda period: sql.engagement_select(transitions, period),
                stickiness: lambda period: sql.stickiness_select(profile, period)}
@@ -533,7 +538,7 @@ def materialize_rolling_engagement(
 
 
 def _engagement_numbers(wh: Warehouse, table: str, periods: Sequence[dt.date]) -> dict[dt.date, dict]:
-    names = [name for name, _, _ in sql.ENGAGEMENT_COLUMNS[1:]]
+    names = list(relations.ENGAGEMENT.names()[1:])
     return {row[0]: dict(zip(names, row[1:])) for row in _written(wh, table, names, periods)}
 
 

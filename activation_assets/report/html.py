@@ -27,13 +27,13 @@ import pandas as pd  # noqa: E402
 
 from activation_assets.models import sql  # noqa: E402
 from activation_assets.config import ActivationConfig, BehaviorConfig, Grain  # noqa: E402
-from activation_assets.engines.base import ActivationError, as_warehouse, open_warehouse  # noqa: E402
+from activation_assets.engines import ActivationError, as_warehouse, open_warehouse  # noqa: E402
 
 COLORS = {"new": "#4C9F70", "reactivated": "#F2A541", "retained": "#3D6FB6", "churned": "#D1495B",
           "active": "#222222", "inactive": "#9AA0A6"}
 ENGAGEMENT_COLORS = {"new": "#4C9F70", "current": "#3D6FB6", "reactivated": "#F2A541", "resurrected": "#9B5DE5",
                      "at_risk_wau": "#F7B2BD", "at_risk_mau": "#D1495B", "dormant": "#C8CCD0"}
-STATE_ORDER = ["new", "retained", "reactivated", "inactive"]
+STATE_ORDER = list(sql.STATES)
 MAX_COHORTS = 24
 MAX_TICKS = 12
 LABELS = {"daily": "day", "weekly": "week", "monthly": "month"}

@@ -1,0 +1,268 @@
+"""DuckDB, the embedded default engine: a `Warehouse` over one database file.
+
+DuckDB lets one process open a database file at a time, and a second one fails at once. Dagster's
+concurrency pool (shipped in the project-local instance config) serialises runs of one instance;
+the file lock here also serialises everything else — a `DAGSTER_HOME` without that config, the
+CLI next to the UI, tests — by waiting instead of failing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import duckdb
+from filelock import FileLock, Timeout
+
+from activation_assets import tables
+from activation_assets.config import ActivationConfig, BehaviorConfig, SourceConfig
+from activation_assets.engines.base import LOCK_TIMEOUT_SECONDS, ActivationError, Warehouse
+from activation_assets.models import sql
+from activation_assets.models.sql import PARTITION_LOG, date_lit, ident, literal
+
+
+def lock_path(database: str) -> str | None:
+    return None if database == ":memory:" else f"{database}.lock"
+
+
+@contextmanager
+def database_lock(database: str, timeout: float = LOCK_TIMEOUT_SECONDS) -> Iterator[None]:
+    path = lock_path(database)
+    if path is None:
+        yield
+        return
+    try:
+        with FileLock(path, timeout=timeout):
+            yield
+    except Timeout:
+        raise ActivationError(
+            f"waited {timeout:.0f} s for the DuckDB database {database}: another process of this project"
+            f" holds its lock ({path}). Wait for that run to finish, or stop it."
+        ) from None
+
+
+@contextmanager
+def session(conn: duckdb.DuckDBPyConnection) -> Iterator[DuckDBWarehouse]:
+    """A connection opened under the lock (by Dagster's DuckDBResource, say) as the layer's warehouse:
+    the session time zone pinned to UTC (a timestamp without a zone means UTC, as the contract says),
+    the records created; the connection closed afterwards, also when a step failed (DuckDBResource
+    closes it only when the block succeeds, and a failed step would keep the file locked)."""
+    try:
+        conn.execute("SET TimeZone = 'UTC'")
+        warehouse = DuckDBWarehouse(conn)
+        warehouse.ensure_partition_log()
+        yield warehouse
+    finally:
+        conn.close()
+
+
+@contextmanager
+def connect_database(
+    database: str, read_only: bool = False, memory_limit: str | None = None,
+) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A connection outside Dagster (the CLI's planning, validation and summary), under the lock."""
+    config = {"memory_limit": memory_limit} if memory_limit else {}
+    with database_lock(database), duckdb.connect(database, read_only=read_only, config=config) as conn:
+        conn.execute("SET TimeZone = 'UTC'")
+        yield conn
+
+
+@contextmanager
+def open_warehouse(config: ActivationConfig, read_only: bool = False) -> Iterator[DuckDBWarehouse | None]:
+    """The configured database outside Dagster. Yields None for a database that does not exist
+    yet when only reading."""
+    if read_only and config.database != ":memory:" and not Path(config.database).exists():
+        yield None
+        return
+    with connect_database(config.database, read_only=read_only, memory_limit=config.memory_limit) as conn:
+        warehouse = DuckDBWarehouse(conn)
+        if not read_only:
+            warehouse.ensure_partition_log()
+        yield warehouse
+
+
+@contextmanager
+def open_for_reading(config: ActivationConfig) -> Iterator[DuckDBWarehouse]:
+    """A warehouse to inspect sources with that creates nothing: the database file read-only when it
+    exists (a `table:` source lives there), an in-memory DuckDB when it does not (files are read
+    all the same)."""
+    if config.database == ":memory:" or Path(config.database).exists():
+        with open_warehouse(config, read_only=True) as warehouse:
+            yield warehouse
+        return
+    with duckdb.connect(":memory:") as conn:
+        conn.execute("SET TimeZone = 'UTC'")
+        yield DuckDBWarehouse(conn)
+
+
+@contextmanager
+def transaction(conn: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    """All or nothing: a failure (or a killed process) leaves the previous contents in place."""
+    conn.execute("BEGIN TRANSACTION")
+    try:
+        yield
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def source_relation(source: SourceConfig, files: list[str] | None = None) -> str:
+    """The configured source as a DuckDB relation, with its `where:` filter applied; `files`, when
+    given, are the only files of the source's glob to read (the ones a run's days can be in)."""
+    location = "[" + ", ".join(literal(f) for f in files) + "]" if files else literal(source.location)
+    if source.kind == "parquet":
+        relation = f"read_parquet({location}, union_by_name = true)"
+    elif source.kind == "csv":
+        relation = f"read_csv({location}, union_by_name = true)"
+    else:
+        relation = sql.table_name(source.location)
+    return sql.filtered(relation, source.where)
+
+
+class DuckDBWarehouse(Warehouse):
+    """Each partition is replaced inside one transaction: delete its window, insert, log it.
+
+    Inserts match columns by name, never by position: a source re-exported with its columns in
+    another order (or a glob whose first file changed) must not move values into other columns.
+    """
+
+    engine = "duckdb"
+    errors = (duckdb.Error,)
+
+    def __init__(self, conn: duckdb.DuckDBPyConnection):
+        self.conn = conn
+        self._together: dict[str, dict[dt.date, int]] | None = None  # what `together` will log
+
+    def query(self, statement: str) -> list[tuple]:
+        return self.conn.execute(statement).fetchall()
+
+    def query_named(self, statement: str) -> tuple[list[str], list[tuple]]:
+        cursor = self.conn.execute(statement)
+        return [d[0] for d in cursor.description], cursor.fetchall()
+
+    def table_exists(self, table: str) -> bool:
+        """A table or a view of that name."""
+        try:
+            self.conn.table(table)  # binding the name: 0.4 ms, against 1.9 ms for the catalog functions
+            return True
+        except duckdb.Error:  # no such relation, or a view that no longer binds: ask the catalog
+            pass
+        return bool(self.conn.execute(
+            "SELECT (SELECT count(*) FROM duckdb_tables() WHERE table_name = $1)"
+            " + (SELECT count(*) FROM duckdb_views() WHERE view_name = $1 AND NOT internal)", [table]).fetchone()[0])
+
+    def column_types(self, relation: str) -> dict[str, str]:
+        return {row[0]: row[1] for row in self.conn.execute(f"DESCRIBE SELECT * FROM {relation}").fetchall()}
+
+    def source_relation(self, behavior: BehaviorConfig, files: list[str] | None = None) -> str:
+        return source_relation(behavior.source, files)
+
+    def create_table(self, table: str, columns: Sequence[tables.Column]) -> None:
+        self.conn.execute(sql.create_table(table, columns, duckdb_storage=True))
+
+    def is_view(self, name: str) -> bool:
+        return bool(self.conn.execute(
+            "SELECT count(*) FROM duckdb_views() WHERE view_name = ? AND NOT internal", [name]).fetchone()[0])
+
+    def create_view(self, name: str, select: str) -> None:
+        if self.table_exists(name) and not self.is_view(name):
+            self.conn.execute(f"DROP TABLE {ident(name)}")  # written as a table by an earlier version
+        self.conn.execute(f"CREATE OR REPLACE VIEW {ident(name)} AS {select}")
+
+    def stage(self, name: str, select: str) -> None:
+        self.conn.execute(f"CREATE OR REPLACE TEMP TABLE {ident(name)} AS {select}")
+
+    def drop_stage(self, name: str) -> None:
+        self.conn.execute(f"DROP TABLE IF EXISTS {ident(name)}")
+
+    def drop_table(self, table: str) -> None:
+        self.conn.execute(f"DROP TABLE IF EXISTS {ident(table)}")
+
+    def create_table_like(self, table: str, stage: str) -> None:
+        self.conn.execute(f"CREATE TABLE IF NOT EXISTS {ident(table)} AS SELECT * FROM {ident(stage)} LIMIT 0")
+
+    def replace_days(
+        self, table: str, days: Sequence[dt.date], select: str,
+        fingerprints: dict[dt.date, tuple[int, int]] | None = None,
+    ) -> dict[dt.date, int]:
+        first, last = min(days), max(days)
+        self.conn.execute(sql.delete_range(table, first, last))
+        self.conn.execute(f"INSERT INTO {ident(table)} BY NAME {select}")
+        written = dict(self.conn.execute(sql.rows_per_period(table, first, last)).fetchall())
+        rows = {day: written.get(day, 0) for day in days}
+        self.record_partitions(table, rows, fingerprints)
+        return rows
+
+    def replace_partition(self, table: str, period: dt.date, select: str) -> int:
+        if self._together is not None:  # its transaction, and its one log write at the end
+            rows = self._delete_insert(table, period, select)
+            self._together.setdefault(table, {})[period] = rows
+            return rows
+        with self.transaction():
+            rows = self._delete_insert(table, period, select)
+            self.record_partitions(table, {period: rows})
+        return rows
+
+    def _delete_insert(self, table: str, period: dt.date, select: str) -> int:
+        self.conn.execute(sql.delete_range(table, period, period))
+        # The insert's own count: every row of `select` is in the partition (its contract).
+        return self.conn.execute(f"INSERT INTO {ident(table)} BY NAME {select}").fetchone()[0]
+
+    @contextmanager
+    def together(self) -> Iterator[None]:
+        self._together = {}
+        try:
+            with self.transaction():
+                yield
+                self._log(self._together)
+        finally:
+            self._together = None
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """All or nothing: a failure (or a killed process) leaves the previous contents in place."""
+        with transaction(self.conn):
+            yield
+
+    @contextmanager
+    def hash_joins_build_on_the_right(self) -> Iterator[None]:
+        # DuckDB otherwise picks the build side from its cardinality estimates, which put FirstLast(q)
+        # (every user seen so far, with all its columns) in the hash table rather than the period's
+        # active users: a daily FirstLast of 2M users took 0.62 s instead of 0.52 s (day 180 of the benchmark).
+        previous = self.conn.execute("SELECT current_setting('disabled_optimizers')").fetchone()[0]
+        disabled = ",".join(filter(None, (previous, "build_side_probe_side")))
+        self.conn.execute(f"SET disabled_optimizers = {literal(disabled)}")
+        try:
+            yield
+        finally:
+            self.conn.execute(f"SET disabled_optimizers = {literal(previous)}")
+
+    def create_record(self, record: tables.Relation) -> None:
+        self.conn.execute(sql.create_table(record.table(), record.columns, key=record.key))
+
+    def add_columns(self, table: str, columns: Sequence[tables.Column]) -> None:
+        for column in columns:  # a record created by an earlier version lacks them (so they are nullable)
+            self.conn.execute(f"ALTER TABLE {ident(table)} ADD COLUMN IF NOT EXISTS {ident(column.name)} {column.type}")
+
+    def upsert(self, record: tables.Relation, rows: Sequence[tuple]) -> None:
+        if rows:
+            self.conn.execute(f"INSERT OR REPLACE INTO {ident(record.table())} ({', '.join(record.names())})"
+                              f" VALUES {sql.rows_list(rows)}")
+
+    def replace_group(self, record: tables.Relation, group: dict[str, object], rows: Sequence[tuple]) -> None:
+        where = " AND ".join(f"{ident(k)} = {sql.value_lit(v)}" for k, v in group.items())
+        self.conn.execute(f"DELETE FROM {ident(record.table())} WHERE {where}")
+        if rows:
+            self.conn.execute(f"INSERT INTO {ident(record.table())} ({', '.join(record.names())})"
+                              f" VALUES {sql.rows_list(rows)}")
+
+    def unlog_partitions(self, table: str, periods: Sequence[dt.date]) -> None:
+        if periods:
+            self.conn.execute(f"DELETE FROM {PARTITION_LOG} WHERE table_name = {literal(table)}"
+                              f" AND period_start IN ({', '.join(date_lit(p) for p in sorted(set(periods)))})")
+
+    def delete_partitions(self, table: str, where: str) -> None:
+        self.conn.execute(f"DELETE FROM {ident(table)} WHERE {where}")

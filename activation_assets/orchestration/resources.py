@@ -1,0 +1,56 @@
+"""The `warehouse` resource the assets, checks and sensors share, bound once in `build_defs`.
+
+DuckDB is Dagster's `DuckDBResource` (its connection retries a lock held by a process outside this
+project); Spark is dagster-pyspark's lazy session (nothing starts until a step needs it), plus the
+database (schema) that holds the activation tables and, for a local warehouse, its lock file. Both
+hand the step a `Warehouse` of the engine the registry (`engines`) names for the resource.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from dagster_duckdb import DuckDBResource
+
+from activation_assets.config import ActivationConfig
+from activation_assets.engines import engine
+from activation_assets.engines.base import LOCK_TIMEOUT_SECONDS, Warehouse
+
+RESOURCE = "warehouse"
+
+
+def warehouse_resource(config: ActivationConfig) -> Any:
+    if config.engine == "spark":
+        return _spark_resource(config)
+    duck = config.warehouse.duckdb
+    if duck.database != ":memory:":
+        Path(duck.database).parent.mkdir(parents=True, exist_ok=True)
+    return DuckDBResource(
+        database=duck.database,
+        connection_config={"memory_limit": duck.memory_limit} if duck.memory_limit else {},
+    )
+
+
+def _spark_resource(config: ActivationConfig) -> Any:
+    from activation_assets.orchestration.spark_resource import SparkResource  # only Spark projects import pyspark
+
+    spark = engine("spark")
+    settings = config.warehouse.spark
+    return SparkResource(spark_config=spark.spark_config(settings), database=settings.database,
+                         lock_file=spark.lock_file(settings))
+
+
+@contextmanager
+def connect(resource: Any, lock_timeout: float = LOCK_TIMEOUT_SECONDS) -> Iterator[Warehouse]:
+    """The step's warehouse, from the bound resource."""
+    if isinstance(resource, DuckDBResource):
+        duckdb = engine("duckdb")
+        with duckdb.database_lock(resource.database, lock_timeout), resource.get_connection() as conn, \
+                duckdb.session(conn) as warehouse:
+            yield warehouse
+        return
+    with engine("spark").connect(resource.spark_session, resource.database, resource.lock_file) as warehouse:
+        yield warehouse
