@@ -2,6 +2,10 @@
 
 Everything that can be wrong in a config file is reported as one `ConfigError` whose message
 names the file, the behavior and the key, and says what to do — never a pydantic trace.
+
+Parsing is pure: it reads the YAML and validates it, nothing else. A `dbt_model:` source is
+resolved to its asset key and relation (reading, and if stale preparing, the dbt manifest) when
+definitions are built or a command needs it: `orchestration.dbt.with_dbt_models`.
 """
 
 from __future__ import annotations
@@ -18,8 +22,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_CONFIG_PATH = REPO_ROOT / "activation.yaml"
+DEFAULT_CONFIG_PATH = Path("activation.yaml")  # in the working directory
+# Where `activation sample-data` writes by default, relative to the working directory.
+SAMPLE_DATA_DIR = Path("data") / "raw"
 CONFIG_ENV_VAR = "ACTIVATION_CONFIG"
 
 IDENTIFIER = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -461,30 +466,19 @@ def parse_config(raw: Any, path: Path) -> ActivationConfig:
         config = ActivationConfig.model_validate(document)
     except ValidationError as exc:
         raise ConfigError(_explain(exc, raw, path)) from None
-    return _with_dbt_models(config, path)
+    _require_dbt_project(config, path)
+    return config
 
 
-def _with_dbt_models(config: ActivationConfig, path: Path) -> ActivationConfig:
-    """Fill in each `dbt_model:` source's asset key and relation from the dbt project's manifest."""
+def _require_dbt_project(config: ActivationConfig, path: Path) -> None:
+    """A `dbt_model:` source needs a `dbt:` project (which models it names is known only from the
+    project's manifest, read when the definitions are built)."""
     wanted = [(i, b) for i, b in enumerate(config.behaviors) if b.source.dbt_model]
-    if not wanted:
-        return config
-    if config.dbt is None:
+    if wanted and config.dbt is None:
         i, behavior = wanted[0]
         raise ConfigError(
             f"{path}: behaviors[{i}] ({behavior.name}) source.dbt_model: {behavior.source.dbt_model!r} needs a dbt"
             " project; add `dbt: {project_dir: PATH}` at the top level (relative to this file)")
-    from activation_assets.orchestration.dbt import DbtError, resolve_model  # dagster-dbt is imported only by dbt projects
-
-    behaviors = list(config.behaviors)
-    for i, behavior in wanted:
-        try:
-            key, relation = resolve_model(config.dbt, behavior.source.dbt_model)
-        except DbtError as exc:
-            raise ConfigError(f"{path}: behaviors[{i}] ({behavior.name}) source.dbt_model: {exc}") from None
-        source = behavior.source.model_copy(update={"asset": key, "table": behavior.source.table or relation})
-        behaviors[i] = behavior.model_copy(update={"source": source})
-    return config.model_copy(update={"behaviors": tuple(behaviors)})
 
 
 class _Loader(yaml.SafeLoader):
@@ -520,13 +514,15 @@ def missing_source_files(config: ActivationConfig) -> list[str]:
     """Local file sources whose path or glob matches nothing, as readable lines (tables, and URLs
     that Spark reads, are checked at run time)."""
     problems = []
-    bundled = config.path is not None and config.path.resolve() == DEFAULT_CONFIG_PATH.resolve()
-    hint = "generate the sample data with `activation sample-data`, or fix the path" if bundled else "fix the path"
+    sample = (config.base_dir / SAMPLE_DATA_DIR).resolve()
     for behavior in config.behaviors:
         source = behavior.source
         if source.kind == "table" or is_url(source.location):
             continue
         if not glob.glob(source.location, recursive=True):
+            # A path where `activation sample-data` writes: the sample has not been generated yet.
+            in_sample = Path(source.location).resolve().is_relative_to(sample)
+            hint = "generate the sample data with `activation sample-data`, or fix the path" if in_sample else "fix the path"
             problems.append(
                 f"behavior {behavior.name!r}: source {source.kind} {source.location!r} matches no file"
                 f" ({hint}; relative paths are relative to the config file)"

@@ -37,7 +37,9 @@ def _key(text: str) -> dg.AssetKey:
 def test_a_dbt_model_source_is_upstream_of_its_fact_in_the_bundled_config():
     from activation_assets import build_defs
 
-    config = load_config(ROOT / "activation.yaml")
+    from activation_assets.orchestration.dbt import with_dbt_models
+
+    config = with_dbt_models(load_config(ROOT / "activation.yaml"))
     source = config.behavior("visited_app").source
     assert source.dbt_model == "fct_app_opens" and source.location == "main.fct_app_opens"
     graph = build_defs(config, check_files=False).resolve_asset_graph()
@@ -76,10 +78,24 @@ def test_source_errors_name_the_key_and_what_to_do(tmp_path):
     with pytest.raises(ConfigError, match=r"source.dbt_model: 'fct_x' needs a dbt project; add `dbt:"):
         parse_config({"behaviors": [{"name": "a", "source": {"dbt_model": "fct_x"},
                                      "start_date": "2025-01-01"}]}, tmp_path / "a.yaml")
+    from activation_assets.orchestration.dbt import with_dbt_models
+
+    config = parse_config({"dbt": {"project_dir": str(ROOT / "dbt_project")},
+                           "behaviors": [{"name": "a", "source": {"dbt_model": "fct_x"}, "start_date": "2025-01-01"}]},
+                          tmp_path / "a.yaml")
     with pytest.raises(ConfigError, match=r"no dbt model named 'fct_x' .*its models: fct_app_opens"):
-        parse_config({"dbt": {"project_dir": str(ROOT / "dbt_project")},
-                      "behaviors": [{"name": "a", "source": {"dbt_model": "fct_x"}, "start_date": "2025-01-01"}]},
-                     tmp_path / "a.yaml")
+        with_dbt_models(config)
+
+
+def test_parsing_a_config_reads_no_dbt_project(tmp_path):
+    """Parsing is pure: a dbt project that does not exist is only found out when the models are resolved."""
+    from activation_assets.orchestration.dbt import with_dbt_models
+
+    config = parse_config({"dbt": {"project_dir": "no_such_project"}, "behaviors": [
+        {"name": "a", "source": {"dbt_model": "fct_x"}, "start_date": "2025-01-01"}]}, tmp_path / "a.yaml")
+    assert config.behaviors[0].source.asset is None and not (tmp_path / "no_such_project").exists()
+    with pytest.raises(ConfigError, match=r"behaviors\[0\] \(a\) source.dbt_model: .*no_such_project is not a dbt project"):
+        with_dbt_models(config)
 
 
 # --- dbt, then the activation graph: the tables equal the reference ---------------------------------
@@ -222,15 +238,24 @@ def _bundled_component_attributes() -> dict:
     return document["attributes"]
 
 
-def test_the_component_attributes_are_exactly_the_config_keys():
+def _inline_attributes() -> dict:
+    """The bundled config's keys, written as the component's attributes."""
+    return yaml.safe_load((ROOT / "activation.yaml").read_text())
+
+
+def test_the_component_attributes_are_the_config_keys_and_typed_by_the_config_models():
     from activation_assets import ActivationLayer
-    from activation_assets.config import ActivationConfig
+    from activation_assets.config import ActivationConfig, BehaviorConfig
 
-    config_keys = (set(ActivationConfig.model_fields) - {"path"}) | {"database", "memory_limit"}
+    config_keys = (set(ActivationConfig.model_fields) - {"path"}) | {"database", "memory_limit", "config_file"}
     assert set(ActivationLayer.model_fields) == config_keys
+    schema = ActivationLayer.get_model_cls().model_json_schema()  # what `dg` shows and checks
+    behavior = schema["$defs"]["BehaviorConfig"]
+    assert set(behavior["properties"]) == set(BehaviorConfig.model_fields)
+    assert behavior["additionalProperties"] is False and {"name", "source", "start_date"} <= set(behavior["required"])
 
 
-def test_the_bundled_component_is_the_bundled_config():
+def test_the_bundled_component_reads_the_bundled_config():
     from activation_assets import ActivationLayer
 
     folder = ROOT / "activation_assets" / "defs" / "activation_layer"
@@ -239,13 +264,29 @@ def test_the_bundled_component_is_the_bundled_config():
     assert component.model_dump(exclude={"path"}) == bundled.model_dump(exclude={"path"})
 
 
+def test_attributes_written_in_the_component_give_the_config_of_the_same_keys(tmp_path):
+    from activation_assets import ActivationLayer
+
+    attributes = _inline_attributes()
+    attributes["dbt"]["project_dir"] = str(ROOT / "dbt_project")
+    attributes["database"] = str(ROOT / "data" / "activation.duckdb")
+    component = ActivationLayer.model_validate(attributes).activation_config(tmp_path)
+    bundled = load_config(ROOT / "activation.yaml")
+    assert component.model_dump(exclude={"path"}) == bundled.model_dump(exclude={"path"})
+    with pytest.raises(ConfigError, match="`config_file` is given, so the other attributes"):
+        ActivationLayer.model_validate({**attributes, "config_file": "activation.yaml"}).activation_config(tmp_path)
+
+
 def test_the_component_reports_a_bad_attribute_with_the_config_message(tmp_path):
     from activation_assets import ActivationLayer
 
-    attributes = _bundled_component_attributes()
-    attributes["behaviors"][0]["grains"] = ["hourly"]
-    with pytest.raises(ConfigError, match=r"(?s)defs.yaml: .*behaviors\[0\] \(visited_app\) grains\[0\]: 'hourly' is"
-                                          r" not a grain"):
+    attributes = _inline_attributes()
+    attributes["behaviors"][0]["end_date"] = "2024-01-01"  # before start_date
+    with pytest.raises(ConfigError, match=r"defs.yaml: .*end_date 2024-01-01 is before start_date 2025-01-01"):
+        ActivationLayer.model_validate(attributes).activation_config(tmp_path)
+    attributes = _inline_attributes()
+    attributes["timezone"] = "Mars/Olympus"  # a top-level default: checked by the config's validator
+    with pytest.raises(ConfigError, match=r"defs.yaml: unknown timezone 'Mars/Olympus'"):
         ActivationLayer.model_validate(attributes).activation_config(tmp_path)
 
 

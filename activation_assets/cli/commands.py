@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from activation_assets.config import (
-    DEFAULT_CONFIG_PATH, REPO_ROOT, ActivationConfig, BehaviorConfig, ConfigError, Grain, is_url, load_config, missing_source_files,
+    SAMPLE_DATA_DIR, ActivationConfig, BehaviorConfig, ConfigError, Grain, is_url, load_config, missing_source_files,
 )
 
 INSTANCE_TEMPLATE = Path(__file__).parent.parent / "instance" / "dagster.yaml"
@@ -133,7 +133,7 @@ def plan(
     period already materialized (each builds on its predecessor, so all of them change).
     """
     from activation_assets.models import sql
-    from activation_assets.orchestration.factory import grain_tables
+    from activation_assets.tables import grain_tables
     from activation_assets.periods import existing_periods, periods_for
 
     runs: list[Run] = []
@@ -180,7 +180,7 @@ def _materialized(instance, config: ActivationConfig):
     """Partitions materialized according to both Dagster and the warehouse's own log."""
     import dagster as dg
 
-    from activation_assets.engines.base import open_warehouse
+    from activation_assets.engines import open_warehouse
 
     logged: dict[str, set[dt.date]] = {}
     with open_warehouse(config, read_only=True) as warehouse:
@@ -307,7 +307,7 @@ def summary(config: ActivationConfig, behaviors: list[BehaviorConfig],
             last_days: dict[str, dt.date | None] | None = None) -> None:
     from activation_assets.models import sql
     from activation_assets.periods import existing_periods
-    from activation_assets.engines.base import open_warehouse
+    from activation_assets.engines import open_warehouse
 
     with open_warehouse(config, read_only=True) as warehouse:
         if warehouse is None:
@@ -360,7 +360,7 @@ def preflight(config: ActivationConfig, behaviors: list[BehaviorConfig], every_f
     """
     from activation_assets.periods import existing_periods
     from activation_assets.pipeline.steps import check_source_columns, day_files, describe_source, source_last_day
-    from activation_assets.engines.base import ActivationError, open_for_reading
+    from activation_assets.engines import ActivationError, open_for_reading
 
     problems: list[str] = []
     last_days: dict[str, dt.date | None] = {}
@@ -384,7 +384,7 @@ def reconcile(config: ActivationConfig, behaviors: list[BehaviorConfig]) -> None
     """Forget partitions built with settings that changed since (window, timezone, week start), so
     that planning sees them as missing and the tables end up as a fresh run would make them."""
     from activation_assets.pipeline.steps import reconcile_definition
-    from activation_assets.engines.base import open_warehouse
+    from activation_assets.engines import open_warehouse
 
     with open_warehouse(config) as warehouse:
         for behavior in behaviors:
@@ -413,7 +413,7 @@ def find_outdated(config: ActivationConfig, behaviors: list[BehaviorConfig], gra
     """Fact days whose source rows changed since they were written (reading only what changed), and
     the partitions that are missing or were built before one of their inputs was written again."""
     from activation_assets.pipeline.changes import detect, outdated_partitions
-    from activation_assets.engines.base import open_warehouse
+    from activation_assets.engines import open_warehouse
 
     findings = Findings({}, {})
     with open_warehouse(config) as warehouse:
@@ -469,7 +469,9 @@ def stale_sources(behaviors: list[BehaviorConfig], last_days: dict[str, dt.date 
 
 
 def _load(args) -> ActivationConfig:
-    config = load_config(args.config)
+    from activation_assets.orchestration.dbt import with_dbt_models
+
+    config = with_dbt_models(load_config(args.config))
     problems = missing_source_files(config)
     if problems:
         raise ConfigError(f"{config.path}:\n  - " + "\n  - ".join(problems))
@@ -497,7 +499,8 @@ def cmd_materialize(args) -> int:
     from_dbt = [b for b in behaviors if b.source.dbt_model]
     if from_dbt and not args.no_dbt:
         # The facts are dbt models: build them first (a run of the dbt assets), then read them.
-        if config.path == DEFAULT_CONFIG_PATH and not (REPO_ROOT / "data" / "raw" / "events").exists():
+        bundled_layout = Path(config.dbt.project_dir).resolve() == (config.base_dir / "dbt_project").resolve()
+        if bundled_layout and not (config.base_dir / SAMPLE_DATA_DIR).exists():
             raise CommandError("the bundled dbt project reads data/raw, which does not exist yet: generate the"
                                " sample data with `activation sample-data` first")
         home, instance = dagster_instance(config)
@@ -600,7 +603,7 @@ def cmd_check(args) -> int:
     """Every invariant over the materialized partitions, as `dbt test` does: exit 1 on any violation."""
     config = _load(args)
     from activation_assets.checks import invariants as inv
-    from activation_assets.engines.base import open_warehouse
+    from activation_assets.engines import open_warehouse
 
     behaviors = [config.behavior(name) for name in args.behavior] if args.behavior else list(config.behaviors)
     grains = [Grain(g) for g in args.grain] if args.grain else None
@@ -679,8 +682,10 @@ def cmd_ui(args) -> int:
     config = _load(args)
     home = ensure_dagster_home(config)
     os.environ["ACTIVATION_CONFIG"] = str(config.path)
-    command = [str(Path(sys.executable).parent / "dagster"), "dev", "-w", str(REPO_ROOT / "workspace.yaml"),
-               "-p", str(args.port)]
+    workspace = home / "workspace.yaml"  # the code location `workspace.yaml` of the repository names too
+    workspace.write_text("load_from:\n  - python_module:\n      module_name: activation_assets.definitions\n"
+                         "      location_name: activation_assets\n")
+    command = [str(Path(sys.executable).parent / "dagster"), "dev", "-w", str(workspace), "-p", str(args.port)]
     say(f"DAGSTER_HOME={home} {' '.join(command)}")
     os.execv(command[0], command)
     return 0  # not reached
@@ -721,7 +726,7 @@ def parser() -> argparse.ArgumentParser:
     v.set_defaults(handler=cmd_validate)
 
     s = commands.add_parser("sample-data", help="generate the bundled sample marketplace data")
-    s.add_argument("--out", default=str(REPO_ROOT / "data" / "raw"))
+    s.add_argument("--out", default=str(SAMPLE_DATA_DIR), help=f"default {SAMPLE_DATA_DIR} (where the bundled config reads)")
     s.add_argument("--users", type=int, help="default 30,000")  # defaults: sample_data.SampleSpec
     s.add_argument("--days", type=int, help="default 90 (2025-01-01..03-31, the bundled config's window)")
     s.add_argument("--seed", type=int)

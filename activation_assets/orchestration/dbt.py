@@ -19,7 +19,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from activation_assets.config import ActivationConfig, DbtConfig
+from activation_assets.config import ActivationConfig, ConfigError, DbtConfig
 
 log = logging.getLogger("activation_assets.dbt")
 
@@ -121,6 +121,23 @@ def resolve_model(dbt: DbtConfig, name: str) -> tuple[tuple[str, ...], str]:
     key = translator().get_asset_spec(manifest, node["unique_id"], None).key
     relation = f"{node['schema']}.{node.get('alias') or node['name']}"
     return tuple(key.path), relation
+
+
+def with_dbt_models(config: ActivationConfig) -> ActivationConfig:
+    """The config with each `dbt_model:` source's asset key and relation filled in from the dbt
+    project's manifest (prepared first if a file of the project is newer than it)."""
+    wanted = [(i, b) for i, b in enumerate(config.behaviors) if b.source.dbt_model and not b.source.asset]
+    if not wanted:
+        return config
+    behaviors = list(config.behaviors)
+    for i, behavior in wanted:
+        try:
+            key, relation = resolve_model(config.dbt, behavior.source.dbt_model)
+        except DbtError as exc:
+            raise ConfigError(f"{config.path}: behaviors[{i}] ({behavior.name}) source.dbt_model: {exc}") from None
+        source = behavior.source.model_copy(update={"asset": key, "table": behavior.source.table or relation})
+        behaviors[i] = behavior.model_copy(update={"source": source})
+    return config.model_copy(update={"behaviors": tuple(behaviors)})
 
 
 @contextlib.contextmanager
