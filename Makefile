@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test test-fast ui install spark java browser bench dg-check clean
+.PHONY: demo test test-fast lint ui install spark java browser bench dg-check clean
 
 $(BIN)/activation: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,14 +42,18 @@ demo: install
 ## Two workers, each taking whole modules (module fixtures are built once): the UI tests mostly wait on
 ## Dagster's daemon, so the CPU-bound modules run beside them.
 TEST_WORKERS ?= 2
-test: install spark browser
+test: install spark browser lint
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=25
 
 ## Debian's Chromium for the browser tests (Playwright drives it; it downloads no browser of its own).
 browser:
 	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
 
-test-fast: install
+## The layers' import rules (docs/development.md) and pyflakes, over the package.
+lint: install
+	$(BIN)/ruff check
+
+test-fast: install lint
 	$(BIN)/python -m pytest -q -m "not slow and not ui and not spark"
 
 ## The Dagster UI (dagster dev) on the project-local instance, at http://localhost:3000
