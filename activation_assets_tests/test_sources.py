@@ -282,7 +282,7 @@ def test_the_component_reports_a_bad_attribute_with_the_config_message(tmp_path)
 
     attributes = _inline_attributes()
     attributes["behaviors"][0]["end_date"] = "2024-01-01"  # before start_date
-    with pytest.raises(ConfigError, match=r"defs.yaml: .*end_date 2024-01-01 is before start_date 2025-01-01"):
+    with pytest.raises(ConfigError, match=r"(?s)defs.yaml: .*behaviors\[0\] \(visited_app\): end_date 2024-01-01 is before start_date 2025-01-01"):
         ActivationLayer.model_validate(attributes).activation_config(tmp_path)
     attributes = _inline_attributes()
     attributes["timezone"] = "Mars/Olympus"  # a top-level default: checked by the config's validator

@@ -10,6 +10,7 @@ import pytest
 import sqlglot
 
 from activation_assets.checks import invariants as inv
+from activation_assets import tables
 from activation_assets.models import sql
 from activation_assets.config import ConfigError, Grain, load_config, parse_config
 from activation_assets.engines.dialect import render
@@ -150,7 +151,7 @@ def test_duckdb_runs_the_source_text_unchanged():
     statement = sql.activation_view("fl", Grain.weekly)
     assert render(statement, "duckdb") is statement
     with duckdb.connect() as conn:  # and it is valid DuckDB (an empty FirstLast)
-        conn.execute(sql.create_table("fl", sql.with_user_type(sql.FIRSTLAST_COLUMNS, "BIGINT")))
+        conn.execute(sql.create_table("fl", tables.with_user_type(tables.FIRSTLAST.columns, "BIGINT")))
         assert conn.execute(statement).fetchall() == []
 
 
@@ -224,7 +225,7 @@ def test_writes_together_are_all_or_nothing_with_their_log():
     conn = duckdb.connect()
     warehouse = DuckDBWarehouse(conn)
     warehouse.ensure_partition_log()
-    day, columns = dt.date(2025, 3, 1), (("period_start", "DATE", False), ("n", "BIGINT", False))
+    day, columns = dt.date(2025, 3, 1), (tables.col("period_start", "DATE", "the day"), tables.col("n", "BIGINT", "a number"))
     rows = lambda *values: " UNION ALL ".join(f"SELECT DATE '{day}' AS period_start, {v} AS n" for v in values)  # noqa: E731
     for table in ("a", "b", "c"):
         warehouse.create_table(table, columns)
@@ -247,7 +248,7 @@ def test_writes_together_are_all_or_nothing_with_their_log():
 
 def test_duckdb_keeps_the_bit_history_uncompressed_and_spark_ddl_says_nothing_of_it():
     conn = duckdb.connect()
-    columns = sql.with_user_type(sql.firstlast_columns(Grain.daily), "BIGINT")
+    columns = tables.with_user_type(tables.FIRSTLAST.columns_for(Grain.daily), "BIGINT")
     DuckDBWarehouse(conn).create_table("fl", columns)
     conn.execute("INSERT INTO fl SELECT DATE '2025-03-01', i, DATE '2025-03-01', DATE '2025-03-01', DATE '2025-03-01',"
                  " NULL, 1, i % 7 FROM range(200000) AS r(i)")
