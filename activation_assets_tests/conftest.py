@@ -99,15 +99,17 @@ def run_graph(config_path: Path, instance=None, **selection) -> int:
     """Materialize everything missing, in order, in-process (what `activation materialize` does)."""
     import dagster as dg
 
-    from activation_assets.cli import commands as cli
+    from activation_assets.pipeline import plan as planning
+
+    from activation_assets.cli import runner
     from activation_assets.config import load_config
 
     config = load_config(config_path)
     instance = instance or dg.DagsterInstance.ephemeral()
     behaviors = [config.behavior(b) for b in selection.get("behaviors", [b.name for b in config.behaviors])]
-    runs = cli.plan(config, behaviors, selection.get("grains"), selection.get("start"), selection.get("end"),
+    runs = planning.plan(config, behaviors, selection.get("grains"), selection.get("start"), selection.get("end"),
                     done=lambda table: set())
-    return cli.execute(config, runs, instance=instance)
+    return runner.execute(config, runs, instance=instance)
 
 
 def table_rows(database: Path | str, table: str, where: str = "TRUE") -> list[dict]:

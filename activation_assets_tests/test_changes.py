@@ -16,7 +16,7 @@ import dagster as dg
 import duckdb
 import pytest
 
-from activation_assets.cli import commands as cli
+from activation_assets import cli
 
 from activation_assets.pipeline import steps
 from activation_assets.pipeline.changes import detect

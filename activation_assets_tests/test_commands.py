@@ -155,7 +155,7 @@ def test_dagster_asset_materialize_partition_range(tmp_path, monkeypatch):
 
 
 def test_activation_check_passes_then_names_a_violation(tmp_path, capsys):
-    from activation_assets.cli import commands as cli
+    from activation_assets import cli
 
     from .conftest import run_graph
 

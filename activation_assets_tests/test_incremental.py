@@ -8,7 +8,9 @@ import dagster as dg
 import duckdb
 import pandas as pd
 
-from activation_assets.cli import commands as cli
+from activation_assets.pipeline import plan as planning
+
+from activation_assets.cli import runner
 from activation_assets.config import load_config
 
 from . import reference
@@ -110,9 +112,9 @@ def test_no_step_reads_the_fact_history(tmp_path):
     with duckdb.connect(str(db)) as conn:
         conn.execute("DELETE FROM fact_visited WHERE period_start < DATE '2025-03-31'")
         assert conn.execute("SELECT count(*) FROM fact_visited").fetchone()[0] > 0
-    runs = cli.plan(load_config(config), [behavior], None, dt.date(2025, 4, 1), None, done=lambda t: set())
+    runs = planning.plan(load_config(config), [behavior], None, dt.date(2025, 4, 1), None, done=lambda t: set())
     assert {r.periods[0] for r in runs} == {dt.date(2025, 4, 1), dt.date(2025, 3, 31)}  # daily, weekly
-    cli.execute(load_config(config), runs, instance=dg.DagsterInstance.ephemeral())
+    runner.execute(load_config(config), runs, instance=dg.DagsterInstance.ephemeral())
     for grain in ("daily", "weekly"):
         expected = [r for r in reference.activation(rows, SPEC, grain) if r["period_start"] >= dt.date(2025, 3, 31)]
         actual = table_rows(db, f"visited_activation_{grain}", "period_start >= DATE '2025-03-31'")
@@ -124,22 +126,22 @@ def test_late_data_then_rerun_equals_a_fresh_run(tmp_path, monkeypatch):
     config = small_behavior(tmp_path, SPEC, rows)
     instance = dg.DagsterInstance.get()
     loaded = load_config(config)
-    cli.execute(loaded, cli.plan(loaded, list(loaded.behaviors), None, None, None, lambda t: set()), instance)
+    runner.execute(loaded, planning.plan(loaded, list(loaded.behaviors), None, None, None, lambda t: set()), instance)
     # Late rows for 2025-03-20 (local) arrive in a new file: two returning users and a brand-new one.
     late = [(3, local_instant(dt.date(2025, 3, 20), 60, SPEC.timezone)),
             (4, local_instant(dt.date(2025, 3, 20), 86399, SPEC.timezone)),
             (777, local_instant(dt.date(2025, 3, 20), 43200, SPEC.timezone))]
     write_parquet_source(tmp_path / "events" / "part-2-late.parquet", late)
     # The CLI's window: the fact day, and every materialized partition after it, in order.
-    done = cli._materialized(instance, loaded)
-    runs = cli.plan(loaded, list(loaded.behaviors), None, dt.date(2025, 3, 20), dt.date(2025, 3, 20), done)
+    done = runner.materialized_partitions(instance, loaded)
+    runs = planning.plan(loaded, list(loaded.behaviors), None, dt.date(2025, 3, 20), dt.date(2025, 3, 20), done)
     assert [(r.label, r.periods[0], r.periods[-1]) for r in runs] == [
         ("fact_visited", dt.date(2025, 3, 20), dt.date(2025, 3, 20)),
         ("visited daily", dt.date(2025, 3, 20), dt.date(2025, 4, 20)),
         ("visited weekly", dt.date(2025, 3, 17), dt.date(2025, 4, 14)),
         ("visited monthly", dt.date(2025, 3, 1), dt.date(2025, 3, 1)),
     ]
-    assert cli.execute(loaded, runs, instance) == 0
+    assert runner.execute(loaded, runs, instance) == 0
     assert _matches_reference(tmp_path / "warehouse.duckdb", rows + late, SPEC)
 
 
@@ -149,19 +151,19 @@ def test_extending_end_date_computes_only_the_new_partitions(tmp_path):
     config = small_behavior(tmp_path, short, rows)
     instance = dg.DagsterInstance.get()
     loaded = load_config(config)
-    cli.execute(loaded, cli.plan(loaded, list(loaded.behaviors), None, None, None, lambda t: set()), instance)
+    runner.execute(loaded, planning.plan(loaded, list(loaded.behaviors), None, None, None, lambda t: set()), instance)
     assert _matches_reference(tmp_path / "warehouse.duckdb", rows, short)
-    nothing = cli.plan(loaded, list(loaded.behaviors), None, None, None, cli._materialized(instance, loaded))
+    nothing = planning.plan(loaded, list(loaded.behaviors), None, None, None, runner.materialized_partitions(instance, loaded))
     assert nothing == []
 
     config.write_text(config.read_text().replace("2025-03-31", "2025-04-20"))
     loaded = load_config(config)
-    runs = cli.plan(loaded, list(loaded.behaviors), None, None, None, cli._materialized(instance, loaded))
+    runs = planning.plan(loaded, list(loaded.behaviors), None, None, None, runner.materialized_partitions(instance, loaded))
     assert [(r.label, r.periods[0], r.periods[-1]) for r in runs] == [
         ("fact_visited", dt.date(2025, 4, 1), dt.date(2025, 4, 20)),
         ("visited daily", dt.date(2025, 4, 1), dt.date(2025, 4, 20)),
         ("visited weekly", dt.date(2025, 3, 31), dt.date(2025, 4, 14)),
         # monthly: April ends after 04-20, so there is no new complete month
     ]
-    cli.execute(loaded, runs, instance)
+    runner.execute(loaded, runs, instance)
     assert _matches_reference(tmp_path / "warehouse.duckdb", rows, SPEC)

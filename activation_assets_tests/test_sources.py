@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from activation_assets.cli import commands as cli
+from activation_assets import cli
 from activation_assets.config import ConfigError, load_config, parse_config
 
 from . import reference

@@ -21,7 +21,9 @@ import pytest
 import yaml
 
 from activation_assets.checks import invariants as inv
-from activation_assets.cli import commands as cli
+from activation_assets import cli
+from activation_assets.pipeline import plan as planning
+from activation_assets.cli import runner
 from activation_assets.pipeline import steps
 from activation_assets.config import Grain, load_config
 from activation_assets.tables import grain_tables
@@ -183,16 +185,16 @@ def test_late_data_and_an_emptied_day_rerun_the_same_on_both_engines(engines, tm
             config = load_config(engines[engine])
             instance = dg.DagsterInstance.ephemeral()
             # No window given: the changed days are found by their fingerprints (the file changed).
-            findings = cli.find_outdated(config, list(config.behaviors))
+            findings = planning.find_outdated(config, list(config.behaviors))
             assert findings.changes["visited"].outdated == [emptied, late_day], engine
             assert findings.changes["visited"].days[emptied].rows_now == 0
             # Everything is materialized (the fixture's runs used a throwaway Dagster instance).
             materialized = {p for g in GRAINS for p in existing_periods(config.behaviors[0], g)}
-            runs = cli.plan(config, list(config.behaviors), None, None, None, lambda table: materialized,
+            runs = planning.plan(config, list(config.behaviors), None, None, None, lambda table: materialized,
                             outdated_days=findings.outdated_days(), rebuilt_from=findings.rebuilt_from())
             assert [p for r in runs if r.label == "fact_visited" for p in r.periods] == [emptied, late_day]
             assert next(r for r in runs if r.label == "visited daily").periods[0] == emptied
-            assert cli.execute(config, runs, instance=instance) == 0
+            assert runner.execute(config, runs, instance=instance) == 0
         duck, spark = duckdb_tables(engines["duckdb"]), spark_tables(engines["spark"])
         assert_same_tables(duck, spark)
         fact_days = {row[duck[fact_table("visited")][0].index("period_start")] for row in spark[fact_table("visited")][1]}

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from activation_assets.cli import commands as cli
+from activation_assets import cli
 from activation_assets.models.sql import DEFINITIONS, PARTITION_LOG, SOURCE_FILES
 
 from . import reference

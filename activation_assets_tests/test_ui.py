@@ -11,7 +11,7 @@ import dagster as dg
 import duckdb
 import pytest
 
-from activation_assets.cli import commands as cli
+from activation_assets import cli
 from activation_assets.config import load_config
 from activation_assets.orchestration.definitions import build_definitions
 from activation_assets.engines.duckdb import connect_database

@@ -1,1 +1,1 @@
-"""Benchmarks of activation-assets; see harness.py and docs/benchmarks.md."""
+"""Benchmarks of activation-assets; see harness.py and docs/benchmarks/harness.md."""

@@ -19,7 +19,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--days", type=int, default=180)
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--workdir", type=Path, default=ROOT / "benchmarks" / "out")
-    parser.add_argument("--report", type=Path, default=ROOT / "docs" / "benchmarks.md")
+    parser.add_argument("--report", type=Path, default=ROOT / "docs" / "benchmarks" / "harness.md")
     parser.add_argument("--no-report", action="store_true", help="print only")
     args = parser.parse_args(argv)
     results = run(args.users, args.days, args.reps, args.workdir, None if args.no_report else args.report)

@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 
 from activation_assets.pipeline import changes
 
-from activation_assets.cli import commands as cli
+from activation_assets import cli
 
 from activation_assets.models import sql
 
@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--back", type=int, default=100)
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--workdir", type=Path, default=ROOT / "benchmarks" / "out")
-    parser.add_argument("--report", type=Path, default=ROOT / "docs" / "changes.md")
+    parser.add_argument("--report", type=Path, default=ROOT / "docs" / "benchmarks" / "changes.md")
     args = parser.parse_args(argv)
     print(f"changes: detection at {args.fact_users:,} users, correction at {args.users:,} users, {args.days} days;"
           f" on {machine()}", flush=True)

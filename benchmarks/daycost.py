@@ -1,7 +1,7 @@
 """A day costs a day: one more day, end to end, as `activation materialize` runs it, after a short
 and a long history; and the fact step for one day against a plain CREATE TABLE AS of its rows.
 
-    python -m benchmarks.daycost [--users 500000] [--fact-users 2000000] [--reps 3] [--report docs/daycost.md]
+    python -m benchmarks.daycost [--users 500000] [--fact-users 2000000] [--reps 3] [--report docs/benchmarks/daycost.md]
 
 Users ever seen saturate in the first two weeks, so that only the history grows. The source is laid
 out two ways: daily Hive-style directories (`events/date=YYYY-MM-DD/part-0.parquet`) and one
@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
-from activation_assets.cli import commands as cli
+from activation_assets import cli
 
 from activation_assets.models import sql
 
@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--days", type=int, default=365)
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--workdir", type=Path, default=ROOT / "benchmarks" / "out")
-    parser.add_argument("--report", type=Path, default=ROOT / "docs" / "daycost.md")
+    parser.add_argument("--report", type=Path, default=ROOT / "docs" / "benchmarks" / "daycost.md")
     args = parser.parse_args(argv)
     print(f"day cost: {args.users:,} users x {args.days} days; fact step at {args.fact_users:,} users;"
           f" on {machine()}", flush=True)

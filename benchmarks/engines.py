@@ -2,7 +2,7 @@
 
 The same steps on DuckDB and on Spark (local[2]), side by side in one run, on the same events:
 the fact for every day, then FirstLast, activation and transitions day by day with their checks,
-and a re-run of the last day. Writes docs/engines.md. Needs the `spark` extra (`make spark`).
+and a re-run of the last day. Writes docs/benchmarks/engines.md. Needs the `spark` extra (`make spark`).
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--days", type=int, default=30)
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--workdir", type=Path, default=ROOT / "benchmarks" / "out" / "engines")
-    parser.add_argument("--report", type=Path, default=ROOT / "docs" / "engines.md")
+    parser.add_argument("--report", type=Path, default=ROOT / "docs" / "benchmarks" / "engines.md")
     parser.add_argument("--no-report", action="store_true", help="print only")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     shutil.rmtree(args.workdir, ignore_errors=True)

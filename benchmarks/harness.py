@@ -1,7 +1,7 @@
 """The benchmark: the incremental layer against the floor, a naive recompute and classic growth
 accounting, measured side by side in one run on one synthetic fact.
 
-    python -m benchmarks [--users 2000000] [--days 180] [--reps 3] [--report docs/benchmarks.md]
+    python -m benchmarks [--users 2000000] [--days 180] [--reps 3] [--report docs/benchmarks/harness.md]
 
 Every comparison is also a correctness check: the naive recompute must produce exactly the
 activation partition the incremental step wrote, and the classic growth accounting the same counts.
@@ -307,12 +307,14 @@ def backfill_child(config_path: str, report_path: str, daily_only: bool = False)
     `daily_only`, the fact and the daily FirstLast, activation and transitions)."""
     import dagster as dg
 
-    from activation_assets.cli import commands as cli
+    from activation_assets.pipeline import plan as planning
+
+    from activation_assets.cli import runner
     from activation_assets.config import load_config
 
     config = load_config(config_path)
     instance = dg.DagsterInstance.get()
-    runs = cli.plan(config, list(config.behaviors), [Grain.daily] if daily_only else None, None, None,
+    runs = planning.plan(config, list(config.behaviors), [Grain.daily] if daily_only else None, None, None,
                     done=lambda table: set())
     if daily_only:
         behavior = config.behaviors[0].name
@@ -322,7 +324,7 @@ def backfill_child(config_path: str, report_path: str, daily_only: bool = False)
     timings = []
     for run in runs:
         began = time.perf_counter()
-        failed = cli.execute(config, [run], instance)
+        failed = runner.execute(config, [run], instance)
         timings.append({"run": run.label, "partitions": len(run.periods), "seconds": time.perf_counter() - began,
                         "failed_checks": failed})
     if daily_only:  # what Dagster itself costs for the same runs
@@ -340,7 +342,7 @@ def dagster_floor_run(behavior: BehaviorConfig, run, instance) -> None:
     Dagster's own cost of those partitions (its events, in the instance's event log)."""
     import dagster as dg
 
-    from activation_assets.cli.commands import RANGE_END, RANGE_START
+    from activation_assets.cli.runner import RANGE_END, RANGE_START
     from activation_assets.orchestration.partitions import partitions_def
 
     def noop(key: str) -> dg.AssetsDefinition:

@@ -1,5 +1,5 @@
 """`activation`, the command line (`activation --help`)."""
 
-from activation_assets.cli.commands import main
+from activation_assets.cli.main import main
 
 __all__ = ["main"]

@@ -1,5 +1,5 @@
 import sys
 
-from activation_assets.cli.commands import main
+from activation_assets.cli.main import main
 
 sys.exit(main())

@@ -18,8 +18,6 @@ import datetime as dt
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 
-import pandas as pd
-
 from activation_assets import tables
 from activation_assets.config import BehaviorConfig
 from activation_assets.models.sql import DEFINITIONS, PARTITION_LOG, SOURCE_FILES, date_lit, ident, literal
@@ -48,8 +46,10 @@ class Warehouse:
         rows = self.query(statement)
         return rows[0] if rows else ()
 
-    def frame(self, statement: str) -> pd.DataFrame:
-        """A small result as a DataFrame (reports, previews), dates as pandas timestamps."""
+    def frame(self, statement: str):
+        """A small result as a pandas DataFrame (reports, previews), dates as pandas timestamps."""
+        import pandas as pd  # the CLI's start need not pay for it
+
         names, rows = self.query_named(statement)
         frame = pd.DataFrame.from_records(rows, columns=names)
         for name in names:

@@ -26,8 +26,7 @@ from activation_assets.models import sql
 from activation_assets.pipeline import steps
 from activation_assets.config import BehaviorConfig, Grain
 from activation_assets.orchestration.partitions import fact_partitions_def, partitions_def
-from activation_assets.engines.base import ActivationError
-from activation_assets.orchestration.resources import RESOURCE, connect
+from activation_assets.orchestration.resources import RESOURCE, warehouse_of
 
 SINGLE_RUN = dg.BackfillPolicy.single_run()
 PREVIOUS_PARTITION = dg.TimeWindowPartitionMapping(start_offset=-1, end_offset=-1)
@@ -83,10 +82,6 @@ def _progress(context: dg.AssetExecutionContext, label: str, every_seconds: floa
             progress_log.info(message)
 
     return report
-
-
-def _failure(exc: ActivationError) -> dg.Failure:
-    return dg.Failure(description=str(exc), allow_retries=False)
 
 
 def _check_results(
@@ -195,12 +190,9 @@ def fact_asset(
     )
     def _fact(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         days = _periods(context)
-        try:
-            with connect(getattr(context.resources, RESOURCE)) as conn:
-                outcome = steps.materialize_fact(conn, behavior, days)
-                preview = _preview(conn, name, days[-1], "user_id, occurred_at")
-        except ActivationError as exc:
-            raise _failure(exc) from None
+        with warehouse_of(context) as conn:
+            outcome = steps.materialize_fact(conn, behavior, days)
+            preview = _preview(conn, name, days[-1], "user_id, occurred_at")
         for day, numbers in outcome.per_day.items():
             context.add_asset_metadata(
                 {"dagster/row_count": numbers["rows"], **{k: v for k, v in numbers.items() if k != "rows"}},
@@ -249,12 +241,9 @@ def firstlast_asset(behavior: BehaviorConfig, grain: Grain, engine: str = "duckd
     )
     def _firstlast(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         periods = _periods(context)
-        try:
-            with connect(getattr(context.resources, RESOURCE)) as conn:
-                rows = steps.materialize_firstlast(conn, behavior, grain, periods, _progress(context, name))
-                results = _check_results(behavior, grain, conn, inv.FIRSTLAST_CHECKS, periods)
-        except ActivationError as exc:
-            raise _failure(exc) from None
+        with warehouse_of(context) as conn:
+            rows = steps.materialize_firstlast(conn, behavior, grain, periods, _progress(context, name))
+            results = _check_results(behavior, grain, conn, inv.FIRSTLAST_CHECKS, periods)
         for period, count in rows.items():
             context.add_asset_metadata({"dagster/row_count": count}, partition_key=period.isoformat())
         return dg.MaterializeResult(check_results=results)
@@ -284,13 +273,10 @@ def activation_asset(behavior: BehaviorConfig, grain: Grain, engine: str = "duck
     )
     def _activation(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         periods = _periods(context)
-        try:
-            with connect(getattr(context.resources, RESOURCE)) as conn:
-                counts = steps.materialize_activation(conn, behavior, grain, periods, _progress(context, name))
-                results = _check_results(behavior, grain, conn, inv.ACTIVATION_CHECKS, periods)
-                preview = _preview(conn, name, periods[-1], "state, user_id")
-        except ActivationError as exc:
-            raise _failure(exc) from None
+        with warehouse_of(context) as conn:
+            counts = steps.materialize_activation(conn, behavior, grain, periods, _progress(context, name))
+            results = _check_results(behavior, grain, conn, inv.ACTIVATION_CHECKS, periods)
+            preview = _preview(conn, name, periods[-1], "state, user_id")
         for period, numbers in counts.items():
             active = numbers["new"] + numbers["retained"] + numbers["reactivated"]
             context.add_asset_metadata(
@@ -324,13 +310,10 @@ def _derived_asset(
     )
     def _derived(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         periods = _periods(context)
-        try:
-            with connect(getattr(context.resources, RESOURCE)) as conn:
-                numbers = step(conn, behavior, grain, periods, _progress(context, name))
-                results = _check_results(behavior, grain, conn, checks, periods)
-                preview = _preview(conn, name, periods[-1], order)
-        except ActivationError as exc:
-            raise _failure(exc) from None
+        with warehouse_of(context) as conn:
+            numbers = step(conn, behavior, grain, periods, _progress(context, name))
+            results = _check_results(behavior, grain, conn, checks, periods)
+            preview = _preview(conn, name, periods[-1], order)
         for period, value in numbers.items():
             context.add_asset_metadata(partition_metadata(value), partition_key=period.isoformat())
         return dg.MaterializeResult(check_results=results, metadata={"preview": preview})
@@ -470,18 +453,15 @@ def rolling_engagement_asset(behavior: BehaviorConfig, grain: Grain, engine: str
         periods = _periods(context)
         chosen = [part for part in parts if dg.AssetKey(part.table) in context.selected_asset_keys]
         written = []
-        try:
-            with connect(getattr(context.resources, RESOURCE)) as conn:
-                numbers = steps.materialize_rolling_engagement(
-                    conn, behavior, grain, periods, [part.table for part in chosen], _progress(context, name))
-                for part in chosen:
-                    key = dg.AssetKey(part.table)
-                    checks = [c for c in part.checks
-                              if dg.AssetCheckKey(key, c.name) in context.selected_asset_check_keys]
-                    written.append((part, _check_results(behavior, grain, conn, checks, periods, key) if checks else [],
-                                    _preview(conn, part.table, periods[-1], part.order)))
-        except ActivationError as exc:
-            raise _failure(exc) from None
+        with warehouse_of(context) as conn:
+            numbers = steps.materialize_rolling_engagement(
+                conn, behavior, grain, periods, [part.table for part in chosen], _progress(context, name))
+            for part in chosen:
+                key = dg.AssetKey(part.table)
+                checks = [c for c in part.checks
+                          if dg.AssetCheckKey(key, c.name) in context.selected_asset_check_keys]
+                written.append((part, _check_results(behavior, grain, conn, checks, periods, key) if checks else [],
+                                _preview(conn, part.table, periods[-1], part.order)))
         for part, results, preview in written:
             for period, value in numbers[part.table].items():
                 context.add_asset_metadata(part.partition_metadata(value), asset_key=dg.AssetKey(part.table),

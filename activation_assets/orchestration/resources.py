@@ -13,11 +13,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import dagster as dg
 from dagster_duckdb import DuckDBResource
 
 from activation_assets.config import ActivationConfig
 from activation_assets.engines import engine
-from activation_assets.engines.base import LOCK_TIMEOUT_SECONDS, Warehouse
+from activation_assets.engines.base import LOCK_TIMEOUT_SECONDS, ActivationError, Warehouse
 
 RESOURCE = "warehouse"
 
@@ -54,3 +55,14 @@ def connect(resource: Any, lock_timeout: float = LOCK_TIMEOUT_SECONDS) -> Iterat
         return
     with engine("spark").connect(resource.spark_session, resource.database, resource.lock_file) as warehouse:
         yield warehouse
+
+
+@contextmanager
+def warehouse_of(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext) -> Iterator[Warehouse]:
+    """The step's warehouse; a problem the user can act on fails the step with its one sentence
+    (no stack trace, no retry)."""
+    try:
+        with connect(getattr(context.resources, RESOURCE)) as warehouse:
+            yield warehouse
+    except ActivationError as exc:
+        raise dg.Failure(description=str(exc), allow_retries=False) from None

@@ -8,7 +8,6 @@ every asset; each asset's single-run policy then rebuilds its range in one run, 
 """
 
 
-import datetime as dt
 import hashlib
 import json
 
@@ -18,11 +17,11 @@ from dagster._core.definitions.events import AssetKeyPartitionKey
 from dagster._core.execution.backfill import BulkActionStatus
 
 from activation_assets.models import sql
-from activation_assets.pipeline.changes import SourceChanges, detect, outdated_partitions
+from activation_assets.pipeline.changes import SourceChanges, detect
+from activation_assets.pipeline.plan import affected
 from activation_assets.config import ActivationConfig, BehaviorConfig
-from activation_assets.periods import existing_periods
 from activation_assets.engines.base import ActivationError
-from activation_assets.orchestration.resources import RESOURCE, connect
+from activation_assets.orchestration.resources import RESOURCE, connect, warehouse_of
 
 CHECK_NAME = "source_days_current"
 SENSOR_NAME = "activation_source_changes"
@@ -55,35 +54,13 @@ def source_check(behavior: BehaviorConfig) -> dg.AssetChecksDefinition:
             f" `activation materialize` or the `{SENSOR_NAME}` sensor brings them up to date."),
     )
     def _source_days_current(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-        try:
-            with connect(getattr(context.resources, RESOURCE)) as warehouse:
-                changes = detect(warehouse, behavior)
-        except ActivationError as exc:
-            raise dg.Failure(description=str(exc), allow_retries=False) from None
+        with warehouse_of(context) as warehouse:
+            changes = detect(warehouse, behavior)
         metadata = check_metadata(changes)
         return dg.AssetCheckResult(passed=not changes.days, metadata=metadata, description=metadata["summary"],
                                    severity=dg.AssetCheckSeverity.WARN)
 
     return _source_days_current
-
-
-def affected(
-    behavior: BehaviorConfig, warehouse, look_at_source: bool = True,
-) -> tuple[SourceChanges, set[tuple[str, dt.date]]]:
-    """The outdated fact days, and every (asset, partition) to rebuild because of them or because it
-    was built before an input was written again: from the first such period of each grain to the
-    last one materialized (each partition builds on the previous one). Without `look_at_source`
-    (an upstream asset not materialized since the last look) the source is not read again."""
-    changes = detect(warehouse, behavior) if look_at_source else SourceChanges(behavior.name, read="nothing (upstream unchanged)")
-    targets = {(sql.fact_table(behavior.name), day) for day in changes.days}
-    for grain in behavior.grains:
-        start = outdated_partitions(warehouse, behavior, grain, changes.days).rebuild_from
-        if start is None:
-            continue
-        logged = {p for _, p, _ in warehouse.log_entries(sql.grain_tables(behavior.name, grain))}
-        periods = [p for p in existing_periods(behavior, grain) if p >= start and p in logged]
-        targets |= {(table, p) for table in sql.grain_tables(behavior.name, grain) for p in periods}
-    return changes, targets
 
 
 def latest_materialization(instance: dg.DagsterInstance, key: tuple[str, ...]) -> int | None:

@@ -1,0 +1,206 @@
+"""How the CLI runs the graph: the project-local Dagster instance, and the planned runs made through
+`dagster.materialize` in order (so the UI shows every materialization and check)."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+
+from filelock import FileLock
+
+from activation_assets.config import ActivationConfig, is_url
+from activation_assets.engines import open_warehouse
+from activation_assets.orchestration.dbt import dbt_definitions
+from activation_assets.orchestration.definitions import build_defs
+from activation_assets.pipeline.plan import Run
+from activation_assets.cli.output import CommandError, say
+
+INSTANCE_TEMPLATE = Path(__file__).parent.parent / "instance" / "dagster.yaml"
+RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
+
+
+# --- the Dagster instance ------------------------------------------------------------------------
+
+
+def dagster_instance(config: ActivationConfig):
+    """The project's Dagster instance, its storage created by one process at a time.
+
+    Dagster creates its SQLite tables on first use without a lock: two commands started together
+    on a fresh DAGSTER_HOME (two behaviors from cron) would both create them, one failing with
+    `table runs already exists`, and could leave the schema with two migration heads.
+    """
+    import dagster as dg
+
+    home = ensure_dagster_home(config)
+    with FileLock(str(home / ".activation-storage.lock")):
+        instance = dg.DagsterInstance.get()
+        instance.get_runs(limit=1)  # run storage
+        instance.get_latest_materialization_event(dg.AssetKey("_"))  # event log storage
+        instance.all_instigator_state()  # schedule storage
+    return home, instance
+
+
+def refuse_beside_running_spark(config: ActivationConfig, instance) -> None:
+    """A Spark warehouse at a URL has no lock file that this command and a UI run could share, and
+    this command's in-process run is outside the instance's pool: refuse while a run is going on."""
+    spark = config.warehouse.spark
+    if spark is None or (spark.warehouse_dir and not is_url(spark.warehouse_dir)):
+        return  # DuckDB's file lock, or the local Spark warehouse's lock, serialises the writers
+    import dagster as dg
+
+    running = instance.get_runs(filters=dg.RunsFilter(statuses=[
+        dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]), limit=5)
+    if running:
+        raise CommandError(
+            f"{len(running)} Dagster run(s) of this instance are in progress (e.g. {running[0].run_id}); two writers"
+            " on one Spark warehouse would race. Wait for them to finish (see the UI's Runs page), then run again.")
+
+
+def ensure_dagster_home(config: ActivationConfig) -> Path:
+    """A project-local instance next to the config, unless DAGSTER_HOME is set (which wins).
+    One per engine: the Spark graph has the same asset keys, not the same history."""
+    explicit = os.environ.get("DAGSTER_HOME")
+    name = ".dagster_home" if config.engine == "duckdb" else f".dagster_home-{config.engine}"
+    home = Path(explicit) if explicit else config.base_dir / name
+    home.mkdir(parents=True, exist_ok=True)
+    if not explicit and not (home / "dagster.yaml").exists():
+        shutil.copy(INSTANCE_TEMPLATE, home / "dagster.yaml")
+    os.environ["DAGSTER_HOME"] = str(home.resolve())
+    return home
+
+
+# --- running -------------------------------------------------------------------------------------
+
+
+class _ProgressHandler(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        say(f"      {record.getMessage()}")
+
+
+def materialized_partitions(instance, config: ActivationConfig):
+    """Partitions materialized according to both Dagster and the warehouse's own log."""
+    import dagster as dg
+
+
+    logged: dict[str, set[dt.date]] = {}
+    with open_warehouse(config, read_only=True) as warehouse:
+        for table, day in warehouse.all_recorded() if warehouse else []:
+            logged.setdefault(table, set()).add(day)
+    cache: dict[str, set[dt.date]] = {}
+
+    def done(table: str) -> set[dt.date]:
+        if table not in cache:
+            in_dagster = {dt.date.fromisoformat(k) for k in instance.get_materialized_partitions(dg.AssetKey(table))}
+            cache[table] = in_dagster & logged.get(table, set())
+        return cache[table]
+
+    return done
+
+
+def _failure_message(result) -> str:
+    for event in result.all_events:
+        if event.event_type_value == "STEP_FAILURE":
+            error = event.event_specific_data.error
+            message = error.message.strip()
+            return message.removeprefix("dagster._core.definitions.events.Failure: ")
+    return "the run failed (see the run's logs in the UI)"
+
+
+def execute(config: ActivationConfig, runs: list[Run], instance=None) -> int:
+    """Make the runs in order; returns the number of failed checks, raises CommandError on a failed run."""
+    import dagster as dg
+
+
+    defs = build_defs(config, check_files=False)
+    assets = [*(defs.assets or []), *(defs.asset_checks or [])]  # a fact's run also checks its source days
+    resources = dict(defs.resources or {})
+    instance = instance or dg.DagsterInstance.get()
+    failed_checks = 0
+    handler = _ProgressHandler()
+    progress = logging.getLogger("activation_assets.progress")
+    progress.addHandler(handler)
+    progress.setLevel(logging.INFO)
+    try:
+        with _one_planned_event_per_asset():
+            failed_checks = _execute(config, runs, instance, assets, resources)
+    finally:
+        progress.removeHandler(handler)
+    return failed_checks
+
+
+@contextlib.contextmanager
+def _one_planned_event_per_asset():
+    """Dagster's own switch: a range run records one "planned" event per asset instead of one per
+    partition, half of its bookkeeping per asset partition (about 10 ms each on this disk). The
+    price: in the UI, the partitions of a failed run of this command show as missing rather than
+    failed; the command says which run failed and why, and `activation status` lists them. Only
+    this command's runs are affected (the variable is restored); set it to 0 to keep Dagster's way."""
+    name = "DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS"
+    before = os.environ.get(name)
+    os.environ.setdefault(name, "1")
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+
+
+def _execute(config: ActivationConfig, runs: list[Run], instance, assets, resources) -> int:
+    import dagster as dg
+
+    failed_checks = 0
+    for number, run in enumerate(runs, 1):
+        first, last = run.periods[0].isoformat(), run.periods[-1].isoformat()
+        say(f"[{number}/{len(runs)}] {run.label}: {len(run.periods)} partition(s) {first}..{last}")
+        began = time.monotonic()
+        result = dg.materialize(
+            assets,
+            selection=dg.AssetSelection.assets(*run.keys) if run.checks
+            else dg.AssetSelection.assets(*run.keys).without_checks(),
+            instance=instance,
+            resources=resources,
+            tags={RANGE_START: first, RANGE_END: last},
+            raise_on_error=False,
+            run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+        )
+        if not result.success:
+            raise CommandError(f"{run.label} failed: {_failure_message(result)}")
+        evaluations = result.get_asset_check_evaluations()
+        bad = [e for e in evaluations if not e.passed]
+        # A warning (a fact day whose source changed outside a --from/--to window) is said, not fatal.
+        failed_checks += sum(e.severity != dg.AssetCheckSeverity.WARN for e in bad)
+        say(f"      done in {time.monotonic() - began:.1f} s; checks: {len(evaluations) - len(bad)}"
+            f"/{len(evaluations)} passed")
+        for evaluation in bad:
+            summary = evaluation.metadata.get("summary")
+            level = "WARNING" if evaluation.severity == dg.AssetCheckSeverity.WARN else "FAILED"
+            say(f"      CHECK {level} {evaluation.asset_key.to_user_string()}.{evaluation.check_name}:"
+                f" {summary.value if summary else ''}")
+    return failed_checks
+
+
+def build_dbt(config: ActivationConfig, instance) -> None:
+    """`dbt build` of the config's dbt project (models and their tests) as one Dagster run, so the UI
+    shows the fact models materialized upstream of the activation graph."""
+    import dagster as dg
+
+
+    assets, resources = dbt_definitions(config)
+    say(f"dbt build of {config.dbt.project_dir} (the fact models), as a Dagster run")
+    began = time.monotonic()
+    result = dg.materialize(assets, instance=instance, resources=resources, raise_on_error=False,
+                            run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}})
+    if not result.success:
+        raise CommandError(f"dbt build failed: {_failure_message(result)}. See the run in the UI or"
+                           f" {config.dbt.project_dir}/target; nothing of the activation graph was run.")
+    failed = [e for e in result.get_asset_check_evaluations() if not e.passed]
+    models = len(result.get_asset_materialization_events())
+    say(f"      done in {time.monotonic() - began:.1f} s: {models} model(s), dbt tests:"
+        f" {len(result.get_asset_check_evaluations()) - len(failed)}/{len(result.get_asset_check_evaluations())} passed")
+    for evaluation in failed:
+        say(f"      dbt TEST FAILED {evaluation.asset_key.to_user_string()}.{evaluation.check_name}")
