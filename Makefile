@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test test-fast lint ui install spark java browser bench dg-check clean
+.PHONY: demo test test-fast lint screenshots ui install spark java browser bench dg-check clean
 
 $(BIN)/activation: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -54,13 +54,17 @@ lint: install
 	$(BIN)/ruff check
 
 test-fast: install lint
-	$(BIN)/python -m pytest -q -m "not slow and not ui and not spark"
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not slow and not ui and not spark"
+
+## The docs' screenshots (docs/img/), of the demo: run `make demo` first.
+screenshots: install browser
+	$(BIN)/python scripts/screenshots.py
 
 ## The Dagster UI (dagster dev) on the project-local instance, at http://localhost:3000
 ui: install
 	$(BIN)/activation ui
 
-## The benchmark harness (2M users x 180 days by default; see docs/benchmarks.md). Not part of CI.
+## The benchmark harness (2M users x 180 days by default; see docs/benchmarks/harness.md). Not part of CI.
 bench: install
 	$(BIN)/python -m benchmarks
 
