@@ -11,8 +11,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from . import reference
-from .conftest import ACTIVATION_COLUMNS, TRANSITION_COLUMNS, as_set, edge_events, small_behavior, table_rows
+from .. import reference
+from ..conftest import ACTIVATION_COLUMNS, TRANSITION_COLUMNS, as_set, edge_events, small_behavior, table_rows
 
 SPEC = reference.Spec("America/New_York", dt.date(2025, 3, 1), dt.date(2025, 4, 12), "monday")
 BIN = Path(sys.executable).parent
@@ -157,7 +157,7 @@ def test_dagster_asset_materialize_partition_range(tmp_path, monkeypatch):
 def test_activation_check_passes_then_names_a_violation(tmp_path, capsys):
     from activation_assets import cli
 
-    from .conftest import run_graph
+    from ..conftest import run_graph
 
     rows = edge_events(SPEC, seed=28, users=list(range(1, 20)))
     config = small_behavior(tmp_path, SPEC, rows, grains=["weekly"])

@@ -26,8 +26,8 @@ from activation_assets.periods import existing_periods
 from activation_assets.models.sql import PARTITION_LOG
 from activation_assets.engines.duckdb import DuckDBWarehouse
 
-from . import reference
-from .conftest import edge_events, local_instant, materialize, write_config, write_parquet_source
+from .. import reference
+from ..conftest import edge_events, local_instant, materialize, write_config, write_parquet_source
 
 SPEC = reference.Spec("Asia/Seoul", dt.date(2025, 3, 3), dt.date(2025, 3, 23), "monday")
 USERS = list(range(1, 25))

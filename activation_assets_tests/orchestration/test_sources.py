@@ -19,10 +19,10 @@ import yaml
 from activation_assets import cli
 from activation_assets.config import ConfigError, load_config, parse_config
 
-from . import reference
-from .conftest import ACTIVATION_COLUMNS, as_set, edge_events, python_bin, table_rows, write_config
+from .. import reference
+from ..conftest import ACTIVATION_COLUMNS, as_set, edge_events, python_bin, table_rows, write_config
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SPEC = reference.Spec("Asia/Seoul", dt.date(2025, 1, 8), dt.date(2025, 2, 21), "monday")
 GRAINS = ["daily", "weekly", "monthly"]
 
@@ -315,7 +315,7 @@ def test_the_lineage_runs_from_the_raw_files_through_dbt_into_the_activation_gra
     """The bundled config in `dagster dev`: raw sources -> dbt staging -> fact models -> fact_<b> -> ..."""
     from playwright.sync_api import sync_playwright
 
-    from .dagster_dev import DagsterDev
+    from ..dagster_dev import DagsterDev
     from .test_ui import CHROMIUM, CHROMIUM_ARGS, _dismiss_popups
 
     shots = Path(os.environ.get("ACTIVATION_SCREENSHOTS") or tmp_path / "screenshots")

@@ -20,8 +20,8 @@ import yaml
 from activation_assets.config import ConfigError, load_config
 from activation_assets.orchestration.definitions import build_definitions
 
-from . import reference
-from .conftest import (
+from .. import reference
+from ..conftest import (
     ACTIVATION_COLUMNS, as_set, edge_events, failure_message, local_instant, materialize, run_graph,
     small_behavior, table_rows, write_config,
 )

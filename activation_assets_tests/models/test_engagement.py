@@ -9,8 +9,8 @@ import math
 
 import pytest
 
-from . import reference
-from .conftest import (
+from .. import reference
+from ..conftest import (
     as_set, edge_events, local_instant, materialize, run_graph, table_rows, write_config, write_csv_source,
     write_parquet_source,
 )

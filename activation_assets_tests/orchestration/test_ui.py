@@ -16,11 +16,11 @@ from activation_assets.config import load_config
 from activation_assets.orchestration.definitions import build_definitions
 from activation_assets.engines.duckdb import connect_database
 
-from . import reference
-from .conftest import (
+from .. import reference
+from ..conftest import (
     edge_events, local_instant, run_graph, write_config, write_csv_source, write_parquet_source,
 )
-from .dagster_dev import DagsterDev
+from ..dagster_dev import DagsterDev
 
 pytestmark = [pytest.mark.slow, pytest.mark.ui]
 

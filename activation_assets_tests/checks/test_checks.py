@@ -12,8 +12,8 @@ import pytest
 from activation_assets.checks import invariants as inv
 from activation_assets.config import Grain, load_config
 
-from . import reference
-from .conftest import edge_events, materialize, run_graph, small_behavior
+from .. import reference
+from ..conftest import edge_events, materialize, run_graph, small_behavior
 
 SPEC = reference.Spec("Asia/Seoul", dt.date(2025, 3, 3), dt.date(2025, 4, 13), "monday")
 DAY = dt.date(2025, 4, 2)    # a daily partition well inside the range

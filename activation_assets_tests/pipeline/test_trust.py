@@ -13,8 +13,8 @@ import yaml
 from activation_assets import cli
 from activation_assets.models.sql import DEFINITIONS, PARTITION_LOG, SOURCE_FILES
 
-from . import reference
-from .conftest import ACTIVATION_COLUMNS, as_set, edge_events, materialize, small_behavior, table_rows, write_config
+from .. import reference
+from ..conftest import ACTIVATION_COLUMNS, as_set, edge_events, materialize, small_behavior, table_rows, write_config
 
 START, END = dt.date(2025, 3, 3), dt.date(2025, 3, 16)
 

@@ -12,8 +12,8 @@ import datetime as dt
 
 import pytest
 
-from . import reference
-from .conftest import (
+from .. import reference
+from ..conftest import (
     ACTIVATION_COLUMNS, TRANSITION_COLUMNS, as_set, edge_events, run_graph, table_rows, write_config,
     write_csv_source, write_parquet_source,
 )

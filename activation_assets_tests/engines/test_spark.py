@@ -31,8 +31,8 @@ from activation_assets.periods import existing_periods
 from activation_assets.models.sql import PARTITION_LOG, activation_view, fact_table
 from activation_assets.engines import ActivationError, open_warehouse
 
-from . import reference
-from .conftest import (
+from .. import reference
+from ..conftest import (
     ACTIVATION_COLUMNS, as_set, edge_events, local_instant, run_graph, table_rows, write_config,
     write_parquet_source,
 )
@@ -319,7 +319,7 @@ def test_a_backfill_from_the_ui_runs_on_spark(engines, tmp_path):
     """dagster dev + daemon, the fact and the monthly chain backfilled at once: the backfill's runs
     overlap, each run worker starts its own JVM, and the pool (run granularity) makes them take
     turns on the embedded metastore. The tables equal DuckDB's over the same source."""
-    from .dagster_dev import DagsterDev
+    from ..dagster_dev import DagsterDev
 
     def monthly_only(path: Path) -> Path:
         document = yaml.safe_load(path.read_text())

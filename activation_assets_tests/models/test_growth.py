@@ -13,8 +13,8 @@ from activation_assets.checks import invariants as inv
 from activation_assets.config import Grain, load_config
 from activation_assets.report.html import write_reports
 
-from . import reference
-from .conftest import edge_events, run_graph, small_behavior, table_rows
+from .. import reference
+from ..conftest import edge_events, run_graph, small_behavior, table_rows
 
 SPEC = reference.Spec("Europe/Berlin", dt.date(2025, 2, 12), dt.date(2025, 6, 3), "monday")  # DST in March
 GRAINS = ["daily", "weekly", "monthly"]

@@ -13,8 +13,8 @@ from activation_assets.pipeline import plan as planning
 from activation_assets.cli import runner
 from activation_assets.config import load_config
 
-from . import reference
-from .conftest import (
+from .. import reference
+from ..conftest import (
     ACTIVATION_COLUMNS, as_set, edge_events, failure_message, local_instant, materialize, run_graph,
     small_behavior, table_rows, write_parquet_source,
 )
