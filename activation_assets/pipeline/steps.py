@@ -189,10 +189,9 @@ def _refuse_mixed_types(wh: Warehouse, behavior: BehaviorConfig, files: list[str
     files = files or sorted(glob.glob(source.location, recursive=True))
     if len(files) < 2:
         return
-    reader = "read_parquet" if source.kind == "parquet" else "read_csv"
     seen: dict[str, dict[str, list[str]]] = {}
     for path in files:
-        types = wh.column_types(f"{reader}({sql.literal(path)})")
+        types = wh.column_types(wh.source_relation(behavior, [path]))
         for column in (behavior.user_column, behavior.time_column):
             seen.setdefault(column, {}).setdefault(types.get(column, "absent"), []).append(path)
     for column, by_type in seen.items():

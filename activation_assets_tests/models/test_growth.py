@@ -188,7 +188,7 @@ def test_report_marks_a_partial_first_period_and_ticks_on_period_starts(graph, t
 def test_report_renders_offline_in_chromium(graph, tmp_path):
     from playwright.sync_api import sync_playwright
 
-    from .test_ui import CHROMIUM, CHROMIUM_ARGS
+    from ..orchestration.test_ui import CHROMIUM, CHROMIUM_ARGS
 
     config = graph["config"]
     index = write_reports(config, list(config.behaviors), None, tmp_path / "reports")
