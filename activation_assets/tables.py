@@ -102,13 +102,12 @@ PERIOD = col("period_start", "DATE", "the partition: the start of the period p (
 FACT = Relation(
     "fact", "fact_{behavior}",
     "Valid events of the behavior, one row each (exact duplicates once), partitioned by local date;"
-    " the source's other columns follow these. The table is created like the source's columns, so none"
-    " is declared NOT NULL; a row without a user or a time is never written (the fact's checks say so).",
+    " the source's other columns follow these, as the source has them.",
     (
-        col("period_start", "DATE", "the fact partition: the row's local date in the behavior's timezone", True),
-        col("user_id", USER, "the configured user column, renamed", True),
-        col("occurred_at", SOURCE, "the configured time column, renamed (a timestamp without a zone is UTC)", True),
-        col("activity_date", "DATE", "occurred_at in the behavior's timezone, as a date (= period_start)", True),
+        col("period_start", "DATE", "the fact partition: the row's local date in the behavior's timezone"),
+        col("user_id", USER, "the configured user column, renamed"),
+        col("occurred_at", SOURCE, "the configured time column, renamed (a timestamp without a zone is UTC)"),
+        col("activity_date", "DATE", "occurred_at in the behavior's timezone, as a date (= period_start)"),
     ),
     carries_source_columns=True,
 )

@@ -101,7 +101,9 @@ class Warehouse:
         """Drop a table written by an earlier version whose columns the current one cannot carry on."""
         raise NotImplementedError
 
-    def create_table_like(self, table: str, stage: str) -> None:
+    def create_table_like(self, table: str, stage: str, not_null: Sequence[str] = ()) -> None:
+        """Create `table` (unless it exists) with the columns of `stage`, those of `not_null` declared
+        NOT NULL where the engine enforces it."""
         raise NotImplementedError
 
     def replace_days(

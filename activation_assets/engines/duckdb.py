@@ -181,8 +181,12 @@ class DuckDBWarehouse(Warehouse):
     def drop_table(self, table: str) -> None:
         self.conn.execute(f"DROP TABLE IF EXISTS {ident(table)}")
 
-    def create_table_like(self, table: str, stage: str) -> None:
-        self.conn.execute(f"CREATE TABLE IF NOT EXISTS {ident(table)} AS SELECT * FROM {ident(stage)} LIMIT 0")
+    def create_table_like(self, table: str, stage: str, not_null: Sequence[str] = ()) -> None:
+        if self.table_exists(table):
+            return
+        columns = [tables.col(name, kind, "", nullable=name not in not_null)
+                   for name, kind in self.table_column_types(stage).items()]
+        self.conn.execute(sql.create_table(table, columns, duckdb_storage=True))
 
     def replace_days(
         self, table: str, days: Sequence[dt.date], select: str,

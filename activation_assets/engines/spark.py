@@ -234,7 +234,7 @@ class SparkWarehouse(Warehouse):
     def drop_table(self, table: str) -> None:
         self.session.sql(f"DROP TABLE IF EXISTS {_quote(table)}")
 
-    def create_table_like(self, table: str, stage: str) -> None:
+    def create_table_like(self, table: str, stage: str, not_null: Sequence[str] = ()) -> None:  # NOT NULL: not enforced
         self.session.sql(
             f"CREATE TABLE IF NOT EXISTS {_quote(table)} USING parquet PARTITIONED BY (period_start)"
             f" AS SELECT * FROM {_quote(stage)} LIMIT 0")

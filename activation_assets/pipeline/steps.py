@@ -283,7 +283,7 @@ def materialize_fact(conn: Warehouse, behavior: BehaviorConfig, days: Sequence[d
         )
 
     with wh.transaction():
-        wh.create_table_like(table, STAGE)
+        wh.create_table_like(table, STAGE, not_null=[c.name for c in relations.FACT.columns if not c.nullable])
         stored, staged = wh.table_column_types(table), wh.column_types(STAGE)
         if stored != staged:
             changed = [
