@@ -152,7 +152,7 @@ def cmd_status(args) -> int:
                 why.append(f"{len(outdated.reads_outdated_days)} read an outdated fact day"
                            f" ({span(outdated.reads_outdated_days)})")
             if outdated.rebuilt_inputs:
-                first = min(outdated.rebuilt_inputs)
+                first = outdated.first_rebuilt
                 why.append(f"{len(outdated.rebuilt_inputs)} built before an input was written again, from {first}"
                            f" ({outdated.rebuilt_inputs[first]})")
             if not why:

@@ -68,7 +68,7 @@ def say_source_changes(findings: Findings) -> None:
             say(line)
     for (name, grain), outdated in findings.grains.items():
         if outdated.rebuilt_inputs:
-            first = min(outdated.rebuilt_inputs)
+            first = outdated.first_rebuilt
             say(f"behavior {name!r} {grain.value}: partitions from {first} on are outdated:"
                 f" {outdated.rebuilt_inputs[first]}")
 

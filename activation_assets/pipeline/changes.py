@@ -240,7 +240,7 @@ def _fingerprint_and_compare(
 
 @dataclass
 class Outdated:
-    """Why the partitions of one grain are outdated, and from which period a run must start."""
+    """Why the partitions of one grain are outdated (where a run must start is `plan.rebuild_from`'s to say)."""
 
     grain: Grain
     missing: list[dt.date] = field(default_factory=list)
@@ -248,10 +248,9 @@ class Outdated:
     rebuilt_inputs: dict[dt.date, str] = field(default_factory=dict)  # period -> what was rewritten after it
 
     @property
-    def rebuild_from(self) -> dt.date | None:
-        """The first existing partition to build again (missing ones are built anyway, in order)."""
-        starts = [*self.reads_outdated_days[:1], *sorted(self.rebuilt_inputs)[:1]]
-        return min(starts) if starts else None
+    def first_rebuilt(self) -> dt.date | None:
+        """The first partition built before one of its inputs was written again."""
+        return min(self.rebuilt_inputs) if self.rebuilt_inputs else None
 
 
 def outdated_partitions(

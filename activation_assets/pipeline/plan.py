@@ -122,7 +122,7 @@ class Findings:
         return {name: set(c.days) for name, c in self.changes.items()}
 
     def rebuilt_from(self) -> dict[tuple[str, Grain], dt.date]:
-        return {key: min(o.rebuilt_inputs) for key, o in self.grains.items() if o.rebuilt_inputs}
+        return {key: o.first_rebuilt for key, o in self.grains.items() if o.rebuilt_inputs}
 
 
 def find_outdated(config: ActivationConfig, behaviors: list[BehaviorConfig], grains: list[Grain] | None = None,
@@ -155,8 +155,7 @@ def affected(
     for grain in behavior.grains:
         outdated = outdated_partitions(warehouse, behavior, grain, changes.days)
         periods = existing_periods(behavior, grain)
-        start = rebuild_from(behavior, grain, periods, changes.days, None,
-                             min(outdated.rebuilt_inputs) if outdated.rebuilt_inputs else None)
+        start = rebuild_from(behavior, grain, periods, changes.days, None, outdated.first_rebuilt)
         if start is None:
             continue
         logged = {p for _, p, _ in warehouse.log_entries(grain_tables(behavior.name, grain))}
