@@ -184,9 +184,8 @@ class DuckDBWarehouse(Warehouse):
     def create_table_like(self, table: str, stage: str, not_null: Sequence[str] = ()) -> None:
         if self.table_exists(table):
             return
-        columns = [tables.col(name, kind, "", nullable=name not in not_null)
-                   for name, kind in self.table_column_types(stage).items()]
-        self.conn.execute(sql.create_table(table, columns, duckdb_storage=True))
+        self.create_table(table, [tables.col(name, kind, "", nullable=name not in not_null)
+                                  for name, kind in self.table_column_types(stage).items()])
 
     def replace_days(
         self, table: str, days: Sequence[dt.date], select: str,
