@@ -41,7 +41,6 @@ from activation_assets.pipeline.plan import find_outdated, plan
 
 
 def _load(args) -> ActivationConfig:
-
     config = with_dbt_models(load_config(args.config))
     problems = missing_source_files(config)
     if problems:
@@ -171,7 +170,6 @@ def cmd_status(args) -> int:
 def cmd_check(args) -> int:
     """Every invariant over the materialized partitions, as `dbt test` does: exit 1 on any violation."""
     config = _load(args)
-
     behaviors = [config.behavior(name) for name in args.behavior] if args.behavior else list(config.behaviors)
     grains = [Grain(g) for g in args.grain] if args.grain else None
     start = dt.date.fromisoformat(args.date_from) if args.date_from else dt.date.min

@@ -98,7 +98,6 @@ STALE_SOURCE_DAYS = 7
 def stale_sources(behaviors: list[BehaviorConfig], last_days: dict[str, dt.date | None],
                   today: dt.date | None = None) -> list[str]:
     """Behaviors without end_date whose source ended well before the last complete day."""
-
     notes = []
     for behavior in behaviors:
         if behavior.name not in last_days:

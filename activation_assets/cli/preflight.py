@@ -14,6 +14,7 @@ from activation_assets.cli.output import CommandError, say
 
 # --- before Dagster starts ------------------------------------------------------------------------
 
+
 def preflight(config: ActivationConfig, behaviors: list[BehaviorConfig], every_file: bool = False,
               ) -> dict[str, dt.date | None]:
     """Read every selected source before Dagster starts: all problems in one message, printed once,
@@ -23,7 +24,6 @@ def preflight(config: ActivationConfig, behaviors: list[BehaviorConfig], every_f
     A source in Hive-style day directories is read through its newest day's files only, so that a
     daily run does not open a year of files first (`validate` reads them all: `every_file`).
     """
-
     problems: list[str] = []
     last_days: dict[str, dt.date | None] = {}
     with open_for_reading(config) as warehouse:
@@ -45,7 +45,6 @@ def preflight(config: ActivationConfig, behaviors: list[BehaviorConfig], every_f
 def reconcile(config: ActivationConfig, behaviors: list[BehaviorConfig]) -> None:
     """Forget partitions built with settings that changed since (window, timezone, week start), so
     that planning sees them as missing and the tables end up as a fresh run would make them."""
-
     with open_warehouse(config) as warehouse:
         for behavior in behaviors:
             changed = reconcile_definition(warehouse, behavior)

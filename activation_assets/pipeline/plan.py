@@ -80,7 +80,6 @@ def plan(
     and for each grain the periods from the one containing --from that end by --to, plus every later
     period already materialized (each builds on its predecessor, so all of them change).
     """
-
     runs: list[Run] = []
     windowed = start is not None or end is not None
     for behavior in behaviors:
@@ -129,7 +128,6 @@ def find_outdated(config: ActivationConfig, behaviors: list[BehaviorConfig], gra
                   ) -> Findings:
     """Fact days whose source rows changed since they were written (reading only what changed), and
     the partitions that are missing or were built before one of their inputs was written again."""
-
     findings = Findings({}, {})
     with open_warehouse(config) as warehouse:
         for behavior in behaviors:
