@@ -33,14 +33,9 @@ def free_port() -> int:
 
 
 def start_ui(port: int) -> subprocess.Popen:
-    home = ROOT / ".dagster_home"
-    workspace = home / "workspace.yaml"
-    workspace.write_text("load_from:\n  - python_module:\n      module_name: activation_assets.definitions\n"
-                         "      location_name: activation_assets\n")
-    env = {**os.environ, "DAGSTER_HOME": str(home), "ACTIVATION_CONFIG": str(ROOT / "activation.yaml")}
-    process = subprocess.Popen([str(BIN / "dagster"), "dev", "-w", str(workspace), "-h", "127.0.0.1", "-p", str(port)],
-                               cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               start_new_session=True)
+    # `activation ui`, as `make ui` runs it: the demo's config and project-local instance.
+    process = subprocess.Popen([str(BIN / "activation"), "ui", "--port", str(port)], cwd=ROOT,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         try:
