@@ -159,6 +159,58 @@ class EngagementConfig(_Strict):
 MAX_MONTH_DAYS = 62
 
 
+class SegmentConfig(_Strict):
+    """A user attribute every number of the layer is broken down by: the source column `column`,
+    reported as segment `name` (default: the column's name), its values optionally limited to
+    `values` (compared as text; the rest become 'other'), at most `max_values` values a partition."""
+
+    column: str
+    name: str | None = None
+    values: tuple[str, ...] | None = None
+    max_values: int = Field(default=100, ge=1)
+
+    @field_validator("values", mode="before")
+    @classmethod
+    def _as_text(cls, value: Any) -> Any:
+        # `values: [1, 2]` of an integer column: compared as text, as the column's values are
+        if isinstance(value, (list, tuple)):
+            return tuple(v if isinstance(v, str) else str(v).lower() if isinstance(v, bool) else str(v)
+                         for v in value)
+        return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_name(cls, value: Any) -> Any:
+        if isinstance(value, dict) and value.get("name") is None and isinstance(value.get("column"), str):
+            if not IDENTIFIER.match(value["column"]):
+                raise ValueError(f"segment column {value['column']!r} is not a lowercase identifier, so the segment"
+                                 " needs a `name:` (letters, digits and _, starting with a letter), e.g. platform")
+            return {**value, "name": value["column"]}
+        return value
+
+    @model_validator(mode="after")
+    def _named(self) -> SegmentConfig:
+        name = self.key
+        if not IDENTIFIER.match(name):
+            raise ValueError(f"segment name {name!r} is not a lowercase identifier (letters, digits and _,"
+                             " starting with a letter), e.g. platform")
+        if self.values is not None and not self.values:
+            raise ValueError(f"segment {name!r}: `values:` is empty; list the values to keep, or leave it out")
+        if self.values is not None and "other" in self.values:
+            raise ValueError(f"segment {name!r}: `values:` lists 'other', the name of every value not listed;"
+                             " rename that value in the source, or leave it out of `values:`")
+        return self
+
+    @property
+    def key(self) -> str:
+        """The segment's name N (never None once validated)."""
+        return self.name or self.column
+
+    def describe(self) -> str:
+        values = f" values {list(self.values)}" if self.values is not None else ""
+        return f"{self.key} = {self.column}{values}"
+
+
 class BehaviorConfig(_Strict):
     name: str
     source: SourceConfig
@@ -170,6 +222,7 @@ class BehaviorConfig(_Strict):
     timezone: str = "UTC"
     week_start: str = "monday"
     engagement: EngagementConfig = EngagementConfig()
+    segments: tuple[SegmentConfig, ...] = ()
     description: str | None = None
     owners: tuple[str, ...] = ()
 
@@ -206,6 +259,19 @@ class BehaviorConfig(_Strict):
         if self.end_date is not None and self.end_date < self.start_date:
             raise ValueError(f"end_date {self.end_date} is before start_date {self.start_date}")
         return self
+
+    @model_validator(mode="after")
+    def _segment_names(self) -> BehaviorConfig:
+        seen: set[str] = set()
+        for segment in self.segments:
+            if segment.key in seen:
+                raise ValueError(f"segment name {segment.key!r} is used twice; give each segment its own `name:`")
+            seen.add(segment.key)
+        return self
+
+    def describe_segments(self) -> str:
+        """The segments, as recorded with the tables' settings (changing them rebuilds the grains)."""
+        return "; ".join(s.describe() for s in self.segments) or "none"
 
     @property
     def weekday_index(self) -> int:

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from activation_assets.config import Grain
+from activation_assets.config import BehaviorConfig, ConfigError, Grain, SegmentConfig
 
 # --- the vocabularies ------------------------------------------------------------------------------
 
@@ -75,6 +75,7 @@ class Relation:
     view: bool = False  # a view over another relation (its columns: the view's own)
     grains: tuple[Grain, ...] | None = None  # the grains it exists at (None: not per grain)
     carries_source_columns: bool = False  # the fact: the source's other columns follow the contract's
+    segmented: bool = False  # exists for a behavior with `segments:` only
 
     def table(self, behavior: str = "", grain: Grain | str | None = None) -> str:
         return self.name.format(behavior=behavior, grain=grain)
@@ -271,10 +272,75 @@ STICKINESS = Relation(
     grains=DAILY,
 )
 
+# --- segments: the same accounting per value of a user attribute -------------------------------------
+
+SEGMENT_TRANSITIONS = Relation(
+    "segment_transitions", "{behavior}_segment_transitions_{grain}",
+    "How users moved into each period, per segment and value: the activation rows grouped by (segment,"
+    " the value in p-1, the value in p, prev_state, state). A move between values is a row of its own.",
+    (
+        col("period_start", "DATE", "start of the period"),
+        col("segment", "VARCHAR", "the segment's name N"),
+        col("prev_value", "VARCHAR", "seg(u, p-1); null for a new user, or one without a value yet", nullable=True),
+        col("value", "VARCHAR", "seg(u, p): the last value known at the end of p (null: none yet)", nullable=True),
+        col("from_state", "VARCHAR", "prev_state (null for the null -> new entry)", nullable=True),
+        col("to_state", "VARCHAR", "state"),
+        col("users", "BIGINT", "users making that transition (> 0)"),
+    ),
+    grains=ALL, segmented=True,
+)
+
+SEGMENT_GROWTH = Relation(
+    "segment_growth", "{behavior}_segment_growth_{grain}",
+    "Growth accounting per segment value: one row per (period, segment, value) with a user in p or an"
+    " active user in p-1; active - active_prev = new + reactivated + moved_in - moved_out - churned.",
+    (
+        col("period_start", "DATE", "start of the period"),
+        col("segment", "VARCHAR", "the segment's name N"),
+        col("value", "VARCHAR", "the value (null: users without one; a value of its own)", nullable=True),
+        col("active", "BIGINT", "users active in p with this value in p"),
+        col("new", "BIGINT", "of them, in their first active period"),
+        col("retained", "BIGINT", "of them, active in p-1 too (whatever their value then)"),
+        col("reactivated", "BIGINT", "of them, inactive in p-1 (a value changed while away is no move)"),
+        col("churned", "BIGINT", "active in p-1 with this value then, inactive in p"),
+        col("dormant", "BIGINT", "inactive in p-1 and p, with this value"),
+        col("users_ever", "BIGINT", "activation rows of p with this value"),
+        col("active_prev", "BIGINT", "users active in p-1 with this value in p-1"),
+        col("moved_in", "BIGINT", "retained users whose value in p-1 was another (null-safe)"),
+        col("moved_out", "BIGINT", "retained users with this value in p-1 and another in p"),
+        col("active_change", "BIGINT", "active - active_prev"),
+        col("retention_rate", "DOUBLE", "(active_prev - churned) / active_prev; null when active_prev is 0",
+            nullable=True),
+        col("quick_ratio", "DOUBLE", "(new + reactivated + moved_in) / (churned + moved_out); null when that is 0",
+            nullable=True),
+    ),
+    grains=ALL, segmented=True,
+)
+
+SEGMENT_ENGAGEMENT = Relation(
+    "segment_engagement", "{behavior}_segment_engagement_daily",
+    "Rolling engagement per segment value and day: DAU, WAU, MAU and users per engagement state, of the"
+    " day's activation rows with that value.",
+    (
+        col("period_start", "DATE", "the day d"),
+        col("segment", "VARCHAR", "the segment's name N"),
+        col("value", "VARCHAR", "seg(u, d) (null: users without one)", nullable=True),
+        col("dau", "BIGINT", "users active on d"),
+        col("wau", "BIGINT", "users active in [d-W+1, d]"),
+        col("mau", "BIGINT", "users active in [d-M+1, d]"),
+        col("users_ever", "BIGINT", "the day's activation rows with this value"),
+        *(col(state, "BIGINT", meaning) for state, meaning in _ENGAGEMENT_STATE_MEANING.items()),
+    ),
+    grains=DAILY, segmented=True,
+)
+
+SEGMENT_RELATIONS = (SEGMENT_TRANSITIONS, SEGMENT_GROWTH, SEGMENT_ENGAGEMENT)
+
 # In dependency order: every relation after activation reads the same period of activation alone
-# (the engagement numbers are summed off the engagement transitions).
+# (the engagement numbers are summed off the engagement transitions, the segment growth off the
+# segment transitions).
 PER_GRAIN = (FIRSTLAST, ACTIVATION, TRANSITIONS_RELATION, GROWTH, COHORTS, DISTRIBUTIONS,
-             ENGAGEMENT_TRANSITIONS, ENGAGEMENT, STICKINESS)
+             ENGAGEMENT_TRANSITIONS, ENGAGEMENT, STICKINESS, *SEGMENT_RELATIONS)
 LAYER = (FACT, *PER_GRAIN)
 
 # --- the records: what the layer knows about what it wrote -----------------------------------------
@@ -323,6 +389,7 @@ DEFINITIONS_RECORD = Relation(
         col("week_start", "VARCHAR", "week_start"),
         col("source", "VARCHAR", "the source, its where:, user and time columns", nullable=True),
         col("engagement", "VARCHAR", "the engagement windows", nullable=True),
+        col("segments", "VARCHAR", "the segments", nullable=True),
     ),
     key=("behavior",),
     written_by=("behavior",),
@@ -332,13 +399,57 @@ RECORDS = (PARTITIONS_RECORD, SOURCE_FILES_RECORD, DEFINITIONS_RECORD)
 DEFINITION_FIELDS = DEFINITIONS_RECORD.names()[1:]
 
 
-def per_grain(grain: Grain) -> tuple[Relation, ...]:
-    return tuple(r for r in PER_GRAIN if r.grains is None or grain in r.grains)
+def per_grain(grain: Grain, segmented: bool = True) -> tuple[Relation, ...]:
+    return tuple(r for r in PER_GRAIN if (r.grains is None or grain in r.grains) and (segmented or not r.segmented))
 
 
-def grain_tables(behavior: str, grain: Grain) -> list[str]:
-    """The tables of one grain, in dependency order (each an asset of the same name)."""
-    return [r.table(behavior, grain) for r in per_grain(grain)]
+def grain_tables(behavior: str | BehaviorConfig, grain: Grain) -> list[str]:
+    """The tables of one grain, in dependency order (each an asset of the same name). By name, every
+    table the grain can have; for a configured behavior, the segment tables only if it has segments."""
+    if isinstance(behavior, str):
+        return [r.table(behavior, grain) for r in per_grain(grain)]
+    return [r.table(behavior.name, grain) for r in per_grain(grain, segmented=bool(behavior.segments))]
+
+
+# --- the segments' columns in the per-user relations ------------------------------------------------
+
+
+def prev_column(segment: SegmentConfig) -> str:
+    return f"prev_{segment.key}"
+
+
+def segment_columns(segments: Sequence[SegmentConfig]) -> tuple[Column, ...]:
+    """The columns each segment adds to FirstLast and the activation relation: N = seg(u, p), and
+    prev_N = seg(u, p-1) (what the segment transitions group by; null for a new user)."""
+    columns: list[Column] = []
+    for segment in segments:
+        values = f", mapped through values: {list(segment.values)} (the rest: 'other')" if segment.values else ""
+        columns += [
+            col(segment.key, "VARCHAR", f"segment {segment.key}: the last value of {segment.column} known at the"
+                f" end of the period, as text{values}; null before the first", nullable=True),
+            col(prev_column(segment), "VARCHAR", f"segment {segment.key} in p-1 (null for a new user)",
+                nullable=True),
+        ]
+    return tuple(columns)
+
+
+def check_segment_names(behaviors: Sequence[BehaviorConfig]) -> None:
+    """A segment's columns (N, prev_N) must not take the name of a column of the relations they join."""
+    taken = {c.name for relation in (FIRSTLAST, ACTIVATION) for c in relation.columns_for(Grain.daily)}
+    for behavior in behaviors:
+        for segment in behavior.segments:
+            for name in (segment.key, prev_column(segment)):
+                if name in taken:
+                    raise ConfigError(
+                        f"behavior {behavior.name!r}: segment {segment.key!r} would add column {name!r} to"
+                        f" {ACTIVATION.table(behavior.name, 'daily').replace('_daily', '_<grain>')}, which has"
+                        " one of that name already. Give the segment another `name:` (e.g. "
+                        f"{segment.key}_segment).")
+            others = {prev_column(s) for s in behavior.segments if s is not segment}
+            if segment.key in others:
+                raise ConfigError(
+                    f"behavior {behavior.name!r}: segment {segment.key!r} takes the name of another segment's"
+                    f" previous value column; rename one of them with `name:`.")
 
 
 # --- the docs ----------------------------------------------------------------------------------------
@@ -352,6 +463,7 @@ def markdown() -> str:
              " column; `SOURCE` a column copied from the source as it is.", ""]
     for relation in (*LAYER, *RECORDS):
         grains = "" if relation.grains is None else " (" + ", ".join(g.value for g in relation.grains) + ")"
+        grains += "; with `segments:` only" if relation.segmented else ""
         kind = "view" if relation.view else "table"
         lines += [f"## `{relation.table('<b>', '<g>')}`{grains}", "", f"{relation.description} ({kind}"
                   + (f"; key: {', '.join(relation.key)}" if relation.key else "") + ")", "",
@@ -361,6 +473,9 @@ def markdown() -> str:
         for column in relation.daily:
             lines.append(f"| `{column.name}` | {column.type} | {'yes' if column.nullable else 'no'} |"
                          f" daily grain only: {column.description} |")
+        if relation in (FIRSTLAST, ACTIVATION):
+            lines.append("| `<N>`, `prev_<N>` | VARCHAR | yes | with `segments:`, per segment N: seg(u, p) and"
+                         " seg(u, p-1) (null for a new user) |")
         lines.append("")
     return "\n".join(lines)
 

@@ -61,6 +61,12 @@ def edge_events(spec: reference.Spec, seed: int, users: list, days_span: int | N
     return rows
 
 
+def _platform(user, when) -> str | None:
+    if when is None:
+        return "web"
+    return [None, "ios", "ios", "android", "web"][((user or 0) * 7 + when.hour + when.minute) % 5]
+
+
 def write_parquet_source(path: Path, rows: list[tuple], naive: bool = True) -> None:
     """Integer ids, naive UTC timestamps (as nanoseconds), plus events the `where:` must filter out."""
     frame = pd.DataFrame({
@@ -68,8 +74,9 @@ def write_parquet_source(path: Path, rows: list[tuple], naive: bool = True) -> N
         "ts": pd.to_datetime([None if t is None else (t.replace(tzinfo=None) if naive else t) for _, t in rows],
                              utc=not naive),
         "event_name": "visit",
-        # Derived from the row itself, so that duplicated rows are exact duplicates.
-        "platform": ["ios" if (u or 0) % 2 else "web" for u, _ in rows],
+        # Derived from the row itself, so that duplicated rows are exact duplicates; it changes
+        # within a user's rows, and is sometimes missing (a segment column).
+        "platform": [_platform(u, t) for u, t in rows],
     })
     noise = frame.head(20)
     noise = noise.assign(event_name="other", uid=pd.array([999_999] * len(noise), dtype="Int64"))

@@ -269,3 +269,129 @@ def stickiness(rows: list[tuple], spec: Spec, week: int = 7, month: int = 28) ->
                 if n:
                     counts[(day, window, n)] += 1
     return [{"period_start": d, "window": w, "active_days": n, "users": u} for (d, w, n), u in counts.items()]
+
+
+# --- segments ------------------------------------------------------------------------------------------
+
+
+def _instant(value) -> dt.datetime:
+    if isinstance(value, str):
+        value = dt.datetime.fromisoformat(value)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def as_text(value) -> str | None:
+    """A column's value cast to text, as SQL casts it (booleans lowercase)."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def last_day(period: dt.date, grain: str, week_start: str) -> dt.date:
+    day = period
+    while period_of(day + dt.timedelta(days=1), grain, week_start) == period:
+        day += dt.timedelta(days=1)
+    return day
+
+
+def segment_of(rows: list[tuple], spec: Spec, values: list[str] | None = None):
+    """seg(u, p) from the spec: `rows` are (user, when, value); returns a function of (user, last day
+    of p) -> the value (as text) on the user's latest valid row on or before that day with a value,
+    the latest by instant and then by the value as text; mapped through `values`."""
+    by_user: dict = {}
+    for user, when, value in rows:
+        day = local_date(when, spec.timezone)
+        if user is None or day is None or not (spec.start_date <= day <= spec.end_date) or value is None:
+            continue
+        by_user.setdefault(user, []).append((day, _instant(when), as_text(value)))
+
+    def seg(user, through: dt.date) -> str | None:
+        known = [(at, text) for day, at, text in by_user.get(user, []) if day <= through]
+        if not known:
+            return None
+        _, text = max(known)  # by instant, then by text: the greatest last
+        if values is not None and text not in values:
+            return "other"
+        return text
+
+    return seg
+
+
+def segmented_activation(rows: list[tuple], spec: Spec, grain: str, name: str,
+                         values: list[str] | None = None) -> list[dict]:
+    """The activation rows of `rows` (user, when, value), each with seg(u, p) as `name` and
+    seg(u, p-1) as `prev_<name>` (null for a new user)."""
+    seg = segment_of(rows, spec, values)
+    plist = periods(spec, grain)
+    previous = {p: plist[i - 1] for i, p in enumerate(plist) if i}
+    out = []
+    for row in activation([(u, w) for u, w, _ in rows], spec, grain):
+        p = row["period_start"]
+        out.append({**row, name: seg(row["user_id"], last_day(p, grain, spec.week_start)),
+                    f"prev_{name}": None if row["state"] == "new" else
+                    seg(row["user_id"], last_day(previous[p], grain, spec.week_start))})
+    return out
+
+
+def segment_transitions(rows: list[dict], name: str) -> list[dict]:
+    counts = Counter((r["period_start"], r[f"prev_{name}"], r[name], r["prev_state"], r["state"]) for r in rows)
+    return [{"period_start": p, "segment": name, "prev_value": a, "value": b, "from_state": f, "to_state": t,
+             "users": n} for (p, a, b, f, t), n in counts.items()]
+
+
+def segment_growth(rows: list[dict], name: str) -> list[dict]:
+    """Per (period, value) with a user in p or an active user in p-1, each count as the spec defines it."""
+    by_period: dict = {}
+    for r in rows:
+        by_period.setdefault(r["period_start"], []).append(r)
+    out = []
+    for period, users in by_period.items():
+        prev = f"prev_{name}"
+        seen = {r[name] for r in users} | {r[prev] for r in users if r["prev_state"] in ACTIVE}
+        for value in seen:
+            mine = [r for r in users if r[name] == value]
+            before = [r for r in users if r["prev_state"] in ACTIVE and r[prev] == value]
+            entry = {
+                "period_start": period, "segment": name, "value": value,
+                "active": sum(r["state"] in ACTIVE for r in mine),
+                "new": sum(r["state"] == "new" for r in mine),
+                "retained": sum(r["state"] == "retained" for r in mine),
+                "reactivated": sum(r["state"] == "reactivated" for r in mine),
+                "dormant": sum(r["state"] == "inactive" and r["prev_state"] == "inactive" for r in mine),
+                "users_ever": len(mine),
+                "active_prev": len(before),
+                "churned": sum(r["state"] == "inactive" for r in before),
+                "moved_in": sum(r["state"] == "retained" and r[prev] != value for r in mine),
+                "moved_out": sum(r["state"] == "retained" and r[name] != value for r in before),
+            }
+            entry["active_change"] = entry["active"] - entry["active_prev"]
+            entry["retention_rate"] = ((entry["active_prev"] - entry["churned"]) / entry["active_prev"]
+                                       if entry["active_prev"] else None)
+            inflow, outflow = entry["new"] + entry["reactivated"] + entry["moved_in"], entry["churned"] + entry["moved_out"]
+            entry["quick_ratio"] = inflow / outflow if outflow else None
+            out.append(entry)
+    return out
+
+
+def segment_engagement(rows: list[tuple], spec: Spec, name: str, values: list[str] | None = None,
+                       week: int = 7, month: int = 28) -> list[dict]:
+    """Per (day, value) with a user: DAU/WAU/MAU straight from the facts, and users per state."""
+    seg = segment_of(rows, spec, values)
+    plain = [(u, w) for u, w, _ in rows]
+    days_of = valid_days(plain, spec)
+    groups: dict = {}
+    for r in engagement_rows(plain, spec, week, month):
+        groups.setdefault((r["period_start"], seg(r["user_id"], r["period_start"])), []).append(r)
+    out = []
+    for (day, value), users in groups.items():
+        def active_within(width: int) -> int:
+            return sum(1 for r in users if _active_in(days_of[r["user_id"]], day, 0, width - 1))
+
+        entry = {"period_start": day, "segment": name, "value": value, "dau": active_within(1),
+                 "wau": active_within(week), "mau": active_within(month), "users_ever": len(users)}
+        for state in ENGAGEMENT_STATES:
+            entry[state] = sum(1 for r in users if r["engagement_state"] == state)
+        out.append(entry)
+    return out

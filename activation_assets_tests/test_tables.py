@@ -21,10 +21,13 @@ SPEC = reference.Spec("Asia/Seoul", dt.date(2025, 3, 3), dt.date(2025, 4, 13), "
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def expected_columns(relation: tables.Relation, grain: Grain | None, source_types: dict[str, str]) -> list[tuple]:
-    """(name, type, nullable) as DuckDB should report them; a view does not know nullability."""
+def expected_columns(relation: tables.Relation, grain: Grain | None, source_types: dict[str, str],
+                     segments=()) -> list[tuple]:
+    """(name, type, nullable) as DuckDB should report them; a view does not know nullability. The
+    per-user relations end with the segments' columns."""
+    extra = tables.segment_columns(segments) if relation in (tables.FIRSTLAST, tables.ACTIVATION) else ()
     return [(c.name, source_types.get(c.type, c.type), True if relation.view else c.nullable)
-            for c in relation.columns_for(grain)]
+            for c in (*relation.columns_for(grain), *extra)]
 
 
 def described(conn, name: str, view: bool) -> list[tuple]:
@@ -34,7 +37,8 @@ def described(conn, name: str, view: bool) -> list[tuple]:
 @pytest.fixture(scope="module")
 def graph(tmp_path_factory):
     root = tmp_path_factory.mktemp("tables")
-    config_path = small_behavior(root, SPEC, edge_events(SPEC, seed=11, users=list(range(1, 40))))
+    config_path = small_behavior(root, SPEC, edge_events(SPEC, seed=11, users=list(range(1, 40))),
+                                 segments=[{"column": "platform"}])
     run_graph(config_path)
     return load_config(config_path)
 
@@ -50,7 +54,8 @@ def test_every_relation_duckdb_creates_has_the_columns_of_its_schema(graph):
         for grain in behavior.grains:
             for relation in tables.per_grain(grain):
                 name = relation.table(behavior.name, grain)
-                assert described(conn, name, relation.view) == expected_columns(relation, grain, source_types), name
+                assert described(conn, name, relation.view) == expected_columns(
+                    relation, grain, source_types, behavior.segments), name
         for record in tables.RECORDS:
             assert described(conn, record.table(), False) == expected_columns(record, None, {}), record.table()
 

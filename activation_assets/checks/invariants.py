@@ -106,6 +106,24 @@ class Period:
     def stickiness(self) -> str:
         return ident(sql.stickiness_table(self.behavior.name))
 
+    @property
+    def segment_transitions(self) -> str:
+        return ident(sql.segment_transitions_table(self.behavior.name, self.grain))
+
+    @property
+    def segment_growth(self) -> str:
+        return ident(sql.segment_growth_table(self.behavior.name, self.grain))
+
+    @property
+    def segment_engagement(self) -> str:
+        return ident(sql.segment_engagement_table(self.behavior.name))
+
+    @property
+    def segment_names(self) -> str:
+        """The relation `segments(segment)` of the behavior's segment names."""
+        names = ", ".join(f"({literal(s.key)})" for s in self.behavior.segments)
+        return f"SELECT * FROM (VALUES {names}) AS segments(segment)"
+
     def window_start(self, days: int) -> str:
         """The first day of the rolling window of `days` days that ends on this (daily) period."""
         return date_lit(self.start - dt.timedelta(days=days - 1))
@@ -769,8 +787,197 @@ STICKINESS_CHECKS = (
 )
 
 
-def checks_by_table(behavior: str, grain: Grain) -> dict[str, Sequence[Check]]:
+# --- segments -------------------------------------------------------------------------------------
+
+
+def _segment_values_of_activation(c: Period) -> str:
+    """Rows (segment, value, users): the period's activation rows grouped by each segment's column."""
+    return "\n            UNION ALL ".join(
+        f"SELECT {literal(s.key)} AS segment, {ident(s.key)} AS value, count(*) AS users FROM {c.activation}"
+        f" WHERE period_start = {c.p} GROUP BY {ident(s.key)}" for s in c.behavior.segments)
+
+
+def _latest_values_of_fact(c: Period) -> str:
+    """Rows (segment, user_id, value): per segment, each user's value on their latest row of the
+    period with a non-null value (two steps: the latest instant, then the greatest value at it),
+    mapped through `values:`, from the fact alone."""
+    parts = []
+    for s in c.behavior.segments:
+        rows = (f"SELECT user_id, TRY_CAST(occurred_at AS TIMESTAMPTZ) AS seen_at, CAST({ident(s.column)} AS VARCHAR) AS v"
+                f" FROM {c.fact} WHERE period_start >= {c.p} AND period_start < {c.next}"
+                f" AND {ident(s.column)} IS NOT NULL")
+        parts.append(f"""
+            SELECT {literal(s.key)} AS segment, r.user_id, {sql.mapped(s, 'max(r.v)')} AS value
+            FROM ({rows}) AS r
+            JOIN (SELECT user_id, max(seen_at) AS seen_at FROM ({rows}) AS x GROUP BY user_id) AS latest
+              ON r.user_id = latest.user_id AND r.seen_at = latest.seen_at
+            GROUP BY r.user_id""")
+    return "\n            UNION ALL ".join(parts)
+
+
+def _state_values(c: Period) -> str:
+    """Rows (segment, user_id, value) of FirstLast(p): each segment's column."""
+    return "\n            UNION ALL ".join(
+        f"SELECT {literal(s.key)} AS segment, user_id, {ident(s.key)} AS value FROM {c.firstlast}"
+        f" WHERE period_start = {c.p}" for s in c.behavior.segments)
+
+
+SEGMENT_STATE_CHECKS = (
+    Check(
+        "segment_is_latest_value",
+        "S5: every user active in the period with a value of a segment's column on a row of it has, as"
+        " the segment, the latest such value (rows at the same instant: the greatest as text), mapped"
+        " through `values:` — computed from the fact, not from the state.",
+        lambda c: f"""
+            WITH fact_values AS ({_latest_values_of_fact(c)}),
+                 state AS ({_state_values(c)})
+            SELECT count(*), count(*) || ' (segment, user) values differ from the latest value in the fact'
+            FROM fact_values LEFT JOIN state
+              ON state.segment = fact_values.segment AND state.user_id = fact_values.user_id
+            WHERE state.value IS DISTINCT FROM fact_values.value""",
+        lambda c: f"""
+            WITH fact_values AS ({_latest_values_of_fact(c)}),
+                 state AS ({_state_values(c)})
+            SELECT fact_values.segment, fact_values.user_id, fact_values.value AS latest_in_fact,
+                   state.value AS in_state
+            FROM fact_values LEFT JOIN state
+              ON state.segment = fact_values.segment AND state.user_id = fact_values.user_id
+            WHERE state.value IS DISTINCT FROM fact_values.value LIMIT {EXAMPLE_ROWS}""",
+    ),
+)
+
+
+def _segment_pairs(c: Period) -> str:
+    return f"""
+            WITH st AS (SELECT segment, from_state AS f, to_state AS t, sum(users) AS u FROM {c.segment_transitions}
+                        WHERE period_start = {c.p} GROUP BY ALL),
+                 expected AS (SELECT segments.segment, tr.from_state AS f, tr.to_state AS t, tr.users AS u
+                              FROM ({c.segment_names}) AS segments
+                              CROSS JOIN (SELECT * FROM {c.transitions} WHERE period_start = {c.p}) AS tr),
+                 pairs AS (SELECT coalesce(expected.segment, st.segment) AS segment,
+                                  coalesce(expected.f, st.f) AS from_state, coalesce(expected.t, st.t) AS to_state,
+                                  expected.u AS transitions_users, st.u AS segment_users
+                           FROM expected FULL OUTER JOIN st
+                             ON expected.segment = st.segment AND expected.f IS NOT DISTINCT FROM st.f
+                            AND expected.t = st.t
+                           WHERE expected.u IS DISTINCT FROM st.u)"""
+
+
+def _segment_values(c: Period) -> str:
+    return f"""
+            WITH st AS (SELECT segment, value, sum(users) AS u FROM {c.segment_transitions}
+                        WHERE period_start = {c.p} GROUP BY ALL),
+                 a AS ({_segment_values_of_activation(c)}),
+                 values_ AS (SELECT coalesce(a.segment, st.segment) AS segment,
+                                    CASE WHEN a.segment IS NULL THEN st.value ELSE a.value END AS value,
+                                    a.users AS activation_rows, st.u AS segment_users
+                             FROM a FULL OUTER JOIN st ON a.segment = st.segment AND a.value IS NOT DISTINCT FROM st.value
+                             WHERE a.users IS DISTINCT FROM st.u)"""
+
+
+SEGMENT_TRANSITIONS_CHECKS = (
+    Check(
+        "sums_to_transitions",
+        "S1: for each segment, the segment transitions summed over prev_value and value equal the"
+        " transitions table, pair by pair.",
+        lambda c: _segment_pairs(c) + """
+            SELECT count(*), count(*) || ' (segment, from_state, to_state) pairs disagree with the transitions table'
+            FROM pairs""",
+        lambda c: _segment_pairs(c) + f" SELECT * FROM pairs LIMIT {EXAMPLE_ROWS}",
+    ),
+    Check(
+        "values_match_activation",
+        "S2: for each segment and value, the users of the segment transitions with that value equal the"
+        " activation rows of the period with the segment's column = value.",
+        lambda c: _segment_values(c) + """
+            SELECT count(*), count(*) || ' (segment, value) user counts disagree with the activation rows'
+            FROM values_""",
+        lambda c: _segment_values(c) + f" SELECT * FROM values_ LIMIT {EXAMPLE_ROWS}",
+    ),
+    Check(
+        "nobody_moves_while_inactive",
+        "S4: a user inactive in the period keeps the value of the previous one (to_state = 'inactive'"
+        " implies value is not distinct from prev_value).",
+        lambda c: f"""
+            SELECT coalesce(sum(users), 0), coalesce(sum(users), 0) || ' inactive users changed value'
+            FROM {c.segment_transitions}
+            WHERE period_start = {c.p} AND to_state = 'inactive' AND value IS DISTINCT FROM prev_value""",
+        lambda c: f"""
+            SELECT * FROM {c.segment_transitions}
+            WHERE period_start = {c.p} AND to_state = 'inactive' AND value IS DISTINCT FROM prev_value
+            LIMIT {EXAMPLE_ROWS}""",
+    ),
+)
+
+_GROWTH_COUNTS = ("active", "new", "retained", "reactivated", "churned", "dormant", "users_ever", "active_prev")
+
+SEGMENT_GROWTH_CHECKS = (
+    Check(
+        "accounting_adds_up",
+        "S3: per value, active - active_prev = new + reactivated + moved_in - moved_out - churned (and"
+        " active = new + retained + reactivated, active_change = active - active_prev); per segment, the"
+        " moves in and out balance, and each count summed over the values equals the growth table's.",
+        lambda c: f"""
+            WITH g AS (SELECT * FROM {c.segment_growth} WHERE period_start = {c.p}),
+                 rows_off AS (
+                    SELECT count(*) AS n FROM g
+                    WHERE active - active_prev <> new + reactivated + moved_in - moved_out - churned
+                       OR active <> new + retained + reactivated OR active_change <> active - active_prev),
+                 sums AS (SELECT segment, sum(moved_in) - sum(moved_out) AS unbalanced,
+                                 {", ".join(f"sum({ident(n)}) AS {ident(n)}" for n in _GROWTH_COUNTS)}
+                          FROM g GROUP BY segment),
+                 totals_off AS (
+                    SELECT count(*) AS n
+                    FROM ({c.segment_names}) AS segments
+                    CROSS JOIN (SELECT * FROM {c.growth} WHERE period_start = {c.p}) AS whole
+                    LEFT JOIN sums ON sums.segment = segments.segment
+                    WHERE NOT coalesce({" AND ".join(f"sums.{ident(n)} = whole.{ident(n)}" for n in _GROWTH_COUNTS)}
+                                       AND sums.unbalanced = 0, FALSE))
+            SELECT rows_off.n + totals_off.n,
+                   rows_off.n || ' value rows break the identity; ' || totals_off.n
+                   || ' segments do not add up to the growth table or have unbalanced moves'
+            FROM rows_off, totals_off""",
+    ),
+)
+
+SEGMENT_ENGAGEMENT_CHECKS = (
+    Check(
+        "sums_to_engagement",
+        "S6: for each segment, dau, wau, mau and users_ever summed over the values equal the engagement"
+        " table's for the day.",
+        lambda c: f"""
+            WITH sums AS (SELECT segment, sum(dau) AS dau, sum(wau) AS wau, sum(mau) AS mau,
+                                 sum(users_ever) AS users_ever
+                          FROM {c.segment_engagement} WHERE period_start = {c.p} GROUP BY segment)
+            SELECT count(*), count(*) || ' segments do not add up to the engagement table'
+            FROM ({c.segment_names}) AS segments
+            CROSS JOIN (SELECT * FROM {c.engagement} WHERE period_start = {c.p}) AS whole
+            LEFT JOIN sums ON sums.segment = segments.segment
+            WHERE NOT coalesce(sums.dau = whole.dau AND sums.wau = whole.wau AND sums.mau = whole.mau
+                               AND sums.users_ever = whole.users_ever, FALSE)""",
+        grains=DAILY,
+    ),
+)
+
+
+def firstlast_checks(behavior: BehaviorConfig) -> tuple[Check, ...]:
+    return FIRSTLAST_CHECKS + (SEGMENT_STATE_CHECKS if behavior.segments else ())
+
+
+def checks_by_table(behavior: BehaviorConfig, grain: Grain) -> dict[str, Sequence[Check]]:
     """Each checked table of a grain with its checks, in dependency order."""
+    name = behavior.name
+    tables = _checks_by_table(name, grain)
+    tables[sql.firstlast_table(name, grain)] = firstlast_checks(behavior)
+    if behavior.segments:
+        tables |= {sql.segment_transitions_table(name, grain): SEGMENT_TRANSITIONS_CHECKS,
+                   sql.segment_growth_table(name, grain): SEGMENT_GROWTH_CHECKS}
+        if grain is Grain.daily:
+            tables[sql.segment_engagement_table(name)] = SEGMENT_ENGAGEMENT_CHECKS
+    return tables
+
+
+def _checks_by_table(behavior: str, grain: Grain) -> dict[str, Sequence[Check]]:
     tables = {
         sql.firstlast_table(behavior, grain): FIRSTLAST_CHECKS,
         sql.activation_table(behavior, grain): ACTIVATION_CHECKS,

@@ -30,6 +30,7 @@ from activation_assets.cli.preflight import preflight, reconcile
 from activation_assets.config import SAMPLE_DATA_DIR, ActivationConfig, ConfigError, Grain, load_config, missing_source_files
 from activation_assets.engines import open_warehouse
 from activation_assets.models.sql import fact_table
+from activation_assets import tables
 from activation_assets.orchestration.dbt import with_dbt_models
 from activation_assets.periods import existing_periods
 from activation_assets.pipeline.plan import find_outdated, plan
@@ -42,6 +43,7 @@ from activation_assets.pipeline.plan import find_outdated, plan
 
 def _load(args) -> ActivationConfig:
     config = with_dbt_models(load_config(args.config))
+    tables.check_segment_names(config.behaviors)
     problems = missing_source_files(config)
     if problems:
         raise ConfigError(f"{config.path}:\n  - " + "\n  - ".join(problems))
@@ -183,7 +185,7 @@ def cmd_check(args) -> int:
             logged.setdefault(table, []).append(day)
         for behavior in behaviors:
             for grain in [g for g in behavior.grains if grains is None or g in grains]:
-                for table, table_checks in inv.checks_by_table(behavior.name, grain).items():
+                for table, table_checks in inv.checks_by_table(behavior, grain).items():
                     periods = sorted(p for p in logged.get(table, []) if start <= p <= end)
                     if not periods or not inv.checks_for(table_checks, grain):
                         continue

@@ -25,7 +25,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 
-from activation_assets.config import Grain
+from activation_assets.config import Grain, SegmentConfig
 from activation_assets import tables
 from activation_assets.tables import (  # noqa: F401 (the vocabularies, for the SQL here and its readers)
     ACTIVE_STATES, BITS_KEPT, BUCKETS, DEFINITION_FIELDS, ENGAGEMENT_ACTIVE, ENGAGEMENT_STATES, RETENTION_RATES,
@@ -295,21 +295,53 @@ def active_users(fact: str, period: dt.date, next_period: dt.date) -> str:
     """
 
 
+def latest_text(column: str, instant: str) -> str:
+    """The value of `column` as text on the latest row of a group that has one: rows ordered by
+    their instant, and rows at the same instant by the value as text (the greatest last). One
+    aggregate, the same on both engines: the maximum of the instant's fixed-width UTC text (26
+    characters) followed by the value; what follows the instant is the value."""
+    stamp = f"strftime(timezone('UTC', {instant}), '%Y-%m-%d %H:%M:%S.%f')"
+    return f"substr(max({stamp} || CAST({ident(column)} AS VARCHAR)), 27)"
+
+
+def mapped(segment: SegmentConfig, value: str) -> str:
+    """A segment's value through its `values:` (the rest become 'other'; null stays null)."""
+    if segment.values is None:
+        return value
+    return f"CASE WHEN {value} IN ({values_list(segment.values)}) THEN {value} WHEN {value} IS NOT NULL THEN 'other' END"
+
+
 def firstlast_select(
     firstlast: str, fact: str, period: dt.date, previous: dt.date, next_period: dt.date, is_first: bool,
-    days_seen_bits: bool = False,
+    days_seen_bits: bool = False, segments: Sequence[SegmentConfig] = (), time_type: str = "TIMESTAMP",
 ) -> str:
     """FirstLast(p) = FirstLast(q) updated with the users active in p (new users are added).
 
     With `days_seen_bits` (the daily grain), everyone's bits move up a day and bit 0 says whether
-    the user is active on p; the day that falls off the end (63 days ago) is dropped."""
+    the user is active on p; the day that falls off the end (63 days ago) is dropped.
+
+    With `segments`, each segment N is the latest value of its column among the user's rows of p
+    (`latest_text`, mapped through `values:`), else the one of q; prev_N is the one of q."""
     p, q = date_lit(period), date_lit(previous)
     prior = "FALSE" if is_first else f"period_start = {q}"
     bits = (f""",
             (coalesce(prior_state.days_seen_bits, 0) & {SHIFT_MASK}) * 2
                 + CASE WHEN active.user_id IS NULL THEN 0 ELSE 1 END AS days_seen_bits""" if days_seen_bits else "")
+    if segments:
+        instant = instant_expr("occurred_at", time_type)
+        latest = "".join(f", {latest_text(s.column, instant)} AS {ident(s.key)}" for s in segments)
+        active = f"""
+            SELECT user_id{latest} FROM {ident(fact)}
+            WHERE period_start >= {date_lit(period)} AND period_start < {date_lit(next_period)}
+            GROUP BY user_id"""
+    else:
+        active = active_users(fact, period, next_period)
+    values = "".join(
+        f""",
+            coalesce({mapped(s, f"active.{ident(s.key)}")}, prior_state.{ident(s.key)}) AS {ident(s.key)},
+            prior_state.{ident(s.key)} AS {ident(tables.prev_column(s))}""" for s in segments)
     return f"""
-        WITH active AS ({active_users(fact, period, next_period)}),
+        WITH active AS ({active}),
         prior_state AS (SELECT * FROM {ident(firstlast)} WHERE {prior})
         SELECT
             {p} AS period_start,
@@ -328,7 +360,7 @@ def firstlast_select(
                 ELSE prior_state.last_active_period  -- NULL for a new user
             END AS prior_active_period,
             coalesce(prior_state.active_periods, 0) + CASE WHEN active.user_id IS NULL THEN 0 ELSE 1 END
-                AS active_periods{bits}
+                AS active_periods{bits}{values}
         FROM prior_state FULL OUTER JOIN active ON prior_state.user_id = active.user_id  -- active: the smaller side
     """
 
@@ -372,6 +404,7 @@ def engagement_state(activity: tuple[str, str, str], is_new: str) -> str:
 
 def activation_view(
     firstlast: str, grain: Grain, week_days: int = 7, month_days: int = 28, engagement: bool = True,
+    segments: Sequence[SegmentConfig] = (),
 ) -> str:
     """The states of every period p, each read off FirstLast(p) alone (see the module docstring):
     the activation relation is this view, so each period writes one per-user snapshot, not two.
@@ -383,6 +416,7 @@ def activation_view(
     The daily view adds the rolling engagement states of day d and of d - 1, read off the bits:
     yesterday's bits are today's shifted down a day (M <= 62 keeps yesterday's month in them).
     `engagement=False` leaves them out (the calendar columns only, over a FirstLast without bits).
+    Each segment adds its two columns as FirstLast holds them.
     """
     p, q = "period_start", previous_period(grain, "period_start")
     between = lambda a, b: periods_between(grain, a, b)  # noqa: E731
@@ -418,7 +452,7 @@ def activation_view(
                 THEN 0 ELSE {between('last_active_period', p)} END AS INTEGER) AS inactive_streak,
             CAST(CASE WHEN first_active_period < {p} AND streak_start_period = {p}
                 THEN {between('prior_active_period', p)} - 1 END AS INTEGER) AS return_gap,
-            active_periods{engagement}
+            active_periods{engagement}{"".join(f", {ident(c.name)}" for c in tables.segment_columns(segments))}
         FROM {ident(firstlast)}
     """
 
@@ -661,4 +695,132 @@ def reads(behavior: str, grain: Grain, table: str) -> str:
     """The relation a table after activation is computed from (the same period's partition)."""
     if table == engagement_table(behavior):
         return engagement_transitions_table(behavior)
+    if table == segment_growth_table(behavior, grain):
+        return segment_transitions_table(behavior, grain)
     return activation_table(behavior, grain)
+
+
+# --- segments (all read one activation partition, through the period's segment profile) -------------
+
+
+def segment_transitions_table(behavior: str, grain: Grain | str) -> str:
+    return tables.SEGMENT_TRANSITIONS.table(behavior, grain)
+
+
+def segment_growth_table(behavior: str, grain: Grain | str) -> str:
+    return tables.SEGMENT_GROWTH.table(behavior, grain)
+
+
+def segment_engagement_table(behavior: str) -> str:
+    return tables.SEGMENT_ENGAGEMENT.table(behavior)
+
+
+def segment_tables(behavior: str, grain: Grain) -> list[str]:
+    """In dependency order: the segment growth is summed off the segment transitions."""
+    return [r.table(behavior, grain) for r in tables.SEGMENT_RELATIONS if grain in r.grains]
+
+
+def segment_profile_select(activation: str, period: dt.date, segments: Sequence[SegmentConfig], daily: bool) -> str:
+    """Period p's activation rows counted per segment and (value in p-1, value in p, prev_state,
+    state) — and on the daily grain the engagement state — in one pass for all segments (a grouping
+    set per segment): every segment table of p is summed off these few rows."""
+    keys = "prev_state, state" + (", engagement_state" if daily else "")
+    sets = ", ".join(f"({ident(tables.prev_column(s))}, {ident(s.key)}, {keys})" for s in segments)
+    def which(column_of) -> str:  # noqa: E306 (the grouping set a row comes from names its segment)
+        return "CASE " + " ".join(f"WHEN grouping({ident(s.key)}) = 0 THEN {column_of(s)}" for s in segments) + " END"
+    return f"""
+        SELECT {which(lambda s: literal(s.key))} AS segment,
+               {which(lambda s: ident(tables.prev_column(s)))} AS prev_value,
+               {which(lambda s: ident(s.key))} AS value,
+               {keys}, count(*) AS users
+        FROM {ident(activation)}
+        WHERE period_start = {date_lit(period)}
+        GROUP BY GROUPING SETS ({sets})
+    """
+
+
+def segment_values_seen(profile: str) -> str:
+    """Per segment, the distinct non-null values of the period (what `max_values` bounds)."""
+    return f"SELECT segment, count(DISTINCT value) AS n FROM {profile} GROUP BY segment"
+
+
+def segment_transitions_select(profile: str, period: dt.date) -> str:
+    return f"""
+        SELECT {date_lit(period)} AS period_start, segment, prev_value, value, prev_state AS from_state,
+               state AS to_state, CAST(sum(users) AS BIGINT) AS users
+        FROM {profile}
+        GROUP BY segment, prev_value, value, prev_state, state
+        ORDER BY segment, value NULLS FIRST, prev_value NULLS FIRST, from_state NULLS FIRST, to_state
+    """
+
+
+def segment_growth_select(segment_transitions: str, period: dt.date) -> str:
+    """Growth accounting per (segment, value), summed off the period's segment transitions: the
+    users with the value in p (active, new, retained, reactivated, dormant, every user, and the
+    retained users who came from another value), joined null-safely with the users active in p-1
+    with the value then (active_prev, churned, and the retained users who left for another value)."""
+    p, active = date_lit(period), ACTIVE_LIST
+    moved = "to_state = 'retained' AND prev_value IS DISTINCT FROM value"
+    def total(condition: str) -> str:  # noqa: E306
+        return f"CAST(coalesce(sum(users) FILTER (WHERE {condition}), 0) AS BIGINT)"
+    return f"""
+        WITH t AS (
+            SELECT segment, prev_value, value, from_state, to_state, users
+            FROM {ident(segment_transitions)} WHERE period_start = {p}
+        ),
+        now AS (
+            SELECT segment, value,
+                   {total(f"to_state IN {active}")} AS active,
+                   {total("to_state = 'new'")} AS new,
+                   {total("to_state = 'retained'")} AS retained,
+                   {total("to_state = 'reactivated'")} AS reactivated,
+                   {total("to_state = 'inactive' AND from_state = 'inactive'")} AS dormant,
+                   CAST(sum(users) AS BIGINT) AS users_ever,
+                   {total(moved)} AS moved_in
+            FROM t GROUP BY segment, value
+        ),
+        before AS (
+            SELECT segment, prev_value AS value,
+                   CAST(sum(users) AS BIGINT) AS active_prev,
+                   {total("to_state = 'inactive'")} AS churned,
+                   {total(moved)} AS moved_out
+            FROM t WHERE from_state IN {active} GROUP BY segment, prev_value
+        ),
+        counts AS (
+            SELECT coalesce(now.segment, before.segment) AS segment,
+                   CASE WHEN now.segment IS NULL THEN before.value ELSE now.value END AS value,
+                   coalesce(now.active, 0) AS active, coalesce(now.new, 0) AS new,
+                   coalesce(now.retained, 0) AS retained, coalesce(now.reactivated, 0) AS reactivated,
+                   coalesce(before.churned, 0) AS churned, coalesce(now.dormant, 0) AS dormant,
+                   coalesce(now.users_ever, 0) AS users_ever, coalesce(before.active_prev, 0) AS active_prev,
+                   coalesce(now.moved_in, 0) AS moved_in, coalesce(before.moved_out, 0) AS moved_out
+            FROM now FULL OUTER JOIN before
+              ON now.segment = before.segment AND now.value IS NOT DISTINCT FROM before.value
+        )
+        SELECT {p} AS period_start, segment, value, active, new, retained, reactivated, churned, dormant,
+               users_ever, active_prev, moved_in, moved_out, active - active_prev AS active_change,
+               (active_prev - churned) / nullif(active_prev, 0) AS retention_rate,
+               (new + reactivated + moved_in) / nullif(churned + moved_out, 0) AS quick_ratio
+        FROM counts
+        ORDER BY segment, value NULLS FIRST
+    """
+
+
+def segment_engagement_select(profile: str, period: dt.date) -> str:
+    """DAU, WAU, MAU and users per engagement state, per (segment, value) of day d, summed off the
+    day's segment profile."""
+    states = ",\n               ".join(
+        f"CAST(coalesce(sum(users) FILTER (WHERE engagement_state = {literal(s)}), 0) AS BIGINT) AS {ident(s)}"
+        for s in ENGAGEMENT_STATES)
+    dau = " + ".join(ident(s) for s in ENGAGEMENT_ACTIVE)
+    return f"""
+        WITH counts AS (
+            SELECT segment, value, CAST(sum(users) AS BIGINT) AS users_ever,
+               {states}
+            FROM {profile} GROUP BY segment, value
+        )
+        SELECT {date_lit(period)} AS period_start, segment, value, {dau} AS dau, {dau} + at_risk_wau AS wau,
+               {dau} + at_risk_wau + at_risk_mau AS mau, users_ever, {", ".join(map(ident, ENGAGEMENT_STATES))}
+        FROM counts
+        ORDER BY segment, value NULLS FIRST
+    """

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 import dagster as dg
 
 from activation_assets.config import ActivationConfig, ConfigError, missing_source_files
+from activation_assets import tables
 from activation_assets.orchestration.dbt import with_dbt_models
 from activation_assets.orchestration.factory import behavior_assets
 from activation_assets.orchestration.resources import RESOURCE, warehouse_resource
@@ -44,6 +45,7 @@ def build_defs(
     project, its models (and the raw sources they read) are included.
     """
     config = with_dbt_models(config)
+    tables.check_segment_names(config.behaviors)
     if check_files:
         problems = missing_source_files(config)
         if problems:

@@ -58,11 +58,11 @@ PROPAGATE = (
 SHOWN_TYPES = {tables.USER: "source type", tables.SOURCE: "source type"}
 
 
-def _schema(relation: tables.Relation, grain: Grain | None = None) -> dict:
+def _schema(relation: tables.Relation, grain: Grain | None = None, extra: Sequence[tables.Column] = ()) -> dict:
     """Dagster's column schema of a relation, from its one definition (`tables`)."""
     return {"dagster/column_schema": dg.TableSchema(columns=[
         dg.TableColumn(name=c.name, type=SHOWN_TYPES.get(c.type, c.type), description=c.description)
-        for c in relation.columns_for(grain)])}
+        for c in (*relation.columns_for(grain), *extra)])}
 
 
 def _periods(context: dg.AssetExecutionContext) -> list[dt.date]:
@@ -230,20 +230,20 @@ def firstlast_asset(behavior: BehaviorConfig, grain: Grain, engine: str = "duckd
             dg.AssetDep(sql.fact_table(behavior.name), partition_mapping=days_of_period()),
             dg.AssetDep(key, partition_mapping=PREVIOUS_PARTITION),
         ],
-        check_specs=_specs(key, inv.FIRSTLAST_CHECKS, grain, blocking=True),
+        check_specs=_specs(key, inv.firstlast_checks(behavior), grain, blocking=True),
         description=(
             f"The incremental state of `{behavior.name}` at the {grain} grain: one row per user seen by"
             " the end of the period, with their first and last active periods and current streak."
             " Each partition is the previous one updated with the period's active users only."
         ),
-        metadata=_schema(tables.FIRSTLAST, grain),
+        metadata=_schema(tables.FIRSTLAST, grain, tables.segment_columns(behavior.segments)),
         **_common(behavior, "firstlast", grain, engine),
     )
     def _firstlast(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         periods = _periods(context)
         with warehouse_of(context) as conn:
             rows = steps.materialize_firstlast(conn, behavior, grain, periods, _progress(context, name))
-            results = _check_results(behavior, grain, conn, inv.FIRSTLAST_CHECKS, periods)
+            results = _check_results(behavior, grain, conn, inv.firstlast_checks(behavior), periods)
         for period, count in rows.items():
             context.add_asset_metadata({"dagster/row_count": count}, partition_key=period.isoformat())
         return dg.MaterializeResult(check_results=results)
@@ -268,7 +268,7 @@ def activation_asset(behavior: BehaviorConfig, grain: Grain, engine: str = "duck
             " `retained`, `reactivated` or `inactive`, with the previous state, streaks, return gap and"
             " active periods. Table and columns follow the activation contract."
         ),
-        metadata=_schema(tables.ACTIVATION, grain),
+        metadata=_schema(tables.ACTIVATION, grain, tables.segment_columns(behavior.segments)),
         **_common(behavior, "activation", grain, engine),
     )
     def _activation(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
@@ -382,8 +382,8 @@ def _windows(behavior: BehaviorConfig) -> str:
 
 
 @dataclass(frozen=True)
-class _EngagementPart:
-    """One asset of the rolling-engagement multi-asset."""
+class _Part:
+    """One asset of a multi-asset (the rolling engagement, the segments)."""
     table: str
     layer: str
     description: str
@@ -391,13 +391,14 @@ class _EngagementPart:
     checks: Sequence[inv.Check]
     order: str
     partition_metadata: Callable[[dict], dict]
+    checked_against: tuple[str, ...] = ()  # tables its checks compare it with: built before it
 
 
-def _engagement_parts(behavior: BehaviorConfig) -> list[_EngagementPart]:
+def _engagement_parts(behavior: BehaviorConfig) -> list[_Part]:
     """In the order they are written (`sql.engagement_tables`)."""
     transitions, engagement, stickiness = sql.engagement_tables(behavior.name)
     return [
-        _EngagementPart(
+        _Part(
             transitions, "engagement_transitions",
             f"How `{behavior.name}` users moved between the daily engagement states ({_windows(behavior)}):"
             " users per (from_state, to_state), the daily activation rows grouped by (prev_engagement_state,"
@@ -405,7 +406,7 @@ def _engagement_parts(behavior: BehaviorConfig) -> list[_EngagementPart]:
             tables.ENGAGEMENT_TRANSITIONS, inv.ENGAGEMENT_TRANSITIONS_CHECKS, "from_state NULLS FIRST, to_state",
             lambda pairs: {"dagster/row_count": len(pairs), **pairs},
         ),
-        _EngagementPart(
+        _Part(
             engagement, "engagement",
             f"Rolling engagement of `{behavior.name}` per day ({_windows(behavior)}): DAU, WAU, MAU, stickiness"
             " (dau/mau), users in each of Duolingo's daily states, and the next-day retention rates of"
@@ -415,7 +416,7 @@ def _engagement_parts(behavior: BehaviorConfig) -> list[_EngagementPart]:
             tables.ENGAGEMENT, inv.ENGAGEMENT_CHECKS, "period_start",
             lambda row: {"dagster/row_count": 1, **_numbers(row)},
         ),
-        _EngagementPart(
+        _Part(
             stickiness, "stickiness",
             f"Stickiness of `{behavior.name}` per day ({_windows(behavior)}): users by their number of active"
             " days in the week and in the month ending on the day (Amplitude's stickiness).",
@@ -431,15 +432,24 @@ def rolling_engagement_asset(behavior: BehaviorConfig, grain: Grain, engine: str
     would read twice, and their writes share one transaction. In the UI each is its own asset, with
     its partitions, checks, metadata and plots, and each can be materialized alone."""
     parts, common = _engagement_parts(behavior), _common(behavior, "engagement", grain, engine)
+    return _multi_asset(behavior, grain, f"{behavior.name}_rolling_engagement_daily", parts, common,
+                        steps.materialize_rolling_engagement)
+
+
+def _multi_asset(
+    behavior: BehaviorConfig, grain: Grain, name: str, parts: Sequence[_Part], common: dict,
+    step: Callable,
+) -> dg.AssetsDefinition:
+    """Assets written together by one step, each its own asset with its checks, metadata and preview."""
     spec = {k: common[k] for k in ("group_name", "kinds", "owners", "automation_condition")}
     specs = [
         dg.AssetSpec(
-            key=part.table, deps=[sql.reads(behavior.name, grain, part.table)], description=part.description,
+            key=part.table, deps=[sql.reads(behavior.name, grain, part.table), *part.checked_against],
+            description=part.description,
             metadata=_schema(part.relation, grain), tags={**common["tags"], "layer": part.layer}, **spec,
         )
         for part in parts
     ]
-    name = f"{behavior.name}_rolling_engagement_daily"
 
     @dg.multi_asset(
         name=name,
@@ -449,13 +459,12 @@ def rolling_engagement_asset(behavior: BehaviorConfig, grain: Grain, engine: str
         partitions_def=partitions_def(behavior, grain),
         **{k: common[k] for k in ("pool", "required_resource_keys", "backfill_policy")},
     )
-    def _rolling_engagement(context: dg.AssetExecutionContext):
+    def _together(context: dg.AssetExecutionContext):
         periods = _periods(context)
         chosen = [part for part in parts if dg.AssetKey(part.table) in context.selected_asset_keys]
         written = []
         with warehouse_of(context) as conn:
-            numbers = steps.materialize_rolling_engagement(
-                conn, behavior, grain, periods, [part.table for part in chosen], _progress(context, name))
+            numbers = step(conn, behavior, grain, periods, [part.table for part in chosen], _progress(context, name))
             for part in chosen:
                 key = dg.AssetKey(part.table)
                 checks = [c for c in part.checks
@@ -468,7 +477,56 @@ def rolling_engagement_asset(behavior: BehaviorConfig, grain: Grain, engine: str
                                            partition_key=period.isoformat())
             yield dg.MaterializeResult(asset_key=part.table, check_results=results, metadata={"preview": preview})
 
-    return _rolling_engagement
+    return _together
+
+
+# --- segments --------------------------------------------------------------------------------------
+
+
+def _segment_parts(behavior: BehaviorConfig, grain: Grain) -> list[_Part]:
+    """In the order they are written (`sql.segment_tables`)."""
+    names = ", ".join(f"`{s.key}` ({s.column})" for s in behavior.segments)
+
+    def values(numbers: dict) -> dict:
+        return {"dagster/row_count": numbers["rows"],
+                **{f"values_{segment}": n for segment, n in numbers["values"].items()}}
+
+    parts = [
+        _Part(
+            sql.segment_transitions_table(behavior.name, grain), "segment_transitions",
+            f"How `{behavior.name}` users moved into each {grain.value} period, per segment ({names}) and value:"
+            " users per (prev_value, value, from_state, to_state). A user who changed value while active is"
+            " a move of its own, not a churn plus a new user.",
+            tables.SEGMENT_TRANSITIONS, inv.SEGMENT_TRANSITIONS_CHECKS,
+            "segment, value NULLS FIRST, prev_value NULLS FIRST, from_state NULLS FIRST, to_state", values,
+            (sql.transitions_table(behavior.name, grain),),
+        ),
+        _Part(
+            sql.segment_growth_table(behavior.name, grain), "segment_growth",
+            f"Growth accounting of `{behavior.name}` per {grain.value} period and segment value ({names}):"
+            " active, new, retained, reactivated, churned, dormant, and the moves in and out of the value;"
+            " the values of a segment add up to the growth table.",
+            tables.SEGMENT_GROWTH, inv.SEGMENT_GROWTH_CHECKS, "segment, active DESC", values,
+            (sql.growth_table(behavior.name, grain),),
+        ),
+    ]
+    if grain is Grain.daily:
+        parts.append(_Part(
+            sql.segment_engagement_table(behavior.name), "segment_engagement",
+            f"Rolling engagement of `{behavior.name}` per day and segment value ({names}; {_windows(behavior)}):"
+            " DAU, WAU, MAU and users per engagement state.",
+            tables.SEGMENT_ENGAGEMENT, inv.SEGMENT_ENGAGEMENT_CHECKS, "segment, dau DESC", values,
+            (sql.engagement_table(behavior.name),),
+        ))
+    return parts
+
+
+def segments_asset(behavior: BehaviorConfig, grain: Grain, engine: str = "duckdb") -> dg.AssetsDefinition:
+    """The segment assets of a grain, computed in one step off one profile of each period's
+    activation rows (a multi-asset, as the rolling engagement); each is its own asset in the UI."""
+    parts, common = _segment_parts(behavior, grain), _common(behavior, "segments", grain, engine)
+    return _multi_asset(behavior, grain, f"{behavior.name}_segments_{grain.value}", parts, common,
+                        steps.materialize_segments)
 
 
 GRAIN_ASSETS: tuple[Callable[[BehaviorConfig, Grain, str], dg.AssetsDefinition], ...] = (
@@ -487,4 +545,5 @@ def behavior_assets(
     return [fact_asset(behavior, engine, upstream)] + [
         build(behavior, grain, engine) for grain in behavior.grains
         for build in GRAIN_ASSETS + (DAILY_ASSETS if grain is Grain.daily else ())
+        + ((segments_asset,) if behavior.segments else ())
     ]

@@ -260,7 +260,7 @@ def outdated_partitions(
     """The partitions of one grain that are missing, read a fact day whose source changed, or were
     built before one of their inputs was written again. Every later partition builds on them."""
     wh = as_warehouse(conn)
-    tables = sql.grain_tables(behavior.name, grain)
+    tables = sql.grain_tables(behavior, grain)
     fact, (firstlast, activation) = sql.fact_table(behavior.name), tables[:2]
     written: dict[str, dict[dt.date, dt.datetime]] = {}
     for table, period, at in wh.log_entries([fact, *tables]):

@@ -34,7 +34,7 @@ def rebuild_from(
     (from `rebuilt` on). Every later period builds on it, so all of them are built again too."""
     calendar = periods_for(behavior, grain)
     touched = {calendar.start_of(d) for d in fact_days}
-    keys = grain_tables(behavior.name, grain)
+    keys = grain_tables(behavior, grain)
     for period in periods:
         if (period in touched or (rebuilt is not None and period >= rebuilt)
                 or (done is not None and any(period not in done(k) for k in keys))):
@@ -95,7 +95,7 @@ def plan(
         for grain in [g for g in behavior.grains if grains is None or g in grains]:
             calendar = periods_for(behavior, grain)
             periods = existing_periods(behavior, grain, today)
-            keys = grain_tables(behavior.name, grain)
+            keys = grain_tables(behavior, grain)
             materialized = set.union(*(done(k) for k in keys))
             if windowed:
                 first = calendar.start_of(start) if start else periods[0] if periods else None
@@ -156,7 +156,7 @@ def affected(
         start = rebuild_from(behavior, grain, periods, changes.days, None, outdated.first_rebuilt)
         if start is None:
             continue
-        logged = {p for _, p, _ in warehouse.log_entries(grain_tables(behavior.name, grain))}
-        targets |= {(table, p) for table in grain_tables(behavior.name, grain)
+        logged = {p for _, p, _ in warehouse.log_entries(grain_tables(behavior, grain))}
+        targets |= {(table, p) for table in grain_tables(behavior, grain)
                     for p in periods if p >= start and p in logged}
     return changes, targets

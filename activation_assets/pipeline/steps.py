@@ -58,12 +58,16 @@ def reconcile_definition(conn: Warehouse, behavior: BehaviorConfig) -> list[str]
     # A database from before `source` was recorded: take the current one as what it was built from.
     if was and was["source"] is None:
         was["source"] = now["source"]
+    # One from before segments were recorded had none.
+    if was and was["segments"] is None:
+        was["segments"] = "none"
     # One from before the rolling engagement: its daily FirstLast has no days_seen_bits to carry on.
     before_bits = bool(was) and was["engagement"] is None
     if before_bits:
         was["engagement"] = "none (built before days_seen_bits)"
     changed = [f"{name} {was[name]} -> {value}" for name, value in now.items() if was and was[name] != value]
-    moved = {name for name in ("start_date", "timezone", "week_start", "source") if was and was[name] != now[name]}
+    moved = {name for name in ("start_date", "timezone", "week_start", "source", "segments")
+             if was and was[name] != now[name]}
     with wh.transaction():
         every_day = bool(moved & {"timezone", "source"})  # every fact row is read or dated anew
         wh.forget_partitions(sql.fact_table(behavior.name), "TRUE" if every_day else sql.outside(
@@ -79,6 +83,10 @@ def reconcile_definition(conn: Warehouse, behavior: BehaviorConfig) -> list[str]
                 wh.forget_partitions(table, "TRUE" if rebuilt else keep)
         if before_bits:  # configured or not: a daily grain added later must not find the old table
             wh.drop_table(sql.firstlast_table(behavior.name, Grain.daily))
+        if "segments" in moved:  # the state and the segment tables have other columns now
+            for grain in Grain:
+                for table in (sql.firstlast_table(behavior.name, grain), *sql.segment_tables(behavior.name, grain)):
+                    wh.drop_table(table)
         wh.record_definition(behavior.name, current)
     return changed
 
@@ -88,7 +96,7 @@ def definition(behavior: BehaviorConfig) -> tuple:
     source = (f"{behavior.source.describe()}; user_column {behavior.user_column};"
               f" time_column {behavior.time_column}")
     return (behavior.start_date, behavior.end_date, behavior.timezone, behavior.week_start, source,
-            behavior.engagement.describe())
+            behavior.engagement.describe(), behavior.describe_segments())
 
 
 # --- fact -------------------------------------------------------------------------------------
@@ -221,6 +229,7 @@ def check_source_columns(behavior: BehaviorConfig, columns: dict[str, str]) -> s
             f"behavior {name!r}: the source ({source}) has column(s) {', '.join(clashes)} that the fact table"
             " derives itself; rename them in a view (`source: {table: ...}`) or pick them as user/time column."
         )
+    check_segment_columns(behavior, columns, f"the source ({source})")
     time_type = columns[behavior.time_column]
     if time_type not in sql.TIMESTAMP_TYPES and time_type != "VARCHAR":
         raise ActivationError(
@@ -352,11 +361,27 @@ def _require_previous(wh: Warehouse, behavior: BehaviorConfig, grain: Grain, tab
     )
 
 
-def _user_type(wh: Warehouse, behavior: BehaviorConfig) -> str:
+def _fact_types(wh: Warehouse, behavior: BehaviorConfig) -> dict[str, str]:
     fact = sql.fact_table(behavior.name)
     if not wh.table_exists(fact):
         raise ActivationError(f"behavior {behavior.name!r}: {fact} has never been materialized; materialize it first.")
-    return wh.table_column_types(fact)["user_id"]
+    return wh.table_column_types(fact)
+
+
+def check_segment_columns(behavior: BehaviorConfig, columns: Collection[str], where: str) -> None:
+    """Every segment's column is a column of the source (`columns`, as `where` names them), and
+    neither the user nor the time column."""
+    for segment in behavior.segments:
+        if segment.column in (behavior.user_column, behavior.time_column):
+            raise ActivationError(
+                f"behavior {behavior.name!r}: segment {segment.key!r} uses column {segment.column!r}, which is the"
+                " behavior's user or time column. Point the segment's `column:` at an attribute of the user.")
+        if segment.column not in columns:
+            available = ", ".join(c for c in columns if c not in CONTRACT_COLUMNS) or "none"
+            raise ActivationError(
+                f"behavior {behavior.name!r}: segment {segment.key!r} reads column {segment.column!r}, which"
+                f" {where} does not have (its other columns: {available}). Fix the segment's `column:` or"
+                " add the column to the source; nothing was written.")
 
 
 def firstlast_columns(grain: Grain) -> tuple[relations.Column, ...]:
@@ -377,12 +402,17 @@ def materialize_firstlast(
         why=f"cannot materialize {table} for {periods[0]}..{periods[-1]}: it reads every day of its periods",
         how=f"Materialize {fact} for those days first.",
     )
-    wh.create_table(table, relations.with_user_type(firstlast_columns(grain), _user_type(wh, behavior)))
+    types = _fact_types(wh, behavior)
+    check_segment_columns(behavior, types, f"its fact table {fact}")
+    segments = behavior.segments
+    columns = firstlast_columns(grain) + relations.segment_columns(segments)
+    wh.create_table(table, relations.with_user_type(columns, types["user_id"]))
     first = first_period(behavior, grain)
+    extra = {"segments": segments, "time_type": types["occurred_at"]} if segments else {}
     with wh.hash_joins_build_on_the_right():  # on the period's active users, not on everyone seen so far
         return _replace_partitions(wh, table, periods, lambda period: sql.firstlast_select(
             table, fact, period, calendar.previous(period), calendar.next(period), is_first=period == first,
-            days_seen_bits=grain is Grain.daily), progress)
+            days_seen_bits=grain is Grain.daily, **extra), progress)
 
 
 def materialize_activation(
@@ -403,7 +433,8 @@ def materialize_activation(
         how=f"Materialize {firstlast} for those periods first.",
     )
     engagement = behavior.engagement
-    wh.create_view(table, sql.activation_view(firstlast, grain, engagement.week_days, engagement.month_days))
+    wh.create_view(table, sql.activation_view(firstlast, grain, engagement.week_days, engagement.month_days,
+                                              segments=behavior.segments))
     rows = {row[0]: dict(zip(("users", *sql.STATES, "churned"), row[1:]))
             for row in wh.query(sql.state_counts_by_period(table, periods[0], periods[-1]))}
     counts = {period: rows.get(period, dict.fromkeys(("users", *sql.STATES, "churned"), 0)) for period in periods}
@@ -560,6 +591,76 @@ def _stickiness_numbers(wh: Warehouse, table: str, periods: Sequence[dt.date]) -
             f" GROUP BY period_start, {sql.ident('window')}"):
         out[period]["rows"] += rows
         out[period][f"mean_active_days_{window}"] = mean
+    return out
+
+
+# --- segments ------------------------------------------------------------------------------------------
+
+
+def materialize_segments(
+    conn: Warehouse, behavior: BehaviorConfig, grain: Grain, periods: Sequence[dt.date],
+    tables: Collection[str] | None = None, progress: Progress = _no_progress,
+) -> dict[str, dict[dt.date, dict]]:
+    """The segment tables of each period (all of `sql.segment_tables`, or those of them in `tables`),
+    written together off one profile of the period's activation rows (`sql.segment_profile_select`).
+    A period with more distinct values of a segment than its `max_values` fails before any of its
+    rows are written (the periods before it stay written). Returns, per table, each period's numbers."""
+    wh, periods = as_warehouse(conn), sorted(periods)
+    all_tables = sql.segment_tables(behavior.name, grain)
+    chosen = [t for t in all_tables if tables is None or t in tables]
+    if not behavior.segments:
+        raise ActivationError(f"behavior {behavior.name!r} has no `segments:`; its segment tables are not built.")
+    transitions = sql.segment_transitions_table(behavior.name, grain)
+    activation, profile = sql.activation_table(behavior.name, grain), f"_segment_profile_{behavior.name}"
+    reconcile_definition(wh, behavior)
+    for table in chosen:
+        if (source := sql.reads(behavior.name, grain, table)) not in chosen:
+            _require_input(wh, source, table, periods)
+    relation_of = {r.table(behavior.name, grain): r for r in relations.SEGMENT_RELATIONS}
+    selects = {
+        transitions: lambda period: sql.segment_transitions_select(profile, period),
+        sql.segment_growth_table(behavior.name, grain): lambda period: sql.segment_growth_select(transitions, period),
+        sql.segment_engagement_table(behavior.name): lambda period: sql.segment_engagement_select(profile, period),
+    }
+    profiled = any(sql.reads(behavior.name, grain, t) == activation for t in chosen)
+    limits = {s.key: s for s in behavior.segments}
+    for table in chosen:
+        wh.create_table(table, relation_of[table].columns)
+    with wh.partition_writes(chosen, periods):
+        for i, period in enumerate(periods):
+            with wh.together():
+                if profiled:
+                    wh.stage(profile, sql.segment_profile_select(
+                        activation, period, behavior.segments, daily=grain is Grain.daily))
+                    for name, seen in wh.query(sql.segment_values_seen(profile)):
+                        segment = limits[name]
+                        if seen > segment.max_values:
+                            wh.drop_stage(profile)
+                            raise ActivationError(
+                                f"behavior {behavior.name!r}: segment {name!r} (column {segment.column!r}) has"
+                                f" {seen} distinct values in the {grain.value} partition {period}, more than its"
+                                f" max_values {segment.max_values}. List the values to keep with `values:` (the"
+                                " rest become 'other') or raise `max_values:`; nothing of this partition was"
+                                " written.")
+                for table in chosen:  # in dependency order: the transitions before the growth
+                    wh.replace_partition(table, period, selects[table](period))
+            progress(i + 1, len(periods), period)
+    if profiled:
+        wh.drop_stage(profile)
+    return {table: _segment_numbers(wh, table, periods) for table in chosen}
+
+
+def _segment_numbers(wh: Warehouse, table: str, periods: Sequence[dt.date]) -> dict[dt.date, dict]:
+    """Per period: its rows, the values seen per segment, and its users (every segment's add up to them)."""
+    out: dict[dt.date, dict] = {p: {"rows": 0, "values": {}} for p in periods}
+    measure = "users" if "transitions" in table else "users_ever"
+    for period, segment, rows, values, users in wh.query(
+            f"SELECT period_start, segment, count(*), count(DISTINCT value), sum({measure}) FROM {sql.ident(table)}"
+            f" WHERE period_start BETWEEN {sql.date_lit(min(periods))} AND {sql.date_lit(max(periods))}"
+            f" GROUP BY period_start, segment ORDER BY segment"):
+        out[period]["rows"] += rows
+        out[period]["values"][segment] = values
+        out[period]["users"] = users
     return out
 
 

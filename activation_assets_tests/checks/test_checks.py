@@ -122,16 +122,59 @@ CORRUPTIONS = {
         "UPDATE visited_stickiness_daily SET active_days = 8 WHERE rowid = (SELECT min(rowid)"
         " FROM visited_stickiness_daily WHERE period_start = DATE '{period}' AND \"window\" = 'week')",
         "adds_up_to_active_users", "1 rows out of range"),
+    # Segments (S1-S6): each corruption keeps what the other segment checks compare.
+    "S1 a segment transition moved to another pair": (
+        "segment_transitions", Grain.daily, DAY,
+        "UPDATE visited_segment_transitions_daily SET from_state = 'inactive', to_state = 'reactivated'"
+        " WHERE rowid = (SELECT min(rowid) FROM visited_segment_transitions_daily"
+        " WHERE period_start = DATE '{period}' AND from_state = 'retained' AND to_state = 'retained')",
+        "sums_to_transitions", "pairs disagree with the transitions table"),
+    "S2 users moved to another value": (
+        "segment_transitions", Grain.daily, DAY,
+        "UPDATE visited_segment_transitions_daily SET value = 'elsewhere' WHERE rowid = (SELECT min(rowid)"
+        " FROM visited_segment_transitions_daily WHERE period_start = DATE '{period}' AND to_state = 'retained')",
+        "values_match_activation", "disagree with the activation rows"),
+    "S3 a move in without a move out": (
+        "segment_growth", Grain.daily, DAY,
+        "UPDATE visited_segment_growth_daily SET moved_in = moved_in + 1, active = active + 1,"
+        " retained = retained + 1, active_change = active_change + 1 WHERE rowid = (SELECT min(rowid)"
+        " FROM visited_segment_growth_daily WHERE period_start = DATE '{period}')",
+        "accounting_adds_up", "do not add up to the growth table or have unbalanced moves"),
+    "S3 a value row that breaks the identity": (
+        "segment_growth", Grain.daily, DAY,
+        "UPDATE visited_segment_growth_daily SET churned = churned + 1 WHERE rowid = (SELECT min(rowid)"
+        " FROM visited_segment_growth_daily WHERE period_start = DATE '{period}')",
+        "accounting_adds_up", "1 value rows break the identity"),
+    "S4 an inactive user moved": (
+        "segment_transitions", Grain.daily, DAY,
+        "UPDATE visited_segment_transitions_daily SET value = 'elsewhere' WHERE rowid = (SELECT min(rowid)"
+        " FROM visited_segment_transitions_daily WHERE period_start = DATE '{period}' AND to_state = 'inactive')",
+        "nobody_moves_while_inactive", "inactive users changed value"),
+    "S5 a state value that is not the latest in the fact": (
+        "firstlast", Grain.daily, DAY,
+        "UPDATE visited_firstlast_daily SET platform = 'elsewhere' WHERE period_start = DATE '{period}'"
+        " AND user_id = (SELECT min(user_id) FROM fact_visited WHERE period_start = DATE '{period}'"
+        " AND platform IS NOT NULL)",
+        "segment_is_latest_value", "differ from the latest value in the fact"),
+    "S6 dau off by one in a value": (
+        "segment_engagement", Grain.daily, DAY,
+        "UPDATE visited_segment_engagement_daily SET dau = dau + 1, wau = wau + 1, mau = mau + 1,"
+        " users_ever = users_ever + 1 WHERE rowid = (SELECT min(rowid) FROM visited_segment_engagement_daily"
+        " WHERE period_start = DATE '{period}')",
+        "sums_to_engagement", "do not add up to the engagement table"),
 }
-CHECKS = {"activation": inv.ACTIVATION_CHECKS, "firstlast": inv.FIRSTLAST_CHECKS,
+CHECKS = {"activation": inv.ACTIVATION_CHECKS, "firstlast": inv.FIRSTLAST_CHECKS + inv.SEGMENT_STATE_CHECKS,
           "transitions": inv.TRANSITIONS_CHECKS, "engagement": inv.ENGAGEMENT_CHECKS,
-          "engagement_transitions": inv.ENGAGEMENT_TRANSITIONS_CHECKS, "stickiness": inv.STICKINESS_CHECKS}
+          "engagement_transitions": inv.ENGAGEMENT_TRANSITIONS_CHECKS, "stickiness": inv.STICKINESS_CHECKS,
+          "segment_transitions": inv.SEGMENT_TRANSITIONS_CHECKS, "segment_growth": inv.SEGMENT_GROWTH_CHECKS,
+          "segment_engagement": inv.SEGMENT_ENGAGEMENT_CHECKS}
 
 
 @pytest.fixture(scope="module")
 def clean(tmp_path_factory):
     directory = tmp_path_factory.mktemp("checks")
-    config = small_behavior(directory, SPEC, edge_events(SPEC, seed=31, users=list(range(1, 40))))
+    config = small_behavior(directory, SPEC, edge_events(SPEC, seed=31, users=list(range(1, 40))),
+                            segments=[{"column": "platform"}])
     assert run_graph(config) == 0  # a clean run: every check of every partition passes
     return load_config(config)
 
@@ -170,7 +213,9 @@ def test_the_clean_graph_passes_every_check(clean):
         for table, grain, period in [("activation", Grain.daily, DAY), ("firstlast", Grain.daily, DAY),
                                      ("transitions", Grain.daily, DAY), ("activation", Grain.weekly, WEEK),
                                      ("engagement", Grain.daily, DAY), ("engagement_transitions", Grain.daily, DAY),
-                                     ("stickiness", Grain.daily, DAY)]:
+                                     ("stickiness", Grain.daily, DAY), ("segment_transitions", Grain.daily, DAY),
+                                     ("segment_transitions", Grain.weekly, WEEK), ("segment_growth", Grain.daily, DAY),
+                                     ("segment_engagement", Grain.daily, DAY)]:
             outcomes = _evaluate(conn, clean, table, grain, period)
             assert outcomes and all(o.passed for o in outcomes.values()), outcomes
 
@@ -184,11 +229,14 @@ def test_corruption_is_caught(clean, tmp_path, case):
         _as_table(conn, f"visited_activation_{grain}")
         changed = conn.execute(_fill(corruption, period)).fetchone()[0]
         assert changed == 1, "the corruption must touch exactly one row"
-        outcome = _evaluate(conn, clean, table, grain, period)[check_name]
+        outcomes = _evaluate(conn, clean, table, grain, period)
+        outcome = outcomes[check_name]
     assert not outcome.passed
     assert outcome.violations >= 1
     assert words in outcome.summary()
     assert str(period) in outcome.summary()
+    if case.startswith(("S1", "S2", "S3 a move")):  # these keep what the table's other checks compare
+        assert [name for name, o in outcomes.items() if not o.passed] == [check_name]
 
 
 def test_matches_days_catches_a_model_built_from_days_outside_the_window(clean, tmp_path):
