@@ -931,8 +931,8 @@ SEGMENT_GROWTH_CHECKS = (
                     FROM ({c.segment_names}) AS segments
                     CROSS JOIN (SELECT * FROM {c.growth} WHERE period_start = {c.p}) AS whole
                     LEFT JOIN sums ON sums.segment = segments.segment
-                    WHERE NOT coalesce({" AND ".join(f"sums.{ident(n)} = whole.{ident(n)}" for n in _GROWTH_COUNTS)}
-                                       AND sums.unbalanced = 0, FALSE))
+                    WHERE NOT ({" AND ".join(f"coalesce(sums.{ident(n)}, 0) = whole.{ident(n)}" for n in _GROWTH_COUNTS)}
+                               AND coalesce(sums.unbalanced, 0) = 0))
             SELECT rows_off.n + totals_off.n,
                    rows_off.n || ' value rows break the identity; ' || totals_off.n
                    || ' segments do not add up to the growth table or have unbalanced moves'
@@ -953,8 +953,7 @@ SEGMENT_ENGAGEMENT_CHECKS = (
             FROM ({c.segment_names}) AS segments
             CROSS JOIN (SELECT * FROM {c.engagement} WHERE period_start = {c.p}) AS whole
             LEFT JOIN sums ON sums.segment = segments.segment
-            WHERE NOT coalesce(sums.dau = whole.dau AND sums.wau = whole.wau AND sums.mau = whole.mau
-                               AND sums.users_ever = whole.users_ever, FALSE)""",
+            WHERE NOT ({" AND ".join(f"coalesce(sums.{n}, 0) = whole.{n}" for n in ("dau", "wau", "mau", "users_ever"))})""",
         grains=DAILY,
     ),
 )

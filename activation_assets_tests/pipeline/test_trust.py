@@ -82,8 +82,13 @@ def _every_table(database) -> dict[str, list[tuple]]:
     with duckdb.connect(str(database), read_only=True) as conn:
         tables = [r[0] for r in conn.execute("SELECT table_name FROM information_schema.tables").fetchall()
                   if r[0] != SOURCE_FILES]
-        return {t: sorted(map(repr, conn.execute(f'SELECT * {left_out.get(t, "")} FROM "{t}"').fetchall()))
-                for t in tables}
+        out = {}
+        for t in tables:
+            # By column name: a record migrated from an older version has its added columns last.
+            cursor = conn.execute(f'SELECT * {left_out.get(t, "")} FROM "{t}"')
+            names = [d[0] for d in cursor.description]
+            out[t] = sorted(repr(sorted(zip(names, map(repr, row)))) for row in cursor.fetchall())
+        return out
 
 
 def _cli_materialize(config, home, monkeypatch) -> None:
