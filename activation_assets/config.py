@@ -166,7 +166,8 @@ class SegmentConfig(_Strict):
 
     column: str
     name: str | None = None
-    values: tuple[str, ...] | None = None
+    # Written as text or as the column's own scalars (`values: [1, 2]` of an integer column); kept as text.
+    values: tuple[str | int | float | bool, ...] | None = None
     max_values: int = Field(default=100, ge=1)
 
     @field_validator("values", mode="before")

@@ -418,38 +418,42 @@ def prev_column(segment: SegmentConfig) -> str:
     return f"prev_{segment.key}"
 
 
-def segment_columns(segments: Sequence[SegmentConfig]) -> tuple[Column, ...]:
-    """The columns each segment adds to FirstLast and the activation relation: N = seg(u, p), and
-    prev_N = seg(u, p-1) (what the segment transitions group by; null for a new user)."""
+def segment_columns(segments: Sequence[SegmentConfig], relation: Relation) -> tuple[Column, ...]:
+    """The columns each segment adds to the activation relation, N = seg(u, p), and to FirstLast, N
+    and prev_N = seg(u, p-1) (what the segment transitions group by; null for a new user: kept in the
+    state so that no step joins p with p-1); none to the other relations."""
     columns: list[Column] = []
-    for segment in segments:
+    for segment in segments if relation in (FIRSTLAST, ACTIVATION) else ():
         values = f", mapped through values: {list(segment.values)} (the rest: 'other')" if segment.values else ""
-        columns += [
-            col(segment.key, "VARCHAR", f"segment {segment.key}: the last value of {segment.column} known at the"
-                f" end of the period, as text{values}; null before the first", nullable=True),
-            col(prev_column(segment), "VARCHAR", f"segment {segment.key} in p-1 (null for a new user)",
-                nullable=True),
-        ]
+        columns.append(col(
+            segment.key, "VARCHAR", f"segment {segment.key}: the last value of {segment.column} known at the end"
+            f" of the period, as text{values}; null before the first", nullable=True))
+        if relation is FIRSTLAST:
+            columns.append(col(prev_column(segment), "VARCHAR", f"segment {segment.key} in p-1 (null for a new user)",
+                               nullable=True))
     return tuple(columns)
 
 
 def check_segment_names(behaviors: Sequence[BehaviorConfig]) -> None:
-    """A segment's columns (N, prev_N) must not take the name of a column of the relations they join."""
-    taken = {c.name for relation in (FIRSTLAST, ACTIVATION) for c in relation.columns_for(Grain.daily)}
+    """A segment's columns must not take the name of a column of the relations they join: N that of
+    an activation or FirstLast column, prev_N (FirstLast only) that of a FirstLast column."""
+    activation = {c.name for relation in (FIRSTLAST, ACTIVATION) for c in relation.columns_for(Grain.daily)}
+    state = set(FIRSTLAST.names(Grain.daily))
     for behavior in behaviors:
         for segment in behavior.segments:
-            for name in (segment.key, prev_column(segment)):
+            for name, taken, relation in ((segment.key, activation, ACTIVATION),
+                                          (prev_column(segment), state, FIRSTLAST)):
                 if name in taken:
                     raise ConfigError(
                         f"behavior {behavior.name!r}: segment {segment.key!r} would add column {name!r} to"
-                        f" {ACTIVATION.table(behavior.name, 'daily').replace('_daily', '_<grain>')}, which has"
-                        " one of that name already. Give the segment another `name:` (e.g. "
-                        f"{segment.key}_segment).")
+                        f" {relation.table(behavior.name, '<grain>')}, which has one of that name already."
+                        f" Give the segment another `name:` (e.g. {segment.key}_segment).")
             others = {prev_column(s) for s in behavior.segments if s is not segment}
             if segment.key in others:
                 raise ConfigError(
                     f"behavior {behavior.name!r}: segment {segment.key!r} takes the name of another segment's"
-                    f" previous value column; rename one of them with `name:`.")
+                    f" previous value column in {FIRSTLAST.table(behavior.name, '<grain>')}; rename one of them"
+                    " with `name:`.")
 
 
 # --- the docs ----------------------------------------------------------------------------------------
@@ -473,7 +477,10 @@ def markdown() -> str:
         for column in relation.daily:
             lines.append(f"| `{column.name}` | {column.type} | {'yes' if column.nullable else 'no'} |"
                          f" daily grain only: {column.description} |")
-        if relation in (FIRSTLAST, ACTIVATION):
+        if relation is ACTIVATION:
+            lines.append("| `<N>` | VARCHAR | yes | with `segments:`, per segment N: seg(u, p), the last value of its"
+                         " column known at the end of the period |")
+        if relation is FIRSTLAST:
             lines.append("| `<N>`, `prev_<N>` | VARCHAR | yes | with `segments:`, per segment N: seg(u, p) and"
                          " seg(u, p-1) (null for a new user) |")
         lines.append("")

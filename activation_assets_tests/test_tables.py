@@ -25,7 +25,7 @@ def expected_columns(relation: tables.Relation, grain: Grain | None, source_type
                      segments=()) -> list[tuple]:
     """(name, type, nullable) as DuckDB should report them; a view does not know nullability. The
     per-user relations end with the segments' columns."""
-    extra = tables.segment_columns(segments) if relation in (tables.FIRSTLAST, tables.ACTIVATION) else ()
+    extra = tables.segment_columns(segments, relation)
     return [(c.name, source_types.get(c.type, c.type), True if relation.view else c.nullable)
             for c in (*relation.columns_for(grain), *extra)]
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from activation_assets.checks import invariants as inv
 from activation_assets.cli.output import (
-    CommandError, show_failure, span, say, say_source_changes, stale_sources, summary,
+    CommandError, describe_segment_values, show_failure, span, say, say_source_changes, stale_sources, summary,
 )
 from activation_assets.cli.preflight import preflight, reconcile
 from activation_assets.config import SAMPLE_DATA_DIR, ActivationConfig, ConfigError, Grain, load_config, missing_source_files
@@ -52,9 +52,13 @@ def _load(args) -> ActivationConfig:
 
 def cmd_validate(args) -> int:
     config = _load(args)
-    last_days = preflight(config, list(config.behaviors), every_file=True)
+    values: dict[str, dict] = {}
+    last_days = preflight(config, list(config.behaviors), every_file=True, values=values)
     for note in stale_sources(list(config.behaviors), last_days):
         say(f"note: {note}")
+    for behavior in config.behaviors:
+        for segment in behavior.segments:
+            say(describe_segment_values(behavior.name, segment, values[behavior.name][segment.key]))
     names = ", ".join(f"{b.name} ({'/'.join(g.value for g in b.grains)})" for b in config.behaviors)
     say(f"{config.path}: valid; behaviors: {names}")
     return 0

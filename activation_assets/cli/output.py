@@ -112,3 +112,24 @@ def stale_sources(behaviors: list[BehaviorConfig], last_days: dict[str, dt.date 
             f" `end_date` partitions are built up to {days[-1]}: the last {empty} day(s) have no events"
             f" (every user inactive). If the source has ended, set `end_date: {last}`.")
     return notes
+
+
+def describe_segment_values(behavior: str, segment, counts: list[tuple[str | None, int]], shown: int = 8) -> str:
+    """One line per segment for `activation validate`: its distinct values in the source, the most
+    frequent first with their share of rows, and what `values:` and `max_values:` make of them."""
+    total = sum(n for _, n in counts) or 1
+    present = [(v, n) for v, n in counts if v is not None]
+    missing = sum(n for v, n in counts if v is None)
+    listed = ", ".join(f"{v} {100 * n / total:.0f}%" for v, n in present[:shown])
+    more = f", and {len(present) - shown} more" if len(present) > shown else ""
+    line = (f"behavior {behavior!r}: segment {segment.key!r} (column {segment.column!r}): {len(present)} distinct"
+            f" value(s) in the source: {listed or 'none'}{more}")
+    if missing:
+        line += f"; {100 * missing / total:.0f}% of rows have none"
+    if segment.values is not None:
+        other = sum(1 for v, _ in present if v not in segment.values)
+        line += f"; values: keeps {len(segment.values)}, {other} become 'other'"
+    elif len(present) > segment.max_values:
+        line += (f". More than max_values {segment.max_values}: a partition with that many values fails; list"
+                 " the values to keep with `values:` or raise `max_values:`")
+    return line

@@ -8,7 +8,9 @@ import datetime as dt
 from activation_assets.config import ActivationConfig, BehaviorConfig, Grain
 from activation_assets.engines import ActivationError, open_for_reading, open_warehouse
 from activation_assets.periods import existing_periods
-from activation_assets.pipeline.steps import check_source_columns, day_files, describe_source, reconcile_definition, source_last_day
+from activation_assets.pipeline.steps import (
+    check_source_columns, day_files, describe_source, reconcile_definition, segment_values, source_last_day,
+)
 from activation_assets.cli.output import CommandError, say
 
 
@@ -16,13 +18,14 @@ from activation_assets.cli.output import CommandError, say
 
 
 def preflight(config: ActivationConfig, behaviors: list[BehaviorConfig], every_file: bool = False,
-              ) -> dict[str, dt.date | None]:
+              values: dict[str, dict] | None = None) -> dict[str, dt.date | None]:
     """Read every selected source before Dagster starts: all problems in one message, printed once,
     and nothing created (no database file, no Dagster instance). Returns, for behaviors without
     end_date, the local date of their source's last event.
 
     A source in Hive-style day directories is read through its newest day's files only, so that a
     daily run does not open a year of files first (`validate` reads them all: `every_file`).
+    With `values`, each behavior's segment values in the source are put there (`steps.segment_values`).
     """
     problems: list[str] = []
     last_days: dict[str, dt.date | None] = {}
@@ -35,6 +38,8 @@ def preflight(config: ActivationConfig, behaviors: list[BehaviorConfig], every_f
                 time_type = check_source_columns(behavior, columns)
                 if behavior.end_date is None:
                     last_days[behavior.name] = source_last_day(warehouse, behavior, relation, time_type)
+                if values is not None and behavior.segments:
+                    values[behavior.name] = segment_values(warehouse, behavior, relation)
             except ActivationError as exc:
                 problems.append(str(exc))
     if problems:

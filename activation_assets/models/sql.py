@@ -404,7 +404,7 @@ def engagement_state(activity: tuple[str, str, str], is_new: str) -> str:
 
 def activation_view(
     firstlast: str, grain: Grain, week_days: int = 7, month_days: int = 28, engagement: bool = True,
-    segments: Sequence[SegmentConfig] = (),
+    segments: Sequence[SegmentConfig] = (), previous_values: bool = False,
 ) -> str:
     """The states of every period p, each read off FirstLast(p) alone (see the module docstring):
     the activation relation is this view, so each period writes one per-user snapshot, not two.
@@ -416,8 +416,10 @@ def activation_view(
     The daily view adds the rolling engagement states of day d and of d - 1, read off the bits:
     yesterday's bits are today's shifted down a day (M <= 62 keeps yesterday's month in them).
     `engagement=False` leaves them out (the calendar columns only, over a FirstLast without bits).
-    Each segment adds its two columns as FirstLast holds them.
+    Each segment adds its column N as FirstLast holds it; with `previous_values`, prev_N too (what
+    the segment tables group by; the contract's relation has N only).
     """
+    relation = tables.FIRSTLAST if previous_values else tables.ACTIVATION
     p, q = "period_start", previous_period(grain, "period_start")
     between = lambda a, b: periods_between(grain, a, b)  # noqa: E731
     engagement = "" if grain is not Grain.daily or not engagement else f""",
@@ -452,7 +454,7 @@ def activation_view(
                 THEN 0 ELSE {between('last_active_period', p)} END AS INTEGER) AS inactive_streak,
             CAST(CASE WHEN first_active_period < {p} AND streak_start_period = {p}
                 THEN {between('prior_active_period', p)} - 1 END AS INTEGER) AS return_gap,
-            active_periods{engagement}{"".join(f", {ident(c.name)}" for c in tables.segment_columns(segments))}
+            active_periods{engagement}{"".join(f", {ident(c.name)}" for c in tables.segment_columns(segments, relation))}
         FROM {ident(firstlast)}
     """
 
@@ -715,41 +717,53 @@ def segment_engagement_table(behavior: str) -> str:
     return tables.SEGMENT_ENGAGEMENT.table(behavior)
 
 
+def segment_whole(behavior: str, grain: Grain, table: str) -> str:
+    """The layer's table whose numbers a segment table's values add up to (what its checks compare)."""
+    return {segment_transitions_table(behavior, grain): transitions_table(behavior, grain),
+            segment_growth_table(behavior, grain): growth_table(behavior, grain),
+            segment_engagement_table(behavior): engagement_table(behavior)}[table]
+
+
 def segment_tables(behavior: str, grain: Grain) -> list[str]:
     """In dependency order: the segment growth is summed off the segment transitions."""
     return [r.table(behavior, grain) for r in tables.SEGMENT_RELATIONS if grain in r.grains]
 
 
-def segment_profile_select(activation: str, period: dt.date, segments: Sequence[SegmentConfig], daily: bool) -> str:
-    """Period p's activation rows counted per segment and (value in p-1, value in p, prev_state,
-    state) — and on the daily grain the engagement state — in one pass for all segments (a grouping
-    set per segment): every segment table of p is summed off these few rows."""
+def segment_profile_select(activation: str, periods: Sequence[dt.date], segments: Sequence[SegmentConfig],
+                           daily: bool) -> str:
+    """The activation rows of `periods` counted per period, segment and (value in p-1, value in p,
+    prev_state, state) — and on the daily grain the engagement state — in one pass for all segments
+    (a grouping set per segment): every segment table of those periods is summed off these few rows.
+    `activation` is the activation view's SELECT with the previous values
+    (`activation_view(previous_values=True)`)."""
     keys = "prev_state, state" + (", engagement_state" if daily else "")
-    sets = ", ".join(f"({ident(tables.prev_column(s))}, {ident(s.key)}, {keys})" for s in segments)
+    sets = ", ".join(f"(period_start, {ident(tables.prev_column(s))}, {ident(s.key)}, {keys})" for s in segments)
     def which(column_of) -> str:  # noqa: E306 (the grouping set a row comes from names its segment)
         return "CASE " + " ".join(f"WHEN grouping({ident(s.key)}) = 0 THEN {column_of(s)}" for s in segments) + " END"
     return f"""
-        SELECT {which(lambda s: literal(s.key))} AS segment,
+        SELECT period_start, {which(lambda s: literal(s.key))} AS segment,
                {which(lambda s: ident(tables.prev_column(s)))} AS prev_value,
                {which(lambda s: ident(s.key))} AS value,
                {keys}, count(*) AS users
-        FROM {ident(activation)}
-        WHERE period_start = {date_lit(period)}
+        FROM ({activation}) AS activation
+        WHERE period_start IN ({values_list(tuple(periods))})
         GROUP BY GROUPING SETS ({sets})
     """
 
 
 def segment_values_seen(profile: str) -> str:
-    """Per segment, the distinct non-null values of the period (what `max_values` bounds)."""
-    return f"SELECT segment, count(DISTINCT value) AS n FROM {profile} GROUP BY segment"
+    """Per period and segment, the distinct non-null values (what `max_values` bounds), the most first."""
+    return (f"SELECT period_start, segment, count(DISTINCT value) AS n FROM {profile}"
+            " GROUP BY period_start, segment ORDER BY n DESC, period_start")
 
 
 def segment_transitions_select(profile: str, period: dt.date) -> str:
     return f"""
-        SELECT {date_lit(period)} AS period_start, segment, prev_value, value, prev_state AS from_state,
+        SELECT period_start, segment, prev_value, value, prev_state AS from_state,
                state AS to_state, CAST(sum(users) AS BIGINT) AS users
         FROM {profile}
-        GROUP BY segment, prev_value, value, prev_state, state
+        WHERE period_start = {date_lit(period)}
+        GROUP BY period_start, segment, prev_value, value, prev_state, state
         ORDER BY segment, value NULLS FIRST, prev_value NULLS FIRST, from_state NULLS FIRST, to_state
     """
 
@@ -817,7 +831,7 @@ def segment_engagement_select(profile: str, period: dt.date) -> str:
         WITH counts AS (
             SELECT segment, value, CAST(sum(users) AS BIGINT) AS users_ever,
                {states}
-            FROM {profile} GROUP BY segment, value
+            FROM {profile} WHERE period_start = {date_lit(period)} GROUP BY segment, value
         )
         SELECT {date_lit(period)} AS period_start, segment, value, {dau} AS dau, {dau} + at_risk_wau AS wau,
                {dau} + at_risk_wau + at_risk_mau AS mau, users_ever, {", ".join(map(ident, ENGAGEMENT_STATES))}

@@ -236,7 +236,7 @@ def firstlast_asset(behavior: BehaviorConfig, grain: Grain, engine: str = "duckd
             " the end of the period, with their first and last active periods and current streak."
             " Each partition is the previous one updated with the period's active users only."
         ),
-        metadata=_schema(tables.FIRSTLAST, grain, tables.segment_columns(behavior.segments)),
+        metadata=_schema(tables.FIRSTLAST, grain, tables.segment_columns(behavior.segments, tables.FIRSTLAST)),
         **_common(behavior, "firstlast", grain, engine),
     )
     def _firstlast(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
@@ -268,7 +268,7 @@ def activation_asset(behavior: BehaviorConfig, grain: Grain, engine: str = "duck
             " `retained`, `reactivated` or `inactive`, with the previous state, streaks, return gap and"
             " active periods. Table and columns follow the activation contract."
         ),
-        metadata=_schema(tables.ACTIVATION, grain, tables.segment_columns(behavior.segments)),
+        metadata=_schema(tables.ACTIVATION, grain, tables.segment_columns(behavior.segments, tables.ACTIVATION)),
         **_common(behavior, "activation", grain, engine),
     )
     def _activation(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
@@ -491,23 +491,25 @@ def _segment_parts(behavior: BehaviorConfig, grain: Grain) -> list[_Part]:
         return {"dagster/row_count": numbers["rows"],
                 **{f"values_{segment}": n for segment, n in numbers["values"].items()}}
 
+    transitions, growth = sql.segment_transitions_table(behavior.name, grain), sql.segment_growth_table(behavior.name, grain)
+    whole = lambda table: (sql.segment_whole(behavior.name, grain, table),)  # noqa: E731 (what it adds up to)
     parts = [
         _Part(
-            sql.segment_transitions_table(behavior.name, grain), "segment_transitions",
+            transitions, "segment_transitions",
             f"How `{behavior.name}` users moved into each {grain.value} period, per segment ({names}) and value:"
             " users per (prev_value, value, from_state, to_state). A user who changed value while active is"
             " a move of its own, not a churn plus a new user.",
             tables.SEGMENT_TRANSITIONS, inv.SEGMENT_TRANSITIONS_CHECKS,
             "segment, value NULLS FIRST, prev_value NULLS FIRST, from_state NULLS FIRST, to_state", values,
-            (sql.transitions_table(behavior.name, grain),),
+            whole(transitions),
         ),
         _Part(
-            sql.segment_growth_table(behavior.name, grain), "segment_growth",
+            growth, "segment_growth",
             f"Growth accounting of `{behavior.name}` per {grain.value} period and segment value ({names}):"
             " active, new, retained, reactivated, churned, dormant, and the moves in and out of the value;"
             " the values of a segment add up to the growth table.",
             tables.SEGMENT_GROWTH, inv.SEGMENT_GROWTH_CHECKS, "segment, active DESC", values,
-            (sql.growth_table(behavior.name, grain),),
+            whole(growth),
         ),
     ]
     if grain is Grain.daily:
@@ -516,7 +518,7 @@ def _segment_parts(behavior: BehaviorConfig, grain: Grain) -> list[_Part]:
             f"Rolling engagement of `{behavior.name}` per day and segment value ({names}; {_windows(behavior)}):"
             " DAU, WAU, MAU and users per engagement state.",
             tables.SEGMENT_ENGAGEMENT, inv.SEGMENT_ENGAGEMENT_CHECKS, "segment, dau DESC", values,
-            (sql.engagement_table(behavior.name),),
+            whole(sql.segment_engagement_table(behavior.name)),
         ))
     return parts
 

@@ -240,6 +240,19 @@ def check_source_columns(behavior: BehaviorConfig, columns: dict[str, str]) -> s
     return time_type
 
 
+def segment_values(conn: Warehouse, behavior: BehaviorConfig, relation: str) -> dict[str, list[tuple[str | None, int]]]:
+    """Per segment, the values of its column in the source (as text, null included) with their rows,
+    the most frequent first: one pass over the source per segment."""
+    wh = as_warehouse(conn)
+    out = {}
+    for segment in behavior.segments:
+        column = sql.ident(segment.column)
+        out[segment.key] = [tuple(row) for row in wh.query(
+            f"SELECT CAST({column} AS VARCHAR) AS value, count(*) AS n FROM {relation}"
+            f" GROUP BY 1 ORDER BY n DESC, value NULLS LAST")]
+    return out
+
+
 def materialize_fact(conn: Warehouse, behavior: BehaviorConfig, days: Sequence[dt.date]) -> FactOutcome:
     """Replace the fact partitions `days` with the source's valid rows of those local days.
 
@@ -405,7 +418,7 @@ def materialize_firstlast(
     types = _fact_types(wh, behavior)
     check_segment_columns(behavior, types, f"its fact table {fact}")
     segments = behavior.segments
-    columns = firstlast_columns(grain) + relations.segment_columns(segments)
+    columns = firstlast_columns(grain) + relations.segment_columns(segments, relations.FIRSTLAST)
     wh.create_table(table, relations.with_user_type(columns, types["user_id"]))
     first = first_period(behavior, grain)
     extra = {"segments": segments, "time_type": types["occurred_at"]} if segments else {}
@@ -602,9 +615,9 @@ def materialize_segments(
     tables: Collection[str] | None = None, progress: Progress = _no_progress,
 ) -> dict[str, dict[dt.date, dict]]:
     """The segment tables of each period (all of `sql.segment_tables`, or those of them in `tables`),
-    written together off one profile of the period's activation rows (`sql.segment_profile_select`).
-    A period with more distinct values of a segment than its `max_values` fails before any of its
-    rows are written (the periods before it stay written). Returns, per table, each period's numbers."""
+    written together off one profile of the periods' activation rows (`sql.segment_profile_select`).
+    A period with more distinct values of a segment than its `max_values` fails the step before any
+    row of the run is written. Returns, per table, each period's numbers."""
     wh, periods = as_warehouse(conn), sorted(periods)
     all_tables = sql.segment_tables(behavior.name, grain)
     chosen = [t for t in all_tables if tables is None or t in tables]
@@ -616,6 +629,10 @@ def materialize_segments(
     for table in chosen:
         if (source := sql.reads(behavior.name, grain, table)) not in chosen:
             _require_input(wh, source, table, periods)
+        whole = sql.segment_whole(behavior.name, grain, table)
+        wh.require_recorded(
+            whole, periods, why=f"cannot materialize {table} for {periods[0]}..{periods[-1]}: its values add up to"
+            f" {whole}, and its checks compare the two", how=f"Materialize {whole} for those periods first.")
     relation_of = {r.table(behavior.name, grain): r for r in relations.SEGMENT_RELATIONS}
     selects = {
         transitions: lambda period: sql.segment_transitions_select(profile, period),
@@ -623,31 +640,44 @@ def materialize_segments(
         sql.segment_engagement_table(behavior.name): lambda period: sql.segment_engagement_select(profile, period),
     }
     profiled = any(sql.reads(behavior.name, grain, t) == activation for t in chosen)
-    limits = {s.key: s for s in behavior.segments}
+    if profiled:
+        engagement = behavior.engagement
+        with_previous = sql.activation_view(  # the activation rows of the view, with each segment's prev_N
+            sql.firstlast_table(behavior.name, grain), grain, engagement.week_days, engagement.month_days,
+            segments=behavior.segments, previous_values=True)
+        wh.stage(profile, sql.segment_profile_select(with_previous, periods, behavior.segments,
+                                                     daily=grain is Grain.daily))
+        _refuse_too_many_values(wh, behavior, grain, profile)
     for table in chosen:
         wh.create_table(table, relation_of[table].columns)
     with wh.partition_writes(chosen, periods):
         for i, period in enumerate(periods):
             with wh.together():
-                if profiled:
-                    wh.stage(profile, sql.segment_profile_select(
-                        activation, period, behavior.segments, daily=grain is Grain.daily))
-                    for name, seen in wh.query(sql.segment_values_seen(profile)):
-                        segment = limits[name]
-                        if seen > segment.max_values:
-                            wh.drop_stage(profile)
-                            raise ActivationError(
-                                f"behavior {behavior.name!r}: segment {name!r} (column {segment.column!r}) has"
-                                f" {seen} distinct values in the {grain.value} partition {period}, more than its"
-                                f" max_values {segment.max_values}. List the values to keep with `values:` (the"
-                                " rest become 'other') or raise `max_values:`; nothing of this partition was"
-                                " written.")
                 for table in chosen:  # in dependency order: the transitions before the growth
                     wh.replace_partition(table, period, selects[table](period))
             progress(i + 1, len(periods), period)
     if profiled:
         wh.drop_stage(profile)
     return {table: _segment_numbers(wh, table, periods) for table in chosen}
+
+
+def _refuse_too_many_values(wh: Warehouse, behavior: BehaviorConfig, grain: Grain, profile: str) -> None:
+    """Fail, naming the segment and the first partition, when a partition of the profile holds more
+    distinct values of a segment than its `max_values` (nothing has been written yet)."""
+    limits = {s.key: s for s in behavior.segments}
+    over = [(period, name, seen) for period, name, seen in wh.query(sql.segment_values_seen(profile))
+            if seen > limits[name].max_values]
+    if not over:
+        return
+    wh.drop_stage(profile)
+    period, name, seen = min(over)
+    segment = limits[name]
+    more = f" (and {len(over) - 1} more partition(s))" if len(over) > 1 else ""
+    raise ActivationError(
+        f"behavior {behavior.name!r}: segment {name!r} (column {segment.column!r}) has {seen} distinct values in"
+        f" the {grain.value} partition {period}{more}, more than its max_values {segment.max_values}. List the"
+        " values to keep with `values:` (the rest become 'other') or raise `max_values:`; nothing of this run"
+        " was written.")
 
 
 def _segment_numbers(wh: Warehouse, table: str, periods: Sequence[dt.date]) -> dict[dt.date, dict]:

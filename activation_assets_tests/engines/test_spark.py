@@ -33,7 +33,7 @@ from activation_assets.engines import ActivationError, open_warehouse
 
 from .. import reference
 from ..conftest import (
-    ACTIVATION_COLUMNS, as_set, edge_events, local_instant, run_graph, table_rows, write_config,
+    ACTIVATION_COLUMNS, _platform, as_set, edge_events, local_instant, run_graph, table_rows, write_config,
     write_parquet_source,
 )
 
@@ -48,7 +48,8 @@ GRAINS = (Grain.daily, Grain.weekly, Grain.monthly)
 def _behavior(source: Path) -> dict:
     return {"name": "visited", "source": {"parquet": str(source), "where": "event_name = 'visit'"},
             "user_column": "uid", "time_column": "ts", "start_date": SPEC.start_date, "end_date": SPEC.end_date,
-            "timezone": SPEC.timezone, "week_start": SPEC.week_start}
+            "timezone": SPEC.timezone, "week_start": SPEC.week_start,
+            "segments": [{"column": "platform"}, {"name": "device", "column": "platform", "values": ["ios"]}]}
 
 
 def _spark_config(directory: Path, warehouse_dir: Path, database: str, source: Path) -> Path:
@@ -166,6 +167,21 @@ def test_spark_engagement_equals_the_reference(engines):
         if day["period_start"] in actual:
             got = actual[day["period_start"]]
             assert {k: got[k] for k in day} == pytest.approx(day), day["period_start"]
+
+
+def test_spark_segments_equal_the_reference(engines):
+    """The segment transitions on Spark against the reference (the platform changes within users'
+    rows and is sometimes missing; `device` maps every value but ios to 'other')."""
+    rows = [(u, t, _platform(u, t)) for u, t in engines["rows"]]
+    with open_warehouse(load_config(engines["spark"])) as warehouse:
+        for grain in GRAINS:
+            for name, values in (("platform", None), ("device", ["ios"])):
+                expected = reference.segment_transitions(
+                    reference.segmented_activation(rows, SPEC, grain.value, name, values), name)
+                names, got = warehouse.query_named(
+                    f"SELECT * FROM visited_segment_transitions_{grain} WHERE segment = '{name}'")
+                assert {tuple(sorted(zip(names, row))) for row in got} == {
+                    tuple(sorted(r.items())) for r in expected}, (grain, name)
 
 
 def test_late_data_and_an_emptied_day_rerun_the_same_on_both_engines(engines, tmp_path):
@@ -350,7 +366,9 @@ def test_a_backfill_from_the_ui_runs_on_spark(engines, tmp_path):
             source = firstlast if table == activation else table
             files = tmp_path / "warehouse" / "ui.db" / source / "**" / "*.parquet"
             conn.execute(f"CREATE VIEW \"{source}\" AS SELECT * FROM read_parquet('{files}', hive_partitioning = true)")
-            select = activation_view(firstlast, Grain.monthly) if table == activation else f'SELECT * FROM "{table}"'
+            segments = load_config(config).behaviors[0].segments
+            select = (activation_view(firstlast, Grain.monthly, segments=segments) if table == activation
+                      else f'SELECT * FROM "{table}"')
             cursor = conn.execute(select)
             names, rows = [d[0] for d in cursor.description], cursor.fetchall()
         expected = table_rows(database, table)
@@ -466,7 +484,8 @@ def test_every_relation_spark_creates_has_the_columns_of_its_schema(engines):
         for grain in behavior.grains:
             for relation in tables.per_grain(grain):
                 name = relation.table(behavior.name, grain)
-                expected = {c.name: source.get(c.type, c.type) for c in relation.columns_for(grain)}
+                extra = tables.segment_columns(behavior.segments, relation)
+                expected = {c.name: source.get(c.type, c.type) for c in (*relation.columns_for(grain), *extra)}
                 assert warehouse.table_column_types(name) == expected, name
         for record in tables.RECORDS:
             expected = {c.name: c.type for c in record.columns}

@@ -277,6 +277,21 @@ def test_attributes_written_in_the_component_give_the_config_of_the_same_keys(tm
         ActivationLayer.model_validate({**attributes, "config_file": "activation.yaml"}).activation_config(tmp_path)
 
 
+def test_segments_are_component_attributes_with_values_as_the_column_writes_them(tmp_path):
+    """The bundled config's segments, and `values:` of an integer column written as integers."""
+    from activation_assets import ActivationLayer
+
+    attributes = _inline_attributes()
+    assert attributes["behaviors"][0]["segments"]
+    attributes["behaviors"][0]["segments"].append({"name": "plan", "column": "tier", "values": [1, 2]})
+    attributes["dbt"]["project_dir"] = str(ROOT / "dbt_project")
+    behavior = ActivationLayer.model_validate(attributes).activation_config(tmp_path).behaviors[0]
+    assert [(s.key, s.column, s.values) for s in behavior.segments][-1] == ("plan", "tier", ("1", "2"))
+    attributes["behaviors"][0]["segments"][-1]["maximum"] = 3
+    with pytest.raises(Exception, match="maximum"):
+        ActivationLayer.model_validate(attributes)
+
+
 def test_the_component_reports_a_bad_attribute_with_the_config_message(tmp_path):
     from activation_assets import ActivationLayer
 

@@ -67,6 +67,14 @@ def _config(tmp_path, document) -> Path:
     ({"behaviors": [{**GOOD, "engagement": {"week_days": "seven"}}]},
      ["behaviors[0] (visited) engagement.week_days: 'seven' is not valid"]),
     ({"behaviors": [{**GOOD, "engagement": {"weeks": 2}}]}, ["behaviors[0] (visited) engagement: unknown key 'weeks'"]),
+    ({"behaviors": [{**GOOD, "segments": [{"column": "Country"}]}]},
+     ["behaviors[0] (visited) segments[0]", "segment column 'Country' is not a lowercase identifier", "`name:`"]),
+    ({"behaviors": [{**GOOD, "segments": [{"column": "a", "name": "x"}, {"column": "b", "name": "x"}]}]},
+     ["segment name 'x' is used twice"]),
+    ({"behaviors": [{**GOOD, "segments": [{"column": "plan", "max_values": 0}]}]},
+     ["behaviors[0] (visited) segments[0].max_values"]),
+    ({"behaviors": [{**GOOD, "segments": [{"column": "plan", "values": ["free", "other"]}]}]},
+     ["segment 'plan': `values:` lists 'other'"]),
 ])
 def test_config_errors_are_readable(tmp_path, document, words):
     with pytest.raises(ConfigError) as error:
@@ -120,6 +128,19 @@ def test_validate_checks_tables_and_columns(tmp_path):
     assert "valid" in result.stdout
 
 
+def test_a_segment_named_like_an_output_column_is_refused(tmp_path):
+    path = _config(tmp_path, {"database": "w.duckdb", "behaviors": [
+        {**GOOD, "segments": [{"column": "tier", "name": "streak"}]}]})
+    result = subprocess.run([str(BIN / "activation"), "validate", "--config", str(path)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1
+    assert ("behavior 'visited': segment 'streak' would add column 'streak' to visited_activation_<grain>, which"
+            " has one of that name already. Give the segment another `name:`") in result.stderr
+    assert not any(word in result.stderr for word in NOT_A_TRACE)
+    with pytest.raises(ConfigError, match="segment 'streak' would add column 'streak'"):
+        build_definitions(load_config(path))
+
+
 # --- source data ---------------------------------------------------------------------------------
 
 
@@ -157,6 +178,81 @@ def test_bad_source_data_fails_the_fact_clearly(tmp_path, frame, behavior, words
     for word in words:
         assert word in message, message
     assert "visited_firstlast_daily" not in {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+
+
+def _segmented_events() -> pd.DataFrame:
+    return _events().assign(platform=[["ios", "android", "web"][i % 3] for i in range(50)])
+
+
+def test_a_segment_column_missing_from_the_source_is_named_and_nothing_is_written(tmp_path):
+    config = _source(tmp_path, _segmented_events(), segments=[{"column": "plaform"}])
+    result = subprocess.run([str(BIN / "activation"), "validate", "--config", str(config)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1
+    assert ("behavior 'visited': segment 'plaform' reads column 'plaform', which the source (parquet"
+            in result.stderr)
+    assert "(its other columns: platform). Fix the segment's `column:`" in result.stderr
+    result = subprocess.run([str(BIN / "activation"), "materialize", "--config", str(config)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1 and "segment 'plaform' reads column 'plaform'" in result.stderr
+    assert not any(word in result.stderr for word in NOT_A_TRACE)
+    assert not (tmp_path / "warehouse.duckdb").exists()
+
+
+def test_validate_reports_the_values_of_each_segment(tmp_path):
+    config = _source(tmp_path, _segmented_events(), segments=[{"column": "platform", "values": ["ios"]}])
+    result = subprocess.run([str(BIN / "activation"), "validate", "--config", str(config)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    # 50 rows: 17 ios (i % 3 == 0), 17 android, 16 web
+    assert ("behavior 'visited': segment 'platform' (column 'platform'): 3 distinct value(s) in the source:"
+            " android 34%, ios 34%, web 32%; values: keeps 1, 2 become 'other'") in result.stdout
+
+
+def _segment_rows(database) -> list[tuple]:
+    with duckdb.connect(str(database), read_only=True) as conn:
+        tables = {r[0] for r in conn.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+        rows = conn.execute("SELECT * FROM visited_segment_transitions_daily ORDER BY ALL").fetchall() \
+            if "visited_segment_transitions_daily" in tables else []
+        logged = conn.execute("SELECT period_start FROM _activation_partitions WHERE table_name ="
+                              " 'visited_segment_transitions_daily' ORDER BY 1").fetchall()
+    return rows + logged
+
+
+def test_a_segment_table_without_the_table_it_adds_up_to_is_refused_by_name(tmp_path):
+    config = _source(tmp_path, _segmented_events(), segments=[{"column": "platform"}])
+    result = materialize(config, ["fact_visited", "visited_firstlast_daily", "visited_activation_daily",
+                                  "visited_segment_transitions_daily"], "2025-03-03", "2025-03-09")
+    assert not result.success
+    assert ("cannot materialize visited_segment_transitions_daily for 2025-03-03..2025-03-09: its values add up to"
+            " visited_transitions_daily, and its checks compare the two: partition 2025-03-03 of"
+            " visited_transitions_daily has not been materialized (and 6 more up to 2025-03-09). Materialize"
+            " visited_transitions_daily for those periods first.") in failure_message(result)
+
+
+def test_more_values_than_max_values_fails_the_run_and_writes_none_of_its_rows(tmp_path):
+    """A range whose later days hold a third value: the run fails naming the segment, the first such
+    partition and the remedy, and writes no segment row, not even of the days before it; a run over
+    partitions written before (with a higher max_values) leaves them as they were."""
+    keys = ["fact_visited", "visited_firstlast_daily", "visited_activation_daily", "visited_transitions_daily",
+            "visited_segment_transitions_daily"]
+    config = _source(tmp_path, _segmented_events(), segments=[{"column": "platform", "max_values": 2}])
+    result = materialize(config, keys, "2025-03-03", "2025-03-09")
+    assert not result.success
+    message = failure_message(result)
+    assert ("behavior 'visited': segment 'platform' (column 'platform') has 3 distinct values in the daily"
+            " partition 2025-03-0") in message
+    assert "more than its max_values 2. List the values to keep with `values:`" in message
+    assert "raise `max_values:`; nothing of this run was written" in message
+    assert _segment_rows(tmp_path / "warehouse.duckdb") == []
+
+    config.write_text(config.read_text().replace("max_values: 2", "max_values: 3"))
+    assert materialize(config, keys, "2025-03-03", "2025-03-09").success
+    written = _segment_rows(tmp_path / "warehouse.duckdb")
+    assert len(written) > 7
+    config.write_text(config.read_text().replace("max_values: 3", "max_values: 2"))
+    assert not materialize(config, keys, "2025-03-03", "2025-03-09").success
+    assert _segment_rows(tmp_path / "warehouse.duckdb") == written
 
 
 def test_files_that_disagree_on_a_type_are_refused(tmp_path):
