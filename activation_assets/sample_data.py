@@ -6,8 +6,14 @@ weekday and season, and sometimes lists an item or writes a community post. The 
 noise real ones do: exact duplicates, null user ids and timestamps, test rows outside the year, and
 late rows that land in the next month's file.
 
+Users have attributes to break the numbers down by (the bundled config's `segments:`): a home
+platform, which about one user in twelve changes for good during the sample (a new phone), and from
+which an event now and then comes from another (a look on the web); and a country, which a few users
+change (a move), and which the logs miss on some events (an unknown location).
+
 Outputs (under `out`):
-    events/YYYY-MM.parquet   app_open and item_listed events, integer user ids, naive UTC timestamps
+    events/YYYY-MM.parquet   app_open and item_listed events, integer user ids, naive UTC timestamps,
+                             platform and country (null where unknown)
     community_posts.csv      posts, string author ids ("u000123"), timestamps with a +09:00 offset
 """
 
@@ -31,8 +37,59 @@ class SampleSpec:
     seed: int = 20250101
 
 
-def _activity(spec: SampleSpec, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(user, day) pairs of active user-days, and each user's propensities."""
+PLATFORMS = ("ios", "android", "web")
+PLATFORM_SHARES = (0.47, 0.43, 0.10)
+COUNTRIES = ("KR", "JP", "US", "TW", "VN", "SG", "TH", "DE")
+COUNTRY_SHARES = (0.62, 0.13, 0.09, 0.06, 0.04, 0.03, 0.02, 0.01)
+# The story the demo's segments tell: for the last three weeks, an Android release keeps some of its
+# users away (they come back less often), so active users fall on Android while the others grow.
+SLUMP_WEEKS, SLUMP_FACTOR = 3, 0.6
+
+
+@dataclass(frozen=True)
+class Attribute:
+    """A user attribute: each user's home value (an index into `values`), the value they change to,
+    and the day they change (beyond the sample for those who never do)."""
+
+    values: tuple[str, ...]
+    shares: tuple[float, ...]
+    home: np.ndarray
+    later: np.ndarray
+    changes_on: np.ndarray
+
+    @classmethod
+    def draw(cls, values: tuple[str, ...], shares: tuple[float, ...], change_share: float, n: int, span: int,
+             rng: np.random.Generator) -> Attribute:
+        home, later = rng.choice(len(values), p=shares, size=n), rng.choice(len(values), p=shares, size=n)
+        changes_on = np.where(rng.random(n) < change_share, rng.integers(1, max(2, span), size=n), span + 1)
+        return cls(values, shares, home, later, changes_on)
+
+    def at(self, users: np.ndarray, days: np.ndarray | int) -> np.ndarray:
+        """The home value (index) of `users` on `days`."""
+        return np.where(days >= self.changes_on[users], self.later[users], self.home[users])
+
+    def on_events(self, users: np.ndarray, days: np.ndarray, elsewhere_share: float,
+                  rng: np.random.Generator) -> np.ndarray:
+        """Each event's value: the user's home value that day, and on `elsewhere_share` of the events
+        another one (drawn by the shares)."""
+        index = self.at(users, days)
+        elsewhere = rng.random(users.size) < elsewhere_share
+        index = np.where(elsewhere, rng.choice(len(self.values), p=self.shares, size=users.size), index)
+        return np.asarray(self.values, dtype=object)[index]
+
+
+def _attributes(spec: SampleSpec) -> tuple[Attribute, Attribute]:
+    """(platform, country), from a generator of their own: the activity draws stay those of a
+    sample without attributes (the benchmark's events)."""
+    rng = np.random.default_rng(spec.seed + 1)
+    return (Attribute.draw(PLATFORMS, PLATFORM_SHARES, 0.08, spec.users, spec.days, rng),
+            Attribute.draw(COUNTRIES, COUNTRY_SHARES, 0.01, spec.users, spec.days, rng))
+
+
+def _activity(spec: SampleSpec, rng: np.random.Generator, slump: Attribute | None = None,
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(user, day) pairs of active user-days, and each user's propensities. With `slump` (the
+    platform), users on Android are active less often in the last SLUMP_WEEKS weeks."""
     n, days = spec.users, spec.days
     # Growth: signups accelerate through the year (density grows linearly from 1 to 3).
     u = rng.random(n)
@@ -45,6 +102,8 @@ def _activity(spec: SampleSpec, rng: np.random.Generator) -> tuple[np.ndarray, n
     dates = pd.date_range(spec.start, periods=days, freq="D")
     weekday = np.where(dates.dayofweek >= 5, 1.25, 1.0)
     season = 1 + 0.15 * np.sin(2 * np.pi * (day_index - 80) / 365) + np.where(dates.month == 12, 0.2, 0)
+    everyone = np.arange(n)
+    android = PLATFORMS.index("android")
     users, active_days = [], []
     for day in range(days):
         joined = signup <= day
@@ -52,6 +111,8 @@ def _activity(spec: SampleSpec, rng: np.random.Generator) -> tuple[np.ndarray, n
         engaged = np.where(engaged, switch < stay, switch > away)
         engaged |= signup == day
         chance = np.where(engaged, propensity * weekday[day] * season[day], 0.004)
+        if slump is not None and day >= days - 7 * SLUMP_WEEKS:
+            chance = np.where(slump.at(everyone, day) == android, chance * SLUMP_FACTOR, chance)
         active = joined & ((signup == day) | (rng.random(n) < chance))
         ids = np.flatnonzero(active)
         users.append(ids)
@@ -70,7 +131,8 @@ def _times(spec: SampleSpec, days: np.ndarray, rng: np.random.Generator) -> np.n
 def generate(out: str | Path, spec: SampleSpec = SampleSpec()) -> dict[str, int]:
     out = Path(out)
     rng = np.random.default_rng(spec.seed)
-    users, days, propensity = _activity(spec, rng)
+    platform, country = _attributes(spec)
+    users, days, propensity = _activity(spec, rng, slump=platform)
 
     # Several app opens per active day; a listing on some of them, more for keen users.
     opens = 1 + rng.poisson(1.2, size=users.size)
@@ -84,9 +146,12 @@ def generate(out: str | Path, spec: SampleSpec = SampleSpec()) -> dict[str, int]
         "user_id": pd.array(np.concatenate([open_users, list_users]) + 1, dtype="Int64"),
         "event_name": np.repeat(["app_open", "item_listed"], [open_users.size, list_users.size]),
         "occurred_at": np.concatenate([_times(spec, open_days, rng), _times(spec, list_days, rng)]),
-        "platform": rng.choice(["ios", "android", "web"], p=[0.45, 0.45, 0.10],
-                               size=open_users.size + list_users.size),
     })
+    event_users, event_days = np.concatenate([open_users, list_users]), np.concatenate([open_days, list_days])
+    events["platform"] = platform.on_events(event_users, event_days, 0.04, rng)
+    # The location is unknown on a few events.
+    events["country"] = np.where(rng.random(len(events)) < 0.03, None,
+                                 country.on_events(event_users, event_days, 0.0, rng))
     # Every event has its id before the noise, so that a re-delivered event is an exact duplicate.
     events.insert(0, "event_id", np.arange(1, len(events) + 1, dtype="int64"))
     # Noise: exact duplicates, null ids and times, test rows outside the year.
@@ -100,6 +165,7 @@ def generate(out: str | Path, spec: SampleSpec = SampleSpec()) -> dict[str, int]
         "occurred_at": pd.to_datetime(["2024-12-31 10:00", "2024-12-31 14:59", "2025-12-31 15:00",
                                        "2026-01-01 09:00"]),  # the 2nd is still 2024 in Seoul, the 3rd 2026
         "platform": ["web"] * 4,
+        "country": ["KR"] * 4,
     })
     events = pd.concat([events, outside], ignore_index=True)
     # Files by arrival month: about 1% of rows arrive late, in the next month's file.
@@ -129,19 +195,28 @@ def generate(out: str | Path, spec: SampleSpec = SampleSpec()) -> dict[str, int]
     return {"events": len(events), "posts": len(posts_frame), "users": spec.users}
 
 
-def write_benchmark_events(path: str | Path, spec: SampleSpec) -> int:
+def write_benchmark_events(path: str | Path, spec: SampleSpec, attributes: bool = False) -> int:
     """The same activity model at benchmark scale, lean: only `user_id` and `occurred_at` (naive UTC),
-    written with Arrow (no Python objects per row). Returns the number of events."""
+    written with Arrow (no Python objects per row); with `attributes`, also `platform` (3 values) and
+    `country` (8 values), as the sample has them (the same events either way). Returns the number of
+    events."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     rng = np.random.default_rng(spec.seed)
     users, days, _ = _activity(spec, rng)
     opens = 1 + rng.poisson(0.4, size=users.size)
-    users, days = np.repeat(users, opens) + 1, np.repeat(days, opens)
+    users, days = np.repeat(users, opens), np.repeat(days, opens)
     times = _times(spec, days, rng)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    table = pa.table({"user_id": pa.array(users, pa.int64()), "occurred_at": pa.array(times, pa.timestamp("us"))})
+    columns = {"user_id": pa.array(users + 1, pa.int64()), "occurred_at": pa.array(times, pa.timestamp("us"))}
+    if attributes:
+        other = np.random.default_rng(spec.seed + 2)
+        for name, attribute in zip(("platform", "country"), _attributes(spec)):
+            index = attribute.at(users, days)
+            index = np.where(other.random(users.size) < 0.04, other.integers(0, len(attribute.values), users.size), index)
+            columns[name] = pa.DictionaryArray.from_arrays(pa.array(index, pa.int32()), pa.array(attribute.values))
+    table = pa.table(columns)
     pq.write_table(table, path, row_group_size=1_000_000)
     return table.num_rows

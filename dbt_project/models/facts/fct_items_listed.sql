@@ -5,7 +5,8 @@ select distinct
     event_id,
     user_id,
     occurred_at,
-    platform
+    platform,
+    country
 from {{ ref('stg_events') }}
 where event_name = 'item_listed'
   and user_id is not null

@@ -4,5 +4,6 @@ select
     user_id,
     event_name,
     occurred_at,
-    platform
+    platform,
+    country
 from {{ source('raw', 'events') }}
