@@ -103,7 +103,8 @@ def report_shots() -> None:
     subprocess.run([str(BIN / "activation"), "report", "--behavior", BEHAVIOR, "--out", str(out), "--png",
                     str(out / "png")], cwd=ROOT, check=True)
     for name in ["weekly_growth", "weekly_cohorts", "weekly_transitions", "weekly_return_gap", "daily_dau_wau_mau",
-                 "daily_engagement_states", "daily_retention_rates", "daily_stickiness"]:
+                 "daily_engagement_states", "daily_retention_rates", "daily_stickiness",
+                 "weekly_segment_change_platform", "weekly_segment_active_platform"]:
         shutil.copy(out / "png" / f"report_{BEHAVIOR}_{name}.png", IMG / f"report_{BEHAVIOR}_{name}.png")
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)

@@ -3,8 +3,8 @@ self-contained HTML page per behavior and grain that explains the change.
 
 Charts are drawn with matplotlib and embedded as base64 PNGs, with each chart's numbers as a CSV
 link next to it, so a page opens offline, in any browser, and can be mailed around. Data comes from
-the growth, transitions, cohorts, distributions, engagement and stickiness tables (small: one row
-per period, pair, cohort, bucket or window length), never from the facts.
+the growth, transitions, cohorts, distributions, engagement, stickiness and segment growth tables
+(small: one row per period, pair, cohort, bucket, window length or segment value), never from the facts.
 """
 
 from __future__ import annotations
@@ -244,7 +244,145 @@ def charts_for(conn, behavior: BehaviorConfig, grain: Grain) -> list[Chart]:
     ]
     if grain is Grain.daily and warehouse.table_exists(sql.engagement_table(b)):
         charts += engagement_charts(warehouse, behavior)
+    for segment in behavior.segments:
+        charts += segment_charts(warehouse, behavior, grain, segment.key)
     return charts
+
+
+# --- segments: where the change came from ------------------------------------------------------------
+
+# Beyond this many values a chart shows the values that matter most and sums the others as one.
+MAX_VALUES = 12
+NONE_LABEL = "(none)"  # users without a value yet
+CHANGE_PARTS = (("new", 1, COLORS["new"]), ("reactivated", 1, COLORS["reactivated"]),
+                ("moved_in", 1, "#7FB3D5"), ("churned", -1, COLORS["churned"]), ("moved_out", -1, "#F1948A"))
+SEGMENT_COUNTS = ("active", "active_prev", "active_change", "new", "reactivated", "churned", "moved_in", "moved_out")
+
+
+def segment_growth(warehouse, behavior: BehaviorConfig, grain: Grain, segment: str) -> pd.DataFrame:
+    """The segment growth rows of one segment, every period, values as labels (null: NONE_LABEL)."""
+    table = sql.segment_growth_table(behavior.name, grain)
+    if not warehouse.table_exists(table):
+        raise ActivationError(f"{table} has not been materialized; run `activation materialize` first.")
+    frame = warehouse.frame(
+        f"SELECT period_start, value, {', '.join(SEGMENT_COUNTS)} FROM {sql.ident(table)}"
+        f" WHERE segment = {sql.literal(segment)} ORDER BY period_start, value")
+    frame["value"] = frame["value"].fillna(NONE_LABEL).astype(str)
+    return frame
+
+
+def fold_values(frame: pd.DataFrame, keep: list[str]) -> pd.DataFrame:
+    """The rows of the values in `keep`, and the other values summed per period as one row named
+    "the other N values" (counts add up, so the values still add up to the whole)."""
+    others = sorted(set(frame["value"]) - set(keep))
+    if not others:
+        return frame
+    label = f"the other {len(others)} values"
+    rest = frame[frame["value"].isin(others)].groupby("period_start", as_index=False)[list(SEGMENT_COUNTS)].sum()
+    return pd.concat([frame[frame["value"].isin(keep)], rest.assign(value=label)], ignore_index=True)
+
+
+def biggest_changes(latest: pd.DataFrame) -> pd.DataFrame:
+    """The latest period's rows, the biggest contributions to the change first: by the size of the
+    value's net change, then by its churn and inflow (what moved most), then by name."""
+    gross = latest["new"] + latest["reactivated"] + latest["moved_in"] + latest["churned"] + latest["moved_out"]
+    order = latest.assign(_net=latest["active_change"].abs(), _gross=gross)
+    return order.sort_values(["_net", "_gross", "value"], ascending=[False, False, True]).drop(columns=["_net", "_gross"])
+
+
+def segment_active_chart(data: pd.DataFrame, grain: Grain, segment: str) -> bytes:
+    fig, ax = plt.subplots(figsize=(10, 3.6))
+    latest = data[data["period_start"] == data["period_start"].max()]
+    order = list(latest.sort_values("active", ascending=False)["value"])
+    order += sorted(set(data["value"]) - set(order))
+    colors = matplotlib.colormaps["tab10"].colors
+    for i, value in enumerate(order):
+        rows = data[data["value"] == value].sort_values("period_start")
+        ax.plot(pd.to_datetime(rows["period_start"]), rows["active"], linewidth=1.2, label=value,
+                color="#9AA0A6" if value.startswith("the other") else colors[i % len(colors)])
+    ax.set_ylabel(f"active users per {LABELS[grain.value]}")
+    ax.legend(loc="lower left", bbox_to_anchor=(0, 1.0), ncols=min(6, max(1, len(order))), frameon=False, fontsize=8,
+              title=segment, title_fontsize=8)
+    ax.grid(alpha=0.3)
+    _period_axis(ax, pd.Series(sorted(data["period_start"].unique())), grain)
+    return _png(fig)
+
+
+def segment_change_chart(latest: pd.DataFrame, segment: str) -> bytes:
+    """One bar per value: what came in (new, reactivated, moved in) to the right, what left (churned,
+    moved out) to the left, and the net change as a dot; the biggest contributions on top."""
+    rows = latest.iloc[::-1]  # barh draws the first row at the bottom
+    fig, ax = plt.subplots(figsize=(10, max(2.2, 0.36 * len(rows) + 1.2)))
+    y = np.arange(len(rows))
+    for sign in (1, -1):
+        left = np.zeros(len(rows))
+        for part, part_sign, color in CHANGE_PARTS:
+            if part_sign != sign:
+                continue
+            width = sign * rows[part].to_numpy()
+            ax.barh(y, width, left=left, color=color, label=part.replace("_", " "), height=0.7, linewidth=0)
+            left += width
+    ax.plot(rows["active_change"], y, "D", color=COLORS["active"], markersize=5, label="net change")
+    for i, change in enumerate(rows["active_change"]):
+        ax.annotate(f"{int(change):+,}", (1, i), xytext=(4, 0), textcoords="offset points",
+                    xycoords=("axes fraction", "data"), va="center", fontsize=8, color="#333")
+    ax.set_yticks(y, list(rows["value"]), fontsize=8)
+    ax.axvline(0, color="#555", linewidth=0.6)
+    ax.set_xlabel("users gained (right) and lost (left)")
+    ax.legend(loc="lower left", bbox_to_anchor=(0, 1.0), ncols=6, frameon=False, fontsize=8, title=segment,
+              title_fontsize=8)
+    ax.grid(axis="x", alpha=0.3)
+    return _png(fig)
+
+
+def segment_charts(warehouse, behavior: BehaviorConfig, grain: Grain, segment: str) -> list[Chart]:
+    """Active users per value over time, and the latest period's change decomposed by value."""
+    frame = segment_growth(warehouse, behavior, grain, segment)
+    if frame.empty:
+        return []
+    label = LABELS[grain.value]
+    latest_period = frame["period_start"].max()
+    latest = frame[frame["period_start"] == latest_period]
+    by_size = list(latest.sort_values(["active", "value"], ascending=[False, True])["value"])
+    shown = frame if frame["value"].nunique() <= MAX_VALUES else fold_values(frame, by_size[:MAX_VALUES - 1])
+    ranked = biggest_changes(latest)
+    if len(ranked) > MAX_VALUES:
+        ranked = biggest_changes(fold_values(latest, list(ranked["value"][:MAX_VALUES - 1])))
+    day = pd.Timestamp(latest_period).date()
+    total = int(latest["active_change"].sum())
+    lead = ranked.iloc[0]
+    folded = " Beyond a dozen values, the others are summed as one line." if frame["value"].nunique() > MAX_VALUES else ""
+    return [
+        Chart(f"Active users by {segment}",
+              f"Per {label}, the users active in it, by their {segment} at its end (the last value known; users"
+              f" without one are {NONE_LABEL}). The values add up to the active users above.{folded}",
+              segment_active_chart(shown, grain, segment), f"segment_active_{segment}",
+              shown[["period_start", "value", "active"]].sort_values(["period_start", "value"])),
+        Chart(f"Where the change came from: {segment}, {label} of {day}",
+              f"Active users changed by {total:+,} against the {label} before. Per {segment}: users gained (new,"
+              f" reactivated, moved in from another value) and lost (churned, moved out to another value), the"
+              f" biggest net change first: {lead['value']} {int(lead['active_change']):+,}. A user who changed"
+              f" {segment} while active is a move, not a churn plus a new user.",
+              segment_change_chart(ranked, segment), f"segment_change_{segment}",
+              ranked[["period_start", "value", *SEGMENT_COUNTS]]),
+    ]
+
+
+def where_it_changed(warehouse, behavior: BehaviorConfig, grain: Grain, top: int = 3) -> list[tuple[str, str, list]]:
+    """The landing page's "where": per segment, the latest period and its values with the biggest net
+    change (value, change), biggest first."""
+    out = []
+    if not warehouse.table_exists(sql.segment_growth_table(behavior.name, grain)):
+        return out
+    for segment in behavior.segments:
+        frame = segment_growth(warehouse, behavior, grain, segment.key)
+        if frame.empty:
+            continue
+        latest_period = frame["period_start"].max()
+        ranked = biggest_changes(frame[frame["period_start"] == latest_period])
+        out.append((segment.key, str(pd.Timestamp(latest_period).date()),
+                    [(v, int(c)) for v, c in zip(ranked["value"][:top], ranked["active_change"][:top])]))
+    return out
 
 
 RETENTION_LINES = (("curr", "current"), ("nurr", "new"), ("rurr", "reactivated"), ("surr", "resurrected"))
@@ -341,6 +479,7 @@ def headline(warehouse, behavior: BehaviorConfig) -> dict:
                                     f" {sql.ident(sql.growth_table(b, grain))} ORDER BY period_start")
             if not frame.empty:
                 out["grains"][grain] = frame
+    out["where"] = {grain: where_it_changed(warehouse, behavior, grain) for grain in behavior.grains}
     return out
 
 
@@ -376,6 +515,9 @@ a.csv {{ font-size: .8rem; color: #3D6FB6; }}
 .tile .label {{ color: #666; font-size: .8rem; }} .tile .value {{ font-size: 1.5rem; font-weight: 600; }}
 .tile .change {{ font-size: .85rem; }} .up {{ color: #2E7D4F; }} .down {{ color: #B3261E; }}
 .tile img {{ display: block; margin-top: .3rem; }}
+table.where {{ border-collapse: collapse; margin-top: .8rem; font-size: .85rem; }}
+table.where caption {{ text-align: left; color: #666; font-size: .8rem; padding-bottom: .2rem; }}
+table.where td {{ padding: .15rem .8rem .15rem 0; border-top: 1px solid #eee; }}
 </style></head><body>
 {body}
 </body></html>
@@ -421,6 +563,21 @@ def _tile(label: str, value: str, change: str, series: pd.Series) -> str:
             f"{change}{_img(sparkline(series.tail(SPARK_PERIODS)), label + ' trend')}</div>")
 
 
+def _where(where: dict) -> str:
+    """The values of each segment that changed most in each grain's latest period, as a short table."""
+    rows = []
+    for grain, segments in where.items():
+        for segment, period, changes in segments:
+            listed = ", ".join(f"<span class='{'up' if c > 0 else 'down' if c < 0 else ''}'>{html.escape(v)}"
+                               f" {c:+,}</span>" for v, c in changes)
+            rows.append(f"<tr><td>{LABELS[grain.value]} of {period}</td><td>{html.escape(segment)}</td>"
+                        f"<td>{listed}</td></tr>")
+    if not rows:
+        return ""
+    return ("<table class='where'><caption>Where the latest change in active users came from (net change per"
+            " value, biggest first)</caption>" + "".join(rows) + "</table>")
+
+
 def render_index(cards: list[tuple[BehaviorConfig, dict, list[Grain]]]) -> str:
     """The page analysts open first: per behavior its headline numbers with trend lines, linking to
     the detail pages."""
@@ -459,7 +616,7 @@ def render_index(cards: list[tuple[BehaviorConfig, dict, list[Grain]]]) -> str:
         description = html.escape(behavior.description or "")
         parts.append(f"<section class='behavior' data-behavior='{behavior.name}'><h2>{html.escape(behavior.name)}"
                      f"</h2><p class='meta'>{description}</p><div class='tiles'>{''.join(tiles)}</div>"
-                     f"<p>{links}</p></section>")
+                     f"{_where(numbers.get('where', {}))}<p>{links}</p></section>")
     return PAGE.format(title="Activation reports", body="\n".join(parts))
 
 

@@ -112,9 +112,13 @@ def test_the_segment_relations_equal_the_reference(graph, behavior, grain):
     config, sources = graph
     name, values, rows = sources[behavior]
     expected = reference.segmented_activation(rows, SPEC, grain, name, values)
-    columns = ["period_start", "user_id", "state", "prev_state", name, f"prev_{name}"]
+    columns = ["period_start", "user_id", "state", "prev_state", name]
     got = [{c: r[c] for c in columns} for r in _table(config, f"{behavior}_activation_{grain}")]
     assert _rounded(got) == _rounded([{c: r[c] for c in columns} for r in expected])
+    # The state carries seg(u, p-1) too (what the segment transitions group by).
+    state = ["period_start", "user_id", name, f"prev_{name}"]
+    got = [{c: r[c] for c in state} for r in _table(config, f"{behavior}_firstlast_{grain}")]
+    assert _rounded(got) == _rounded([{c: r[c] for c in state} for r in expected])
     assert _rounded(_table(config, f"{behavior}_segment_transitions_{grain}")) == _rounded(
         reference.segment_transitions(expected, name))
     assert _rounded(_table(config, f"{behavior}_segment_growth_{grain}")) == _rounded(
@@ -122,6 +126,20 @@ def test_the_segment_relations_equal_the_reference(graph, behavior, grain):
     if grain == "daily":
         assert _rounded(_table(config, f"{behavior}_segment_engagement_daily")) == _rounded(
             reference.segment_engagement(rows, SPEC, name, values))
+
+
+def test_the_activation_relation_gains_one_column_per_segment(graph):
+    """The contract's activation columns (the daily grain's engagement ones included), then N."""
+    config, _ = graph
+    contract = ["period_start", "user_id", "state", "prev_state", "first_active_period", "last_active_period",
+                "streak", "inactive_streak", "return_gap", "active_periods"]
+    daily = ["days_seen_bits", "engagement_state", "prev_engagement_state"]
+    import duckdb
+
+    with duckdb.connect(str(config.parent / "warehouse.duckdb"), read_only=True) as conn:
+        for grain in GRAINS:
+            names = [r[0] for r in conn.execute(f"DESCRIBE posted_activation_{grain}").fetchall()]
+            assert names == contract + (daily if grain == "daily" else []) + ["plan"], grain
 
 
 def test_the_data_has_the_edges_that_matter(graph):
@@ -171,3 +189,145 @@ def test_the_segment_values_add_up_to_the_whole(graph):
             for k in entry:
                 entry[k] += r[k]
         assert sums and all(all(sums[p][k] == whole[p][k] for k in sums[p]) for p in sums)
+
+
+# --- incremental: corrections and changed settings ------------------------------------------------------
+
+SEOUL = reference.Spec("Asia/Seoul", dt.date(2025, 3, 5), dt.date(2025, 4, 20), "monday")
+
+
+def _layer(database) -> dict[str, list]:
+    """Every table and view of the layer (not the records), its rows as sorted text."""
+    import duckdb
+
+    with duckdb.connect(str(database), read_only=True) as conn:
+        names = [r[0] for r in conn.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_name NOT LIKE '\\_%' ESCAPE '\\'"
+        ).fetchall()]
+        return {n: sorted(map(repr, conn.execute(f'SELECT * FROM "{n}"').fetchall())) for n in names}
+
+
+def _fresh(tmp_path, rows, late=(), **behavior) -> dict[str, list]:
+    from ..conftest import small_behavior, write_parquet_source
+
+    directory = tmp_path / "fresh"
+    config = small_behavior(directory, SEOUL, rows, **behavior)
+    if late:
+        _write_late(directory, late)
+    assert cli.main(["materialize", "--config", str(config)]) == 0
+    return _layer(directory / "warehouse.duckdb")
+
+
+def _write_late(directory, late: list[tuple]) -> None:
+    pd.DataFrame({
+        "uid": pd.array([u for u, _, _ in late], dtype="Int64"),
+        "ts": pd.to_datetime([t.replace(tzinfo=None) for _, t, _ in late]),
+        "event_name": "visit", "platform": [p for *_, p in late],
+    }).to_parquet(directory / "events" / "part-2-late.parquet", index=False)
+
+
+def test_a_late_row_that_changes_a_value_is_propagated_like_any_change(tmp_path):
+    """A late file with rows that change users' values (one of them to a value never seen) on a past
+    day: `activation materialize` finds the changed day and rebuilds from it; the tables equal a
+    fresh run over both files."""
+    from ..conftest import local_instant, small_behavior
+
+    rows = edge_events(SEOUL, seed=8, users=list(range(1, 26)))
+    segments = [{"column": "platform"}]
+    config = small_behavior(tmp_path, SEOUL, rows, segments=segments)
+    assert cli.main(["materialize", "--config", str(config)]) == 0
+    day = dt.date(2025, 3, 20)
+    late = [(3, local_instant(day, 86398, SEOUL.timezone), "tablet"),
+            (4, local_instant(day, 86398, SEOUL.timezone), "tablet")]
+    _write_late(tmp_path, late)
+    assert cli.main(["materialize", "--config", str(config)]) == 0
+    built = _layer(tmp_path / "warehouse.duckdb")
+    assert any("tablet" in row for row in built["visited_segment_transitions_daily"])
+    assert built == _fresh(tmp_path, rows, late, segments=segments)
+
+
+def test_changing_the_segments_rebuilds_what_depends_on_them(tmp_path):
+    """New segments (another name, `values:`) and then none: each time the tables equal a fresh run
+    with the settings of that time, and no table of the old segments is left."""
+    import yaml
+
+    from ..conftest import small_behavior
+
+    rows = edge_events(SEOUL, seed=4, users=list(range(1, 26)))
+    config = small_behavior(tmp_path, SEOUL, rows, segments=[{"column": "platform"}])
+    assert cli.main(["materialize", "--config", str(config)]) == 0
+    for segments in ([{"name": "device", "column": "platform", "values": ["ios"]}], []):
+        document = yaml.safe_load(config.read_text())
+        document["behaviors"][0]["segments"] = segments
+        config.write_text(yaml.safe_dump(document, sort_keys=False))
+        assert cli.main(["materialize", "--config", str(config)]) == 0
+        built = _layer(tmp_path / "warehouse.duckdb")
+        fresh = _fresh(tmp_path / str(len(segments)), rows, segments=segments)
+        assert {k: v for k, v in built.items() if v} == {k: v for k, v in fresh.items() if v}
+        assert ("visited_segment_transitions_daily" in fresh) == bool(segments)
+
+
+# --- the report: where the change came from -------------------------------------------------------------
+
+
+def _csv(page: str, name: str) -> list[dict]:
+    import base64
+    import csv
+    import io
+    import re
+
+    encoded, = re.findall(rf"download='\w+_{name}.csv' href='data:text/csv;charset=utf-8;base64,([^']+)'", page)
+    return list(csv.DictReader(io.StringIO(base64.b64decode(encoded).decode())))
+
+
+def test_the_report_says_where_the_change_came_from(graph, tmp_path):
+    """Each detail page has, per segment, active users per value over time and the latest period's
+    change per value (the biggest first), with the reference's numbers in their CSV; the landing page
+    names the values that changed most."""
+    from activation_assets.config import load_config
+    from activation_assets.report.html import write_reports
+
+    config, sources = graph
+    name, values, rows = sources["visited"]
+    index = write_reports(load_config(config), [load_config(config).behavior("visited")], None, tmp_path / "r")
+    for grain in GRAINS:
+        page = (index.parent / f"visited_{grain}.html").read_text()
+        assert f"data-chart='segment_active_{name}'" in page and f"data-chart='segment_change_{name}'" in page
+        growth = reference.segment_growth(reference.segmented_activation(rows, SPEC, grain, name, values), name)
+        latest = max(r["period_start"] for r in growth)
+        expected = {(r["value"] or "(none)"): r for r in growth if r["period_start"] == latest}
+        change = _csv(page, f"segment_change_{name}")
+        assert {r["value"]: (int(r["active_change"]), int(r["moved_in"]), int(r["churned"])) for r in change} == {
+            v: (r["active_change"], r["moved_in"], r["churned"]) for v, r in expected.items()}
+        sizes = [abs(int(r["active_change"])) for r in change]
+        assert sizes == sorted(sizes, reverse=True)  # the biggest contribution first
+        active = _csv(page, f"segment_active_{name}")
+        assert sorted((r["period_start"], r["value"], int(r["active"])) for r in active) == sorted(
+            (str(r["period_start"]), r["value"] or "(none)", r["active"]) for r in growth)
+    landing = index.read_text()
+    weekly = reference.segment_growth(reference.segmented_activation(rows, SPEC, "weekly", name, values), name)
+    latest = max(r["period_start"] for r in weekly)
+    top = max((r for r in weekly if r["period_start"] == latest), key=lambda r: abs(r["active_change"]))
+    assert f"week of {latest}" in landing and f"{top['value'] or '(none)'} {top['active_change']:+,}" in landing
+
+
+def test_fifty_values_read_as_the_top_eleven_and_the_rest():
+    """With 50 values the charts keep the eleven that matter most and sum the others, so that the
+    values still add up to the whole."""
+    from activation_assets.report import html as report
+
+    rng = random.Random(3)
+    day = pd.Timestamp("2025-03-03")
+    frame = pd.DataFrame([{"period_start": day, "value": f"v{i:02d}", "active": rng.randint(0, 900),
+                           "active_prev": rng.randint(0, 900), "new": rng.randint(0, 50),
+                           "reactivated": rng.randint(0, 50), "churned": rng.randint(0, 90),
+                           "moved_in": rng.randint(0, 9), "moved_out": rng.randint(0, 9)} for i in range(50)])
+    frame["active_change"] = frame["active"] - frame["active_prev"]
+    ranked = report.biggest_changes(frame)
+    folded = report.biggest_changes(report.fold_values(frame, list(ranked["value"][:11])))
+    assert len(folded) == 12 and "the other 39 values" in set(folded["value"])
+    for column in report.SEGMENT_COUNTS:
+        assert folded[column].sum() == frame[column].sum()
+    top = sorted(frame["active_change"].abs(), reverse=True)[:11]
+    assert sorted(folded[~folded["value"].str.startswith("the other")]["active_change"].abs(), reverse=True) == top
+    assert report.segment_change_chart(folded, "value")[:4] == b"\x89PNG"
