@@ -420,8 +420,8 @@ def prev_column(segment: SegmentConfig) -> str:
 
 def segment_columns(segments: Sequence[SegmentConfig], relation: Relation) -> tuple[Column, ...]:
     """The columns each segment adds to the activation relation, N = seg(u, p), and to FirstLast, N
-    and prev_N = seg(u, p-1) (what the segment transitions group by; null for a new user: kept in the
-    state so that no step joins p with p-1); none to the other relations."""
+    and prev_N = seg(u, p-1) for the users active in p (what the segment transitions group by, with
+    N for the others: kept in the state so that no step joins p with p-1); none to the other relations."""
     columns: list[Column] = []
     for segment in segments if relation in (FIRSTLAST, ACTIVATION) else ():
         values = f", mapped through values: {list(segment.values)} (the rest: 'other')" if segment.values else ""
@@ -429,7 +429,8 @@ def segment_columns(segments: Sequence[SegmentConfig], relation: Relation) -> tu
             segment.key, "VARCHAR", f"segment {segment.key}: the last value of {segment.column} known at the end"
             f" of the period, as text{values}; null before the first", nullable=True))
         if relation is FIRSTLAST:
-            columns.append(col(prev_column(segment), "VARCHAR", f"segment {segment.key} in p-1 (null for a new user)",
+            columns.append(col(prev_column(segment), "VARCHAR", f"segment {segment.key} in p-1 of a user active in p"
+                               " (null for the others: a new user has none, an inactive one's is the same)",
                                nullable=True))
     return tuple(columns)
 
@@ -481,8 +482,8 @@ def markdown() -> str:
             lines.append("| `<N>` | VARCHAR | yes | with `segments:`, per segment N: seg(u, p), the last value of its"
                          " column known at the end of the period |")
         if relation is FIRSTLAST:
-            lines.append("| `<N>`, `prev_<N>` | VARCHAR | yes | with `segments:`, per segment N: seg(u, p) and"
-                         " seg(u, p-1) (null for a new user) |")
+            lines.append("| `<N>`, `prev_<N>` | VARCHAR | yes | with `segments:`, per segment N: seg(u, p), and"
+                         " seg(u, p-1) of a user active in p (null for the others) |")
         lines.append("")
     return "\n".join(lines)
 

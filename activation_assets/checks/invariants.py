@@ -45,6 +45,7 @@ class Period:
     grain: Grain
     start: dt.date
     previous: dt.date | None  # None for the first period of the grain
+    time_type: str = "TIMESTAMP WITH TIME ZONE"  # the fact's occurred_at, as the source has it
 
     @property
     def p(self) -> str:
@@ -234,6 +235,7 @@ class Check:
     # a period without a row has none), reading the shared relations named in `shared`.
     over_span: SpanSqlFor | None = None
     shared: tuple[str, ...] = ()
+    reads_time: bool = False  # orders the fact's rows by instant (needs the type of occurred_at)
 
 
 # --- FirstLast -----------------------------------------------------------------------------------
@@ -801,25 +803,38 @@ def _latest_values_of_fact(c: Period) -> str:
     """Rows (segment, user_id, value): per segment, each user's value on their latest row of the
     period with a non-null value (two steps: the latest instant, then the greatest value at it),
     mapped through `values:`, from the fact alone."""
+    columns = ", ".join(f"CAST({ident(s.column)} AS VARCHAR) AS {ident('v_' + s.key)}" for s in c.behavior.segments)
+    rows = (f"SELECT user_id, {sql.instant_order('occurred_at', c.time_type)} AS seen_at, {columns}"
+            f" FROM {c.fact} WHERE period_start >= {c.p} AND period_start < {c.next}")
     parts = []
     for s in c.behavior.segments:
-        rows = (f"SELECT user_id, TRY_CAST(occurred_at AS TIMESTAMPTZ) AS seen_at, CAST({ident(s.column)} AS VARCHAR) AS v"
-                f" FROM {c.fact} WHERE period_start >= {c.p} AND period_start < {c.next}"
-                f" AND {ident(s.column)} IS NOT NULL")
+        v = ident("v_" + s.key)
         parts.append(f"""
-            SELECT {literal(s.key)} AS segment, r.user_id, {sql.mapped(s, 'max(r.v)')} AS value
+            SELECT {literal(s.key)} AS segment, r.user_id, {sql.mapped(s, f'max(r.{v})')} AS value
             FROM ({rows}) AS r
-            JOIN (SELECT user_id, max(seen_at) AS seen_at FROM ({rows}) AS x GROUP BY user_id) AS latest
-              ON r.user_id = latest.user_id AND r.seen_at = latest.seen_at
+            JOIN (SELECT user_id, max(seen_at) AS seen_at FROM ({rows}) AS x WHERE {v} IS NOT NULL GROUP BY user_id)
+                AS latest ON r.user_id = latest.user_id AND r.seen_at = latest.seen_at
+            WHERE r.{v} IS NOT NULL
             GROUP BY r.user_id""")
     return "\n            UNION ALL ".join(parts)
 
 
-def _state_values(c: Period) -> str:
-    """Rows (segment, user_id, value) of FirstLast(p): each segment's column."""
-    return "\n            UNION ALL ".join(
-        f"SELECT {literal(s.key)} AS segment, user_id, {ident(s.key)} AS value FROM {c.firstlast}"
-        f" WHERE period_start = {c.p}" for s in c.behavior.segments)
+def _segment_state_mismatches(c: Period) -> str:
+    """The (segment, user) pairs whose value in FirstLast(p) is not the latest value in the fact:
+    FirstLast(p) read once for every segment, joined with the fact's values by user. Only its rows
+    of users active in p can match (a user of the fact whose row says otherwise is a mismatch)."""
+    state = ", ".join(ident(s.key) for s in c.behavior.segments)
+    of_state = "CASE fact_values.segment " + " ".join(
+        f"WHEN {literal(s.key)} THEN state.{ident(s.key)}" for s in c.behavior.segments) + " END"
+    return f"""
+            WITH fact_values AS ({_latest_values_of_fact(c)}),
+                 state AS (SELECT user_id, {state} FROM {c.firstlast}
+                           WHERE period_start = {c.p} AND last_active_period = {c.p}),
+                 mismatches AS (
+                    SELECT fact_values.segment, fact_values.user_id, fact_values.value AS latest_in_fact,
+                           {of_state} AS in_state
+                    FROM fact_values LEFT JOIN state ON state.user_id = fact_values.user_id
+                    WHERE {of_state} IS DISTINCT FROM fact_values.value)"""
 
 
 SEGMENT_STATE_CHECKS = (
@@ -828,21 +843,11 @@ SEGMENT_STATE_CHECKS = (
         "S5: every user active in the period with a value of a segment's column on a row of it has, as"
         " the segment, the latest such value (rows at the same instant: the greatest as text), mapped"
         " through `values:` — computed from the fact, not from the state.",
-        lambda c: f"""
-            WITH fact_values AS ({_latest_values_of_fact(c)}),
-                 state AS ({_state_values(c)})
+        lambda c: _segment_state_mismatches(c) + """
             SELECT count(*), count(*) || ' (segment, user) values differ from the latest value in the fact'
-            FROM fact_values LEFT JOIN state
-              ON state.segment = fact_values.segment AND state.user_id = fact_values.user_id
-            WHERE state.value IS DISTINCT FROM fact_values.value""",
-        lambda c: f"""
-            WITH fact_values AS ({_latest_values_of_fact(c)}),
-                 state AS ({_state_values(c)})
-            SELECT fact_values.segment, fact_values.user_id, fact_values.value AS latest_in_fact,
-                   state.value AS in_state
-            FROM fact_values LEFT JOIN state
-              ON state.segment = fact_values.segment AND state.user_id = fact_values.user_id
-            WHERE state.value IS DISTINCT FROM fact_values.value LIMIT {EXAMPLE_ROWS}""",
+            FROM mismatches""",
+        lambda c: _segment_state_mismatches(c) + f" SELECT * FROM mismatches LIMIT {EXAMPLE_ROWS}",
+        reads_time=True,
     ),
 )
 
@@ -1025,10 +1030,11 @@ class CheckOutcome:
                 f" {detail}")
 
 
-def period_context(behavior: BehaviorConfig, grain: Grain, period: dt.date) -> Period:
+def period_context(behavior: BehaviorConfig, grain: Grain, period: dt.date,
+                   time_type: str = "TIMESTAMP WITH TIME ZONE") -> Period:
     calendar = periods_for(behavior, grain)
     previous = None if period == first_period(behavior, grain) else calendar.previous(period)
-    return Period(behavior, grain, period, previous)
+    return Period(behavior, grain, period, previous, time_type)
 
 
 SPAN_PARTITIONS = 31  # partitions per statement over a span: a month of days keeps its memory bounded
@@ -1078,12 +1084,13 @@ def evaluate_range(
     over_span = len(periods) > 1
     spanned = [(i, check) for i, check in enumerate(applicable) if check.over_span and over_span]
     single = [(i, check) for i, check in enumerate(applicable) if not (check.over_span and over_span)]
+    time_type = _fact_time_type(wh, behavior) if any(check.reads_time for _, check in single) else ""
     for start in range(0, len(periods), SPAN_PARTITIONS) if spanned else ():
         span = Span(behavior, grain, tuple(periods[start:start + SPAN_PARTITIONS]))
         for index, period, violations, detail in wh.query(span_statement(spanned, span)):
             results[(index, period)] = (violations, detail)
     for period in periods if single else ():
-        context = period_context(behavior, grain, period)
+        context = period_context(behavior, grain, period, time_type)
         union = "\nUNION ALL\n".join(
             f"SELECT {i} AS check_index, CAST(violations AS BIGINT) AS violations, CAST(detail AS VARCHAR) AS detail"
             f" FROM ({check.violations(context)}) AS check_{i}(violations, detail)"
@@ -1098,10 +1105,15 @@ def evaluate_range(
             if violations:
                 outcome.failing[period] = (int(violations), detail)
                 if check.examples and not outcome.examples:
-                    names, rows = wh.query_named(check.examples(period_context(behavior, grain, period)))
+                    names, rows = wh.query_named(check.examples(period_context(behavior, grain, period, time_type)))
                     outcome.examples = [
                         {"period_start": str(period), **{n: _plain(v) for n, v in zip(names, row)}} for row in rows
                     ]
+
+
+def _fact_time_type(wh: Warehouse, behavior: BehaviorConfig) -> str:
+    """The type of the fact's occurred_at (the source's): how a check orders rows by instant."""
+    return wh.table_column_types(sql.fact_table(behavior.name)).get("occurred_at", "TIMESTAMP WITH TIME ZONE")
 
 
 def _plain(value):

@@ -136,6 +136,16 @@ def instant_expr(column: str, column_type: str) -> str:
     return f"TRY_CAST({col} AS TIMESTAMPTZ)"
 
 
+def instant_order(column: str, column_type: str) -> str:
+    """The time column as something that orders rows by their instant, cheaply: a timestamp as it is
+    (to the microsecond, as on Spark), a string parsed as `instant_expr` parses it."""
+    if column_type in ("TIMESTAMP", "TIMESTAMP WITH TIME ZONE"):
+        return ident(column)
+    if column_type in TIMESTAMP_TYPES:
+        return f"CAST({ident(column)} AS TIMESTAMP)"
+    return instant_expr(column, column_type)
+
+
 def local_date_expr(instant: str, timezone: str) -> str:
     return f"CAST(timezone({literal(timezone)}, {instant}) AS DATE)"
 
@@ -298,10 +308,10 @@ def active_users(fact: str, period: dt.date, next_period: dt.date) -> str:
 def latest_text(column: str, instant: str) -> str:
     """The value of `column` as text on the latest row of a group that has one: rows ordered by
     their instant, and rows at the same instant by the value as text (the greatest last). One
-    aggregate, the same on both engines: the maximum of the instant's fixed-width UTC text (26
-    characters) followed by the value; what follows the instant is the value."""
-    stamp = f"strftime(timezone('UTC', {instant}), '%Y-%m-%d %H:%M:%S.%f')"
-    return f"substr(max({stamp} || CAST({ident(column)} AS VARCHAR)), 27)"
+    aggregate, the same on both engines (DuckDB's arg_max is Spark's max_by): the value whose
+    (instant, value) is the greatest, among the rows with a value."""
+    text = f"CAST({ident(column)} AS VARCHAR)"
+    return f"arg_max({text}, struct_pack(t := {instant}, v := {text})) FILTER (WHERE {ident(column)} IS NOT NULL)"
 
 
 def mapped(segment: SegmentConfig, value: str) -> str:
@@ -321,14 +331,15 @@ def firstlast_select(
     the user is active on p; the day that falls off the end (63 days ago) is dropped.
 
     With `segments`, each segment N is the latest value of its column among the user's rows of p
-    (`latest_text`, mapped through `values:`), else the one of q; prev_N is the one of q."""
+    (`latest_text`, mapped through `values:`), else the one of q; prev_N is the one of q for a user
+    active in p, null for the others (an inactive user's value of q is N)."""
     p, q = date_lit(period), date_lit(previous)
     prior = "FALSE" if is_first else f"period_start = {q}"
     bits = (f""",
             (coalesce(prior_state.days_seen_bits, 0) & {SHIFT_MASK}) * 2
                 + CASE WHEN active.user_id IS NULL THEN 0 ELSE 1 END AS days_seen_bits""" if days_seen_bits else "")
     if segments:
-        instant = instant_expr("occurred_at", time_type)
+        instant = instant_order("occurred_at", time_type)
         latest = "".join(f", {latest_text(s.column, instant)} AS {ident(s.key)}" for s in segments)
         active = f"""
             SELECT user_id{latest} FROM {ident(fact)}
@@ -336,10 +347,13 @@ def firstlast_select(
             GROUP BY user_id"""
     else:
         active = active_users(fact, period, next_period)
+    # prev_N is kept for the period's active users only (an inactive user's is N; most rows are inactive,
+    # and a null costs next to nothing to write, where a copy of N costs a string per user and period).
     values = "".join(
         f""",
             coalesce({mapped(s, f"active.{ident(s.key)}")}, prior_state.{ident(s.key)}) AS {ident(s.key)},
-            prior_state.{ident(s.key)} AS {ident(tables.prev_column(s))}""" for s in segments)
+            CASE WHEN active.user_id IS NOT NULL THEN prior_state.{ident(s.key)} END
+                AS {ident(tables.prev_column(s))}""" for s in segments)
     return f"""
         WITH active AS ({active}),
         prior_state AS (SELECT * FROM {ident(firstlast)} WHERE {prior})
@@ -416,11 +430,16 @@ def activation_view(
     The daily view adds the rolling engagement states of day d and of d - 1, read off the bits:
     yesterday's bits are today's shifted down a day (M <= 62 keeps yesterday's month in them).
     `engagement=False` leaves them out (the calendar columns only, over a FirstLast without bits).
-    Each segment adds its column N as FirstLast holds it; with `previous_values`, prev_N too (what
-    the segment tables group by; the contract's relation has N only).
+    Each segment adds its column N as FirstLast holds it; with `previous_values`, prev_N too, the
+    value of p-1 (what the segment tables group by; the contract's relation has N only): FirstLast's
+    prev_N for a user active in p, N for an inactive one (null for a new one: FirstLast's is null).
     """
-    relation = tables.FIRSTLAST if previous_values else tables.ACTIVATION
     p, q = "period_start", previous_period(grain, "period_start")
+    values = "".join(f", {ident(s.key)}" for s in segments)
+    if previous_values:
+        values += "".join(f""",
+            CASE WHEN last_active_period = {p} THEN {ident(tables.prev_column(s))} ELSE {ident(s.key)} END
+                AS {ident(tables.prev_column(s))}""" for s in segments)
     between = lambda a, b: periods_between(grain, a, b)  # noqa: E731
     engagement = "" if grain is not Grain.daily or not engagement else f""",
             days_seen_bits,
@@ -454,7 +473,7 @@ def activation_view(
                 THEN 0 ELSE {between('last_active_period', p)} END AS INTEGER) AS inactive_streak,
             CAST(CASE WHEN first_active_period < {p} AND streak_start_period = {p}
                 THEN {between('prior_active_period', p)} - 1 END AS INTEGER) AS return_gap,
-            active_periods{engagement}{"".join(f", {ident(c.name)}" for c in tables.segment_columns(segments, relation))}
+            active_periods{engagement}{values}
         FROM {ident(firstlast)}
     """
 
