@@ -800,41 +800,43 @@ def _segment_values_of_activation(c: Period) -> str:
 
 
 def _latest_values_of_fact(c: Period) -> str:
-    """Rows (segment, user_id, value): per segment, each user's value on their latest row of the
-    period with a non-null value (two steps: the latest instant, then the greatest value at it),
-    mapped through `values:`, from the fact alone."""
-    columns = ", ".join(f"CAST({ident(s.column)} AS VARCHAR) AS {ident('v_' + s.key)}" for s in c.behavior.segments)
-    rows = (f"SELECT user_id, {sql.instant_order('occurred_at', c.time_type)} AS seen_at, {columns}"
+    """One row per user active in p: for each segment its value on the user's latest row of the period
+    with one (two steps: the latest instant, then the greatest value at it), mapped through `values:`,
+    null when no row has one; from the fact alone, every segment in the same two passes."""
+    segments = c.behavior.segments
+    text = ", ".join(f"CAST({ident(s.column)} AS VARCHAR) AS {ident('v_' + s.key)}" for s in segments)
+    rows = (f"SELECT user_id, {sql.instant_order('occurred_at', c.time_type)} AS seen_at, {text}"
             f" FROM {c.fact} WHERE period_start >= {c.p} AND period_start < {c.next}")
-    parts = []
-    for s in c.behavior.segments:
-        v = ident("v_" + s.key)
-        parts.append(f"""
-            SELECT {literal(s.key)} AS segment, r.user_id, {sql.mapped(s, f'max(r.{v})')} AS value
-            FROM ({rows}) AS r
-            JOIN (SELECT user_id, max(seen_at) AS seen_at FROM ({rows}) AS x WHERE {v} IS NOT NULL GROUP BY user_id)
-                AS latest ON r.user_id = latest.user_id AND r.seen_at = latest.seen_at
-            WHERE r.{v} IS NOT NULL
-            GROUP BY r.user_id""")
-    return "\n            UNION ALL ".join(parts)
+    latest = ", ".join(f"max(seen_at) FILTER (WHERE {ident('v_' + s.key)} IS NOT NULL) AS {ident('t_' + s.key)}"
+                       for s in segments)
+    def value_at_latest(s) -> str:
+        value, at = ident("v_" + s.key), ident("t_" + s.key)
+        return f"{sql.mapped(s, f'max(rows.{value}) FILTER (WHERE rows.seen_at = latest.{at})')} AS {ident('f_' + s.key)}"
+    values = ", ".join(value_at_latest(s) for s in segments)
+    return f"""
+            WITH rows AS ({rows}),
+                 latest AS (SELECT user_id, {latest} FROM rows GROUP BY user_id)
+            SELECT rows.user_id, {values}
+            FROM rows JOIN latest ON rows.user_id = latest.user_id
+            GROUP BY rows.user_id"""
 
 
 def _segment_state_mismatches(c: Period) -> str:
     """The (segment, user) pairs whose value in FirstLast(p) is not the latest value in the fact:
-    FirstLast(p) read once for every segment, joined with the fact's values by user. Only its rows
-    of users active in p can match (a user of the fact whose row says otherwise is a mismatch)."""
-    state = ", ".join(ident(s.key) for s in c.behavior.segments)
-    of_state = "CASE fact_values.segment " + " ".join(
-        f"WHEN {literal(s.key)} THEN state.{ident(s.key)}" for s in c.behavior.segments) + " END"
+    FirstLast(p) read once, joined with the fact's values by user. Only its rows of users active in
+    p can match (a user of the fact whose row says otherwise is a mismatch)."""
+    segments = c.behavior.segments
+    state = ", ".join(ident(s.key) for s in segments)
+    mismatches = "\n                    UNION ALL ".join(
+        f"SELECT {literal(s.key)} AS segment, fact_values.user_id, fact_values.{ident('f_' + s.key)} AS latest_in_fact,"
+        f" state.{ident(s.key)} AS in_state FROM fact_values LEFT JOIN state ON state.user_id = fact_values.user_id"
+        f" WHERE fact_values.{ident('f_' + s.key)} IS NOT NULL"
+        f" AND state.{ident(s.key)} IS DISTINCT FROM fact_values.{ident('f_' + s.key)}" for s in segments)
     return f"""
             WITH fact_values AS ({_latest_values_of_fact(c)}),
                  state AS (SELECT user_id, {state} FROM {c.firstlast}
                            WHERE period_start = {c.p} AND last_active_period = {c.p}),
-                 mismatches AS (
-                    SELECT fact_values.segment, fact_values.user_id, fact_values.value AS latest_in_fact,
-                           {of_state} AS in_state
-                    FROM fact_values LEFT JOIN state ON state.user_id = fact_values.user_id
-                    WHERE {of_state} IS DISTINCT FROM fact_values.value)"""
+                 mismatches AS ({mismatches})"""
 
 
 SEGMENT_STATE_CHECKS = (
