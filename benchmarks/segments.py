@@ -239,7 +239,7 @@ def run(users: int, days: int, reps: int, workdir: Path, report: Path | None, be
             f"Machine: {machine()}. The same events (the benchmark's activity, with a platform of 3 values and a"
             " country of 8 per event, users keeping theirs and a few changing) as two behaviors of the daily grain:"
             f" `{PLAIN}` without segments and `{SEGMENTED}` with `segments: [{{column: platform}}, {{column:"
-            " country}}]`. Day times are medians of the repetitions, the two behaviors in turns, each a"
+            " country}]`. Day times are medians of the repetitions, the two behaviors in turns, each a"
             " CHECKPOINT after the other; a backfill is one run each.", "",
             "| measure | value | note |", "| --- | ---: | --- |",
             *[f"| {m} | {v} | {n} |" for m, v, n in rows], ""]))
