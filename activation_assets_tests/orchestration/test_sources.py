@@ -114,6 +114,7 @@ def _raw_sample(directory: Path) -> tuple[list[tuple], list[tuple]]:
         "event_name": ["app_open"] * len(opens) + ["item_listed"] * len(noise),
         "occurred_at": pd.to_datetime([None if t is None else t.replace(tzinfo=None) for _, t in opens + noise]),
         "platform": "ios",
+        "country": "KR",  # the bundled raw layout carries both of the sample's segment columns
     })
     events.to_parquet(raw / "events" / "2025-01.parquet", index=False)
     pd.DataFrame({
