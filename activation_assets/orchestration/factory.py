@@ -110,6 +110,21 @@ def _check_results(
     return results
 
 
+def _record_metadata(
+    context: dg.AssetExecutionContext, per_partition: dict[dt.date, dict], last: dict,
+    asset_key: dg.AssetKey | None = None,
+) -> None:
+    """Each partition's own numbers on its event, and what describes the run (the preview of its last
+    partition, the columns and source-wide counts it read) on the last partition's event only: the
+    metadata of a MaterializeResult is copied onto every partition's event of a range run, so a
+    backfill of N partitions would store it N times. The UI's latest materialization is the last."""
+    periods = sorted(per_partition)
+    target = {"asset_key": asset_key} if asset_key is not None else {}
+    for period in periods:
+        metadata = {**per_partition[period], **(last if period == periods[-1] else {})}
+        context.add_asset_metadata(metadata, partition_key=period.isoformat(), **target)
+
+
 def _markdown(rows: list[dict]) -> str:
     if not rows:
         return "(no rows)"
@@ -193,11 +208,6 @@ def fact_asset(
         with warehouse_of(context) as conn:
             outcome = steps.materialize_fact(conn, behavior, days)
             preview = _preview(conn, name, days[-1], "user_id, occurred_at")
-        for day, numbers in outcome.per_day.items():
-            context.add_asset_metadata(
-                {"dagster/row_count": numbers["rows"], **{k: v for k, v in numbers.items() if k != "rows"}},
-                partition_key=day.isoformat(),
-            )
         # Source-wide counts come with a run that read the whole source (every day, or a text
         # time column); a run of some days reads only what can fall on them.
         dropped = {f"source_{k}": v for k, v in outcome.source.items()}
@@ -207,14 +217,14 @@ def fact_asset(
             f"{name}: {len(days)} day(s), {sum(n['rows'] for n in outcome.per_day.values())} rows written;"
             f" read: {scope}; {dropped or ''}"
         )
-        return dg.MaterializeResult(metadata={
-            **dropped,
-            **read,
-            "source_read": scope,
-            "dagster/column_schema": dg.TableSchema(
-                columns=[dg.TableColumn(n, t) for n, t in outcome.columns.items()]),
-            "preview": preview,
-        })
+        _record_metadata(
+            context,
+            {day: {"dagster/row_count": numbers["rows"], **{k: v for k, v in numbers.items() if k != "rows"}}
+             for day, numbers in outcome.per_day.items()},
+            {**dropped, **read, "source_read": scope, "preview": preview,
+             "dagster/column_schema": dg.TableSchema(columns=[dg.TableColumn(n, t) for n, t in outcome.columns.items()])},
+        )
+        return dg.MaterializeResult()
 
     return _fact
 
@@ -277,14 +287,12 @@ def activation_asset(behavior: BehaviorConfig, grain: Grain, engine: str = "duck
             counts = steps.materialize_activation(conn, behavior, grain, periods, _progress(context, name))
             results = _check_results(behavior, grain, conn, inv.ACTIVATION_CHECKS, periods)
             preview = _preview(conn, name, periods[-1], "state, user_id")
-        for period, numbers in counts.items():
-            active = numbers["new"] + numbers["retained"] + numbers["reactivated"]
-            context.add_asset_metadata(
-                {"dagster/row_count": numbers["users"], "active": active,
-                 **{k: v for k, v in numbers.items() if k != "users"}},
-                partition_key=period.isoformat(),
-            )
-        return dg.MaterializeResult(check_results=results, metadata={"preview": preview})
+        _record_metadata(context, {
+            period: {"dagster/row_count": numbers["users"],
+                     "active": numbers["new"] + numbers["retained"] + numbers["reactivated"],
+                     **{k: v for k, v in numbers.items() if k != "users"}}
+            for period, numbers in counts.items()}, {"preview": preview})
+        return dg.MaterializeResult(check_results=results)
 
     return _activation
 
@@ -314,9 +322,9 @@ def _derived_asset(
             numbers = step(conn, behavior, grain, periods, _progress(context, name))
             results = _check_results(behavior, grain, conn, checks, periods)
             preview = _preview(conn, name, periods[-1], order)
-        for period, value in numbers.items():
-            context.add_asset_metadata(partition_metadata(value), partition_key=period.isoformat())
-        return dg.MaterializeResult(check_results=results, metadata={"preview": preview})
+        _record_metadata(context, {period: partition_metadata(value) for period, value in numbers.items()},
+                         {"preview": preview})
+        return dg.MaterializeResult(check_results=results)
 
     return _derived
 
@@ -472,10 +480,10 @@ def _multi_asset(
                 written.append((part, _check_results(behavior, grain, conn, checks, periods, key) if checks else [],
                                 _preview(conn, part.table, periods[-1], part.order)))
         for part, results, preview in written:
-            for period, value in numbers[part.table].items():
-                context.add_asset_metadata(part.partition_metadata(value), asset_key=dg.AssetKey(part.table),
-                                           partition_key=period.isoformat())
-            yield dg.MaterializeResult(asset_key=part.table, check_results=results, metadata={"preview": preview})
+            _record_metadata(context, {period: part.partition_metadata(value)
+                                       for period, value in numbers[part.table].items()},
+                             {"preview": preview}, asset_key=dg.AssetKey(part.table))
+            yield dg.MaterializeResult(asset_key=part.table, check_results=results)
 
     return _together
 

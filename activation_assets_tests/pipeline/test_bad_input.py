@@ -291,11 +291,14 @@ def test_rows_that_are_not_activity_are_dropped_and_counted(tmp_path):
     assert first["dagster/row_count"].value == 1
     assert first["dropped_duplicates"].value == 2 and first["dropped_null_user_id"].value == 1
     assert second["dagster/row_count"].value == 1 and second["dropped_duplicates"].value == 0
-    # A run of some days reads only what can fall on them: no source-wide counts, and it says so.
-    assert "source_null_occurred_at" not in first and "the run's days only" in first["source_read"].value
+    # A run of some days reads only what can fall on them: no source-wide counts, and it says so, on
+    # the run's last partition (what describes the run is not repeated on each partition's event).
+    assert "source_null_occurred_at" not in second and "the run's days only" in second["source_read"].value
+    assert "source_read" not in first and "preview" not in first
     # A run of every day reads the whole source once, and counts what can never be activity.
     whole = materialize(config, ["fact_visited"], "2025-03-03", "2025-03-30")
-    metadata = whole.get_asset_materialization_events()[0].materialization.metadata
+    metadata = {e.partition: e.materialization.metadata
+                for e in whole.get_asset_materialization_events()}["2025-03-30"]
     assert metadata["source_read"].value == "whole source"
     assert metadata["source_null_occurred_at"].value == 2 and metadata["source_unparseable_occurred_at"].value == 0
     assert metadata["source_before_start_date"].value == 1 and metadata["source_after_end_date"].value == 1
