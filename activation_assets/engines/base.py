@@ -106,12 +106,13 @@ class Warehouse:
         NOT NULL where the engine enforces it."""
         raise NotImplementedError
 
-    def replace_days(
-        self, table: str, days: Sequence[dt.date], select: str,
+    def replace_periods(
+        self, table: str, periods: Sequence[dt.date], select: str,
         fingerprints: dict[dt.date, tuple[int, int]] | None = None,
     ) -> dict[dt.date, int]:
-        """Replace the partitions `days` of `table` with the rows of `select`, log them (with the
-        fingerprints of the source rows they come from), return rows per day."""
+        """Replace the partitions `periods` of `table` with the rows of `select` (a partition without
+        rows is emptied), log them (a fact's with the fingerprints of the source rows they come from),
+        return rows per period."""
         raise NotImplementedError
 
     def replace_partition(self, table: str, period: dt.date, select: str) -> int:

@@ -187,15 +187,15 @@ class DuckDBWarehouse(Warehouse):
         self.create_table(table, [tables.col(name, kind, "", nullable=name not in not_null)
                                   for name, kind in self.table_column_types(stage).items()])
 
-    def replace_days(
-        self, table: str, days: Sequence[dt.date], select: str,
+    def replace_periods(
+        self, table: str, periods: Sequence[dt.date], select: str,
         fingerprints: dict[dt.date, tuple[int, int]] | None = None,
     ) -> dict[dt.date, int]:
-        first, last = min(days), max(days)
-        self.conn.execute(sql.delete_range(table, first, last))
+        first, last = min(periods), max(periods)
+        self.conn.execute(f"DELETE FROM {ident(table)} WHERE {sql.in_periods(periods)}")
         self.conn.execute(f"INSERT INTO {ident(table)} BY NAME {select}")
         written = dict(self.conn.execute(sql.rows_per_period(table, first, last)).fetchall())
-        rows = {day: written.get(day, 0) for day in days}
+        rows = {period: written.get(period, 0) for period in periods}
         self.record_partitions(table, rows, fingerprints)
         return rows
 

@@ -239,15 +239,15 @@ class SparkWarehouse(Warehouse):
             f"CREATE TABLE IF NOT EXISTS {_quote(table)} USING parquet PARTITIONED BY (period_start)"
             f" AS SELECT * FROM {_quote(stage)} LIMIT 0")
 
-    def replace_days(
-        self, table: str, days: Sequence[dt.date], select: str,
+    def replace_periods(
+        self, table: str, periods: Sequence[dt.date], select: str,
         fingerprints: dict[dt.date, tuple[int, int]] | None = None,
     ) -> dict[dt.date, int]:
-        self.unlog_partitions(table, days)  # until the new rows are in, the days count as missing
+        self.unlog_partitions(table, periods)  # until the new rows are in, the periods count as missing
         rows = self._sql(select).localCheckpoint(eager=True)
         counts = {r[0]: r[1] for r in rows.groupBy("period_start").count().collect()}
-        written = {day: counts.get(day, 0) for day in days}
-        self._drop_partitions(table, [day for day, n in written.items() if n == 0])
+        written = {period: counts.get(period, 0) for period in periods}
+        self._drop_partitions(table, [period for period, n in written.items() if n == 0])
         if any(written.values()):
             self._overwrite(table, rows)
         self.record_partitions(table, written, fingerprints)

@@ -261,13 +261,21 @@ def rows_per_period(table: str, first: dt.date, last: dt.date) -> str:
     """
 
 
-def fact_select(first_day: dt.date, last_day: dt.date, stage: str = "fact_stage") -> str:
-    """The valid rows of the days (a user, and a local date in them), exact duplicates once."""
+def fact_select(days: Sequence[dt.date], stage: str = "fact_stage") -> str:
+    """The valid rows of the days (a user, and a local date among them), exact duplicates once."""
     return f"""
         SELECT DISTINCT * FROM {stage}
-        WHERE user_id IS NOT NULL AND period_start BETWEEN {date_lit(first_day)} AND {date_lit(last_day)}
+        WHERE user_id IS NOT NULL AND {in_periods(days)}
         ORDER BY period_start, user_id, occurred_at
     """
+
+
+def in_periods(periods: Sequence[dt.date]) -> str:
+    """A predicate on period_start: one of `periods` (one partition: an equality)."""
+    periods = sorted(set(periods))
+    if len(periods) == 1:
+        return f"period_start = {date_lit(periods[0])}"
+    return f"period_start IN ({values_list(tuple(periods))})"
 
 
 def delete_range(table: str, first: dt.date, last: dt.date) -> str:
@@ -493,13 +501,20 @@ def state_counts_by_period(activation: str, first: dt.date, last: dt.date) -> st
     """
 
 
-def transitions_select(activation: str, period: dt.date) -> str:
+def periods_relation(periods: Sequence[dt.date]) -> str:
+    """The relation `periods(period_start)` of a run's periods: what a statement over a range
+    joins with where every period has a row, users or not."""
+    rows = ", ".join(f"({date_lit(p)})" for p in sorted(set(periods)))
+    return f"SELECT * FROM (VALUES {rows}) AS periods(period_start)"
+
+
+def transitions_select(activation: str, periods: Sequence[dt.date]) -> str:
     return f"""
         SELECT period_start, prev_state AS from_state, state AS to_state, count(*) AS users
         FROM {ident(activation)}
-        WHERE period_start = {date_lit(period)}
+        WHERE {in_periods(periods)}
         GROUP BY period_start, prev_state, state
-        ORDER BY from_state NULLS FIRST, to_state
+        ORDER BY period_start, from_state NULLS FIRST, to_state
     """
 
 
@@ -520,32 +535,38 @@ def distributions_table(behavior: str, grain: Grain | str) -> str:
     return tables.DISTRIBUTIONS.table(behavior, grain)
 
 
-def growth_select(activation: str, period: dt.date) -> str:
-    """Growth accounting of one period: active(p) = new + retained + reactivated, and
-    active(p-1) = retained + churned, read off prev_state (every user of p-1 is still a row in p)."""
+def growth_select(activation: str, periods: Sequence[dt.date]) -> str:
+    """Growth accounting of each period: active(p) = new + retained + reactivated, and
+    active(p-1) = retained + churned, read off prev_state (every user of p-1 is still a row in p).
+    Every period has its row, zeros before its first user."""
     active = ACTIVE_LIST
+    counts = {
+        "active": f"state IN {active}", "new": "state = 'new'", "retained": "state = 'retained'",
+        "reactivated": "state = 'reactivated'", "churned": f"state = 'inactive' AND prev_state IN {active}",
+        "dormant": "state = 'inactive' AND prev_state = 'inactive'", "users_ever": "TRUE",
+        "active_prev": f"prev_state IN {active}",
+    }
     return f"""
         WITH counts AS (
-            SELECT
-                count(*) FILTER (WHERE state IN {active}) AS active,
-                count(*) FILTER (WHERE state = 'new') AS new,
-                count(*) FILTER (WHERE state = 'retained') AS retained,
-                count(*) FILTER (WHERE state = 'reactivated') AS reactivated,
-                count(*) FILTER (WHERE state = 'inactive' AND prev_state IN {active}) AS churned,
-                count(*) FILTER (WHERE state = 'inactive' AND prev_state = 'inactive') AS dormant,
-                count(*) AS users_ever,
-                count(*) FILTER (WHERE prev_state IN {active}) AS active_prev
-            FROM {ident(activation)} WHERE period_start = {date_lit(period)}
+            SELECT period_start,
+                   {", ".join(f"count(*) FILTER (WHERE {when}) AS {name}" for name, when in counts.items())}
+            FROM {ident(activation)} WHERE {in_periods(periods)}
+            GROUP BY period_start
+        ),
+        filled AS (
+            SELECT periods.period_start, {", ".join(f"coalesce(counts.{n}, 0) AS {n}" for n in counts)}
+            FROM ({periods_relation(periods)}) AS periods LEFT JOIN counts ON counts.period_start = periods.period_start
         )
-        SELECT {date_lit(period)} AS period_start, active, new, retained, reactivated, churned, dormant, users_ever, active_prev,
+        SELECT period_start, active, new, retained, reactivated, churned, dormant, users_ever, active_prev,
                new + reactivated - churned AS active_change,
                retained / nullif(active_prev, 0) AS retention_rate,
                (new + reactivated) / nullif(churned, 0) AS quick_ratio
-        FROM counts
+        FROM filled
+        ORDER BY period_start
     """
 
 
-def cohorts_select(activation: str, grain: Grain, period: dt.date) -> str:
+def cohorts_select(activation: str, grain: Grain, periods: Sequence[dt.date]) -> str:
     """One row per cohort (first active period) at its age in p: the diagonal of the retention
     triangle that period p adds. Cohort sizes never shrink: users are never dropped."""
     active = ACTIVE_LIST
@@ -555,9 +576,9 @@ def cohorts_select(activation: str, grain: Grain, period: dt.date) -> str:
                count(*) AS cohort_size,
                count(*) FILTER (WHERE state IN {active}) AS active_users,
                count(*) FILTER (WHERE state IN {active}) / count(*) AS retention
-        FROM {ident(activation)} WHERE period_start = {date_lit(period)}
+        FROM {ident(activation)} WHERE {in_periods(periods)}
         GROUP BY period_start, first_active_period
-        ORDER BY cohort
+        ORDER BY period_start, cohort
     """
 
 
@@ -568,19 +589,19 @@ def _bucket(column: str) -> tuple[str, str]:
     return start, label
 
 
-def distributions_select(activation: str, period: dt.date) -> str:
-    """Bucketed return gaps of the period's reactivated users and streaks of its active users."""
+def distributions_select(activation: str, periods: Sequence[dt.date]) -> str:
+    """Bucketed return gaps of each period's reactivated users and streaks of its active users."""
     gap_start, gap_label = _bucket("return_gap")
     streak_start, streak_label = _bucket("streak")
-    p = date_lit(period)
+    within = in_periods(periods)
     return f"""
         SELECT period_start, 'return_gap' AS measure, {gap_label} AS bucket, {gap_start} AS bucket_start,
                count(*) AS users
-        FROM {ident(activation)} WHERE period_start = {p} AND state = 'reactivated' GROUP BY ALL
+        FROM {ident(activation)} WHERE {within} AND state = 'reactivated' GROUP BY ALL
         UNION ALL
         SELECT period_start, 'streak', {streak_label}, {streak_start}, count(*)
-        FROM {ident(activation)} WHERE period_start = {p} AND streak >= 1 GROUP BY ALL
-        ORDER BY 2, 4
+        FROM {ident(activation)} WHERE {within} AND streak >= 1 GROUP BY ALL
+        ORDER BY 1, 2, 4
     """
 
 
@@ -601,13 +622,12 @@ def stickiness_table(behavior: str) -> str:
 
 
 
-def engagement_select(engagement_transitions: str, period: dt.date) -> str:
-    """One row for day d, summed off the day's engagement transitions (every user of d is in one
-    (yesterday's state, today's state) pair, and the states say who is active when): users per
+def engagement_select(engagement_transitions: str, periods: Sequence[dt.date]) -> str:
+    """One row for each day d, summed off the day's engagement transitions (every user of d is in
+    one (yesterday's state, today's state) pair, and the states say who is active when): users per
     state; DAU (active on d: the active states), WAU (active in [d-W+1, d]: also at_risk_wau), MAU
     (also at_risk_mau); the ratios; and per state of yesterday, the share of its users active on d.
-    (Few aggregates: planning them, not reading the day's few rows, is what this costs.)"""
-    p = date_lit(period)
+    A day without users has its row of zeros."""
     states = ",\n                   ".join(
         f"coalesce(sum(users) FILTER (WHERE to_state = {literal(s)}), 0) AS {ident(s)}" for s in ENGAGEMENT_STATES)
     rates = ",\n                   ".join(
@@ -615,49 +635,54 @@ def engagement_select(engagement_transitions: str, period: dt.date) -> str:
     active = "(" + ", ".join(literal(s) for s in ENGAGEMENT_ACTIVE) + ")"
     dau = " + ".join(ident(s) for s in ENGAGEMENT_ACTIVE)
     return f"""
-        WITH day AS (
-            SELECT from_state, to_state, users FROM {ident(engagement_transitions)} WHERE period_start = {p}
+        WITH days AS (
+            SELECT periods.period_start, t.from_state, t.to_state, t.users
+            FROM ({periods_relation(periods)}) AS periods
+            LEFT JOIN {ident(engagement_transitions)} AS t ON t.period_start = periods.period_start
         ),
         states AS (
-            SELECT {states}
-            FROM day
+            SELECT period_start, {states}
+            FROM days GROUP BY period_start
         ),
         retention AS (
-            SELECT from_state, coalesce(sum(users) FILTER (WHERE to_state IN {active}), 0) / sum(users) AS rate
-            FROM day WHERE from_state IS NOT NULL GROUP BY from_state
+            SELECT period_start, from_state,
+                   coalesce(sum(users) FILTER (WHERE to_state IN {active}), 0) / sum(users) AS rate
+            FROM days WHERE from_state IS NOT NULL GROUP BY period_start, from_state
         ),
         rates AS (
-            SELECT {rates}
-            FROM retention
+            SELECT period_start, {rates}
+            FROM retention GROUP BY period_start
         ),
         windows AS (
             SELECT *, {dau} AS dau, {dau} + at_risk_wau AS wau, {dau} + at_risk_wau + at_risk_mau AS mau
             FROM states
         )
-        SELECT {p} AS period_start, dau, wau, mau, {", ".join(map(ident, ENGAGEMENT_STATES))},
+        SELECT windows.period_start, dau, wau, mau, {", ".join(map(ident, ENGAGEMENT_STATES))},
                mau + dormant AS users_ever, dau / nullif(mau, 0) AS dau_mau, wau / nullif(mau, 0) AS wau_mau,
                {", ".join(rate for rate, _ in RETENTION_RATES)}
-        FROM windows, rates
+        FROM windows LEFT JOIN rates ON rates.period_start = windows.period_start
+        ORDER BY windows.period_start
     """
 
 
-def engagement_profile_select(activation: str, period: dt.date, week_days: int, month_days: int) -> str:
-    """Day d's users counted per combination of what their engagement states and stickiness are
-    functions of: whether d or d - 1 is their first day; their active days in the week and in the
-    month ending on d; and `edge_bits`, their bits of the days d, d - 1, d - W and d - M (what the
-    windows ending on d - 1 have that those ending on d have not, and back). A few thousand rows for
-    any number of users: the engagement transitions and the stickiness are both summed off them,
-    so a day's activation rows are read once, grouped by five cheap keys."""
-    p, q = date_lit(period), date_lit(period - dt.timedelta(days=1))
+def engagement_profile_select(activation: str, periods: Sequence[dt.date], week_days: int, month_days: int) -> str:
+    """Each day d's users counted per combination of what their engagement states and stickiness
+    are functions of: whether d or d - 1 is their first day; their active days in the week and in
+    the month ending on d; and `edge_bits`, their bits of the days d, d - 1, d - W and d - M (what
+    the windows ending on d - 1 have that those ending on d have not, and back). A few thousand rows
+    a day for any number of users: the engagement transitions and the stickiness are both summed off
+    them, so the days' activation rows are read once, grouped by six cheap keys."""
+    yesterday = previous_period(Grain.daily, "period_start")
     edges = 1 | 2 | 1 << week_days | 1 << month_days
     return f"""
-        SELECT first_active_period = {p} AS new_today, first_active_period = {q} AS new_yesterday,
+        SELECT period_start, first_active_period = period_start AS new_today,
+               first_active_period = {yesterday} AS new_yesterday,
                days_seen_bits & {edges} AS edge_bits,
                bit_count(days_seen_bits & {window_mask(week_days)}) AS week_days,
                bit_count(days_seen_bits & {window_mask(month_days)}) AS month_days,
                count(*) AS users
         FROM {ident(activation)}
-        WHERE period_start = {p}
+        WHERE {in_periods(periods)}
         GROUP BY ALL
     """
 
@@ -675,35 +700,33 @@ def profile_activity(days_back: int, week_days: int, month_days: int) -> tuple[s
     raise ValueError(f"the profile tells d and d - 1 only, not d - {days_back}")
 
 
-def engagement_transitions_select(profile: str, period: dt.date, week_days: int, month_days: int) -> str:
-    """Users per (prev_engagement_state, engagement_state) of day d, summed off the day's
+def engagement_transitions_select(profile: str, week_days: int, month_days: int) -> str:
+    """Users per (prev_engagement_state, engagement_state) of each day, summed off the days'
     engagement profile: its combinations are named by the view's own CASE (`engagement_state`)."""
-    p = date_lit(period)
     today, yesterday = (profile_activity(back, week_days, month_days) for back in (0, 1))
     return f"""
-        SELECT {p} AS period_start,
+        SELECT period_start,
                CASE WHEN new_today THEN NULL ELSE {engagement_state(yesterday, "new_yesterday")} END AS from_state,
                {engagement_state(today, "new_today")} AS to_state,
                CAST(sum(users) AS BIGINT) AS users
         FROM {ident(profile)}
-        GROUP BY from_state, to_state
-        ORDER BY from_state NULLS FIRST, to_state
+        GROUP BY period_start, from_state, to_state
+        ORDER BY period_start, from_state NULLS FIRST, to_state
     """
 
 
-def stickiness_select(profile: str, period: dt.date) -> str:
-    """Users by their number of active days in the week and in the month ending on d (Amplitude's
-    stickiness), summed off the day's engagement profile; users without an active day in a window
-    are not in its rows."""
-    p = date_lit(period)
+def stickiness_select(profile: str) -> str:
+    """Users by their number of active days in the week and in the month ending on each day
+    (Amplitude's stickiness), summed off the days' engagement profile; users without an active day
+    in a window are not in its rows."""
     return f"""
-        SELECT {p} AS period_start, 'week' AS {ident("window")}, CAST(week_days AS INTEGER) AS active_days,
+        SELECT period_start, 'week' AS {ident("window")}, CAST(week_days AS INTEGER) AS active_days,
                CAST(sum(users) AS BIGINT) AS users
-        FROM {ident(profile)} WHERE week_days > 0 GROUP BY week_days
+        FROM {ident(profile)} WHERE week_days > 0 GROUP BY period_start, week_days
         UNION ALL
-        SELECT {p}, 'month', CAST(month_days AS INTEGER), CAST(sum(users) AS BIGINT)
-        FROM {ident(profile)} WHERE month_days > 0 GROUP BY month_days
-        ORDER BY 2 DESC, 3
+        SELECT period_start, 'month', CAST(month_days AS INTEGER), CAST(sum(users) AS BIGINT)
+        FROM {ident(profile)} WHERE month_days > 0 GROUP BY period_start, month_days
+        ORDER BY 1, 2 DESC, 3
     """
 
 
@@ -776,33 +799,32 @@ def segment_values_seen(profile: str) -> str:
             " GROUP BY period_start, segment ORDER BY n DESC, period_start")
 
 
-def segment_transitions_select(profile: str, period: dt.date) -> str:
+def segment_transitions_select(profile: str) -> str:
     return f"""
         SELECT period_start, segment, prev_value, value, prev_state AS from_state,
                state AS to_state, CAST(sum(users) AS BIGINT) AS users
         FROM {profile}
-        WHERE period_start = {date_lit(period)}
         GROUP BY period_start, segment, prev_value, value, prev_state, state
-        ORDER BY segment, value NULLS FIRST, prev_value NULLS FIRST, from_state NULLS FIRST, to_state
+        ORDER BY period_start, segment, value NULLS FIRST, prev_value NULLS FIRST, from_state NULLS FIRST, to_state
     """
 
 
-def segment_growth_select(segment_transitions: str, period: dt.date) -> str:
-    """Growth accounting per (segment, value), summed off the period's segment transitions: the
+def segment_growth_select(segment_transitions: str, periods: Sequence[dt.date]) -> str:
+    """Growth accounting per (segment, value), summed off each period's segment transitions: the
     users with the value in p (active, new, retained, reactivated, dormant, every user, and the
     retained users who came from another value), joined null-safely with the users active in p-1
     with the value then (active_prev, churned, and the retained users who left for another value)."""
-    p, active = date_lit(period), ACTIVE_LIST
+    active = ACTIVE_LIST
     moved = "to_state = 'retained' AND prev_value IS DISTINCT FROM value"
     def total(condition: str) -> str:  # noqa: E306
         return f"CAST(coalesce(sum(users) FILTER (WHERE {condition}), 0) AS BIGINT)"
     return f"""
         WITH t AS (
-            SELECT segment, prev_value, value, from_state, to_state, users
-            FROM {ident(segment_transitions)} WHERE period_start = {p}
+            SELECT period_start, segment, prev_value, value, from_state, to_state, users
+            FROM {ident(segment_transitions)} WHERE {in_periods(periods)}
         ),
         now AS (
-            SELECT segment, value,
+            SELECT period_start, segment, value,
                    {total(f"to_state IN {active}")} AS active,
                    {total("to_state = 'new'")} AS new,
                    {total("to_state = 'retained'")} AS retained,
@@ -810,17 +832,18 @@ def segment_growth_select(segment_transitions: str, period: dt.date) -> str:
                    {total("to_state = 'inactive' AND from_state = 'inactive'")} AS dormant,
                    CAST(sum(users) AS BIGINT) AS users_ever,
                    {total(moved)} AS moved_in
-            FROM t GROUP BY segment, value
+            FROM t GROUP BY period_start, segment, value
         ),
         before AS (
-            SELECT segment, prev_value AS value,
+            SELECT period_start, segment, prev_value AS value,
                    CAST(sum(users) AS BIGINT) AS active_prev,
                    {total("to_state = 'inactive'")} AS churned,
                    {total(moved)} AS moved_out
-            FROM t WHERE from_state IN {active} GROUP BY segment, prev_value
+            FROM t WHERE from_state IN {active} GROUP BY period_start, segment, prev_value
         ),
         counts AS (
-            SELECT coalesce(now.segment, before.segment) AS segment,
+            SELECT coalesce(now.period_start, before.period_start) AS period_start,
+                   coalesce(now.segment, before.segment) AS segment,
                    CASE WHEN now.segment IS NULL THEN before.value ELSE now.value END AS value,
                    coalesce(now.active, 0) AS active, coalesce(now.new, 0) AS new,
                    coalesce(now.retained, 0) AS retained, coalesce(now.reactivated, 0) AS reactivated,
@@ -828,32 +851,33 @@ def segment_growth_select(segment_transitions: str, period: dt.date) -> str:
                    coalesce(now.users_ever, 0) AS users_ever, coalesce(before.active_prev, 0) AS active_prev,
                    coalesce(now.moved_in, 0) AS moved_in, coalesce(before.moved_out, 0) AS moved_out
             FROM now FULL OUTER JOIN before
-              ON now.segment = before.segment AND now.value IS NOT DISTINCT FROM before.value
+              ON now.period_start = before.period_start AND now.segment = before.segment
+             AND now.value IS NOT DISTINCT FROM before.value
         )
-        SELECT {p} AS period_start, segment, value, active, new, retained, reactivated, churned, dormant,
+        SELECT period_start, segment, value, active, new, retained, reactivated, churned, dormant,
                users_ever, active_prev, moved_in, moved_out, active - active_prev AS active_change,
                (active_prev - churned) / nullif(active_prev, 0) AS retention_rate,
                (new + reactivated + moved_in) / nullif(churned + moved_out, 0) AS quick_ratio
         FROM counts
-        ORDER BY segment, value NULLS FIRST
+        ORDER BY period_start, segment, value NULLS FIRST
     """
 
 
-def segment_engagement_select(profile: str, period: dt.date) -> str:
-    """DAU, WAU, MAU and users per engagement state, per (segment, value) of day d, summed off the
-    day's segment profile."""
+def segment_engagement_select(profile: str) -> str:
+    """DAU, WAU, MAU and users per engagement state, per (segment, value) of each day d, summed off
+    the days' segment profile."""
     states = ",\n               ".join(
         f"CAST(coalesce(sum(users) FILTER (WHERE engagement_state = {literal(s)}), 0) AS BIGINT) AS {ident(s)}"
         for s in ENGAGEMENT_STATES)
     dau = " + ".join(ident(s) for s in ENGAGEMENT_ACTIVE)
     return f"""
         WITH counts AS (
-            SELECT segment, value, CAST(sum(users) AS BIGINT) AS users_ever,
+            SELECT period_start, segment, value, CAST(sum(users) AS BIGINT) AS users_ever,
                {states}
-            FROM {profile} WHERE period_start = {date_lit(period)} GROUP BY segment, value
+            FROM {profile} GROUP BY period_start, segment, value
         )
-        SELECT {date_lit(period)} AS period_start, segment, value, {dau} AS dau, {dau} + at_risk_wau AS wau,
+        SELECT period_start, segment, value, {dau} AS dau, {dau} + at_risk_wau AS wau,
                {dau} + at_risk_wau + at_risk_mau AS mau, users_ever, {", ".join(map(ident, ENGAGEMENT_STATES))}
         FROM counts
-        ORDER BY segment, value NULLS FIRST
+        ORDER BY period_start, segment, value NULLS FIRST
     """

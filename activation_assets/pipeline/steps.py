@@ -319,7 +319,7 @@ def materialize_fact(conn: Warehouse, behavior: BehaviorConfig, days: Sequence[d
             )
         fingerprints = {day: (read[day]["rows_read"], read[day]["fingerprint"]) if day in read else EMPTY_DAY
                         for day in days}
-        written = wh.replace_days(table, days, sql.fact_select(first_day, last_day, STAGE), fingerprints)
+        written = wh.replace_periods(table, days, sql.fact_select(days, STAGE), fingerprints)
     wh.drop_stage(STAGE)
 
     per_day = {}
@@ -458,14 +458,27 @@ def materialize_activation(
 
 def _from_activation(
     wh: Warehouse, behavior: BehaviorConfig, grain: Grain, periods: Sequence[dt.date],
-    table: str, columns: tuple[relations.Column, ...], select: Callable[[dt.date], str], progress: Progress,
+    table: str, columns: tuple[relations.Column, ...], select: Callable[[Sequence[dt.date]], str], progress: Progress,
 ) -> dict[dt.date, int]:
-    """Write `table` for each period from that period's partition of activation alone."""
+    """Write `table` for each period from that period's partition of activation alone: every period
+    of the run by one statement (`select(periods)`), each period's rows read off its own partition."""
     periods = sorted(periods)
     reconcile_definition(wh, behavior)
     _require_input(wh, sql.reads(behavior.name, grain, table), table, periods)
     wh.create_table(table, columns)
-    return _replace_partitions(wh, table, periods, select, progress)
+    return _replace_together(wh, {table: select(periods)}, periods, progress)[table]
+
+
+def _replace_together(
+    wh: Warehouse, selects: dict[str, str], periods: Sequence[dt.date], progress: Progress,
+) -> dict[str, dict[dt.date, int]]:
+    """The partitions `periods` of each table replaced by one statement each (a period without rows is
+    emptied), in order, all or nothing where the engine has transactions. A statement per table and
+    run, not per partition: a backfill's hundred days cost one query's planning, not a hundred."""
+    with wh.transaction():
+        written = {table: wh.replace_periods(table, periods, select) for table, select in selects.items()}
+    progress(len(periods), len(periods), periods[-1])
+    return written
 
 
 def _require_input(wh: Warehouse, source: str, table: str, periods: Sequence[dt.date]) -> None:
@@ -491,7 +504,7 @@ def materialize_transitions(
     wh = as_warehouse(conn)
     table, activation = sql.transitions_table(behavior.name, grain), sql.activation_table(behavior.name, grain)
     _from_activation(wh, behavior, grain, periods, table, relations.TRANSITIONS_RELATION.columns,
-                     lambda period: sql.transitions_select(activation, period), progress)
+                     lambda periods: sql.transitions_select(activation, periods), progress)
     out: dict[dt.date, dict[str, int]] = {}
     for period in periods:
         # All nine pairs, zeros included, so the UI plots continuous series.
@@ -509,7 +522,7 @@ def materialize_growth(
     wh = as_warehouse(conn)
     table, activation = sql.growth_table(behavior.name, grain), sql.activation_table(behavior.name, grain)
     _from_activation(wh, behavior, grain, periods, table, relations.GROWTH.columns,
-                     lambda period: sql.growth_select(activation, period), progress)
+                     lambda periods: sql.growth_select(activation, periods), progress)
     return {row[0]: dict(zip(sql.GROWTH_COLUMNS, row[1:])) for row in _written(wh, table, sql.GROWTH_COLUMNS, periods)}
 
 
@@ -519,7 +532,7 @@ def materialize_cohorts(
 ) -> dict[dt.date, int]:
     table, activation = sql.cohorts_table(behavior.name, grain), sql.activation_table(behavior.name, grain)
     return _from_activation(as_warehouse(conn), behavior, grain, periods, table, relations.COHORTS.columns,
-                            lambda period: sql.cohorts_select(activation, grain, period), progress)
+                            lambda periods: sql.cohorts_select(activation, grain, periods), progress)
 
 
 def materialize_distributions(
@@ -529,7 +542,7 @@ def materialize_distributions(
     wh = as_warehouse(conn)
     table, activation = sql.distributions_table(behavior.name, grain), sql.activation_table(behavior.name, grain)
     _from_activation(wh, behavior, grain, periods, table, relations.DISTRIBUTIONS.columns,
-                     lambda period: sql.distributions_select(activation, period), progress)
+                     lambda periods: sql.distributions_select(activation, periods), progress)
     out: dict[dt.date, dict[str, int]] = {
         p: {f"{m}_{name}": 0 for m in ("return_gap", "streak") for _, name in sql.BUCKETS} for p in periods}
     for period, measure, bucket, users in _written(wh, table, ("measure", "bucket", "users"), periods):
@@ -560,19 +573,15 @@ def materialize_rolling_engagement(
             _require_input(wh, source, table, periods)
     columns = {transitions: relations.ENGAGEMENT_TRANSITIONS.columns, engagement: relations.ENGAGEMENT.columns,
                stickiness: relations.STICKINESS.columns}
-    selects = {transitions: lambda period: sql.engagement_transitions_select(profile, period, week, month),
-               engagement: lambda period: sql.engagement_select(transitions, period),
-               stickiness: lambda period: sql.stickiness_select(profile, period)}
+    selects = {transitions: sql.engagement_transitions_select(profile, week, month),
+               engagement: sql.engagement_select(transitions, periods),
+               stickiness: sql.stickiness_select(profile)}
     for table in chosen:
         wh.create_table(table, columns[table])
-    with wh.partition_writes(chosen, periods):
-        for i, period in enumerate(periods):
-            with wh.together():
-                if profiled:
-                    wh.stage(profile, sql.engagement_profile_select(activation, period, week, month))
-                for table in chosen:  # in dependency order: the transitions before the numbers
-                    wh.replace_partition(table, period, selects[table](period))
-            progress(i + 1, len(periods), period)
+    if profiled:
+        wh.stage(profile, sql.engagement_profile_select(activation, periods, week, month))
+    # In dependency order: the transitions before the numbers summed off them.
+    _replace_together(wh, {table: selects[table] for table in chosen}, periods, progress)
     if profiled:
         wh.drop_stage(profile)
     numbers = {transitions: _engagement_transition_numbers, engagement: _engagement_numbers,
@@ -635,9 +644,9 @@ def materialize_segments(
             f" {whole}, and its checks compare the two", how=f"Materialize {whole} for those periods first.")
     relation_of = {r.table(behavior.name, grain): r for r in relations.SEGMENT_RELATIONS}
     selects = {
-        transitions: lambda period: sql.segment_transitions_select(profile, period),
-        sql.segment_growth_table(behavior.name, grain): lambda period: sql.segment_growth_select(transitions, period),
-        sql.segment_engagement_table(behavior.name): lambda period: sql.segment_engagement_select(profile, period),
+        transitions: sql.segment_transitions_select(profile),
+        sql.segment_growth_table(behavior.name, grain): sql.segment_growth_select(transitions, periods),
+        sql.segment_engagement_table(behavior.name): sql.segment_engagement_select(profile),
     }
     profiled = any(sql.reads(behavior.name, grain, t) == activation for t in chosen)
     if profiled:
@@ -650,12 +659,8 @@ def materialize_segments(
         _refuse_too_many_values(wh, behavior, grain, profile)
     for table in chosen:
         wh.create_table(table, relation_of[table].columns)
-    with wh.partition_writes(chosen, periods):
-        for i, period in enumerate(periods):
-            with wh.together():
-                for table in chosen:  # in dependency order: the transitions before the growth
-                    wh.replace_partition(table, period, selects[table](period))
-            progress(i + 1, len(periods), period)
+    # In dependency order: the transitions before the growth summed off them.
+    _replace_together(wh, {table: selects[table] for table in chosen}, periods, progress)
     if profiled:
         wh.drop_stage(profile)
     return {table: _segment_numbers(wh, table, periods) for table in chosen}

@@ -94,19 +94,19 @@ def _model_statements() -> list[str]:
         sql.stage_profile(Q, NEXT),
         sql.unparseable_examples_in(),
         sql.stage_day_counts(P, NEXT, ["event_name"]),
-        sql.fact_select(P, NEXT),
+        sql.fact_select([P, NEXT]),
         sql.firstlast_select("fl", "fact", P, Q, NEXT, is_first=False),
-        sql.transitions_select("a", P),
-        sql.growth_select("a", P),
-        sql.distributions_select("a", P),
+        sql.transitions_select("a", [Q, P]),
+        sql.growth_select("a", [Q, P]),
+        sql.distributions_select("a", [P]),
         sql.state_counts_by_period("a", P, P),
-        sql.engagement_profile_select("a", P, 7, 28),
-        sql.engagement_transitions_select("profile", P, 7, 28),
-        sql.stickiness_select("profile", P),
-        sql.engagement_select("t", P),
+        sql.engagement_profile_select("a", [Q, P], 7, 28),
+        sql.engagement_transitions_select("profile", 7, 28),
+        sql.stickiness_select("profile"),
+        sql.engagement_select("t", [Q, P]),
     ]
     for grain in Grain:
-        statements += [sql.activation_view("fl", grain), sql.cohorts_select("a", grain, P)]
+        statements += [sql.activation_view("fl", grain), sql.cohorts_select("a", grain, [Q, P])]
     return statements
 
 

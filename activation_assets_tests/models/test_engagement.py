@@ -206,7 +206,7 @@ def test_the_profile_tells_both_days_activity_as_the_bits_do(week, month):
     everything = 2 ** sql.BITS_KEPT - 1
     histories = ([rng.getrandbits(sql.BITS_KEPT) for _ in range(3000)] + [0, everything]
                  + [1 << i for i in range(sql.BITS_KEPT)] + [everything ^ (1 << i) for i in range(sql.BITS_KEPT)])
-    profile = sql.engagement_profile_select("users", dt.date(2025, 3, 10), week, month)
+    profile = sql.engagement_profile_select("users", [dt.date(2025, 3, 10)], week, month)
     from_bits = [p for back in (0, 1) for p in sql.day_activity("days_seen_bits", back, week, month)]
     from_profile = [p for back in (0, 1) for p in sql.profile_activity(back, week, month)]
     with duckdb.connect() as conn:
