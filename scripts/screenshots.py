@@ -55,8 +55,7 @@ def dismiss_popups(page) -> None:
 
 
 def settle(page, url: str, text: str) -> None:
-    page.goto(url)
-    page.wait_for_load_state("networkidle")
+    page.goto(url)  # not "networkidle": the UI polls the instance, so the network is never idle for long
     page.get_by_text(text, exact=False).first.wait_for(state="attached", timeout=90_000)
     page.wait_for_timeout(2500)
 
@@ -74,8 +73,7 @@ def ui_shots(url: str) -> None:
             page.screenshot(path=str(IMG / "lineage.png"))
             page.set_viewport_size({"width": 3000, "height": 2700})
             page.goto(f"{url}/asset-groups")
-            page.wait_for_load_state("networkidle")
-            page.locator(".CodeMirror").first.click()
+            page.locator(".CodeMirror").first.click(timeout=90_000)
             page.keyboard.type(f'group:"raw" or group:"dbt" or group:"{BEHAVIOR}"')
             page.keyboard.press("Enter")
             page.wait_for_timeout(2000)
