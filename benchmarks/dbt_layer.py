@@ -36,7 +36,7 @@ import yaml
 
 from activation_assets.sample_data import SampleSpec, write_benchmark_events
 
-from .harness import ROOT, START, commit, machine
+from .harness import Results, ROOT, START, commit, machine
 
 DBT_PROJECT = Path(__file__).resolve().parent / "dbt_layer"
 BIN = Path(sys.executable).parent
@@ -203,11 +203,8 @@ class Layers:
 
 
 def run(users: int, days: int, reps: int, day_reps: int, workdir: Path, report: Path | None) -> list[tuple]:
-    rows: list[tuple[str, str, str]] = []
-
-    def add(measure: str, value: str, note: str = "") -> None:
-        rows.append((measure, value, note))
-        print(f"  {measure:<72} {value:>10}  {note}", flush=True)
+    results = Results(width=72)
+    rows, add = results.rows, results.add
 
     workdir.mkdir(parents=True, exist_ok=True)
     events = workdir / f"dbt_events_{users}x{days + 1}.parquet"

@@ -50,10 +50,11 @@ BEHAVIOR = "bench"
 class Results:
     rows: list[tuple[str, str, str]] = field(default_factory=list)  # (measure, value, note)
     facts: dict[str, object] = field(default_factory=dict)
+    width: int = 58  # of the measure's column, as the console shows it
 
     def add(self, measure: str, value: str, note: str = "") -> None:
         self.rows.append((measure, value, note))
-        print(f"  {measure:<58} {value:>12}  {note}", flush=True)
+        print(f"  {measure:<{self.width}} {value:>12}  {note}", flush=True)
 
 
 def interleaved_medians(fns: dict[str, object], reps: int, before=None) -> dict[str, float]:

@@ -36,7 +36,7 @@ from activation_assets.periods import existing_periods
 from activation_assets.pipeline import steps
 from activation_assets.sample_data import SampleSpec, write_benchmark_events
 
-from .harness import MEMORY_LIMIT, ROOT, START, commit, interleaved_medians, machine, table_bytes
+from .harness import Results, MEMORY_LIMIT, ROOT, START, commit, interleaved_medians, machine, table_bytes
 
 PLAIN, SEGMENTED = "plain", "segmented"
 SEGMENTS = [{"column": "platform"}, {"column": "country"}]
@@ -153,11 +153,8 @@ def timed_child(root: Path, config_path: Path, day: dt.date) -> float:
 
 
 def run(users: int, days: int, reps: int, workdir: Path, report: Path | None, before: str | None) -> list[tuple]:
-    rows: list[tuple[str, str, str]] = []
-
-    def add(measure: str, value: str, note: str = "") -> None:
-        rows.append((measure, value, note))
-        print(f"  {measure:<70} {value:>10}  {note}", flush=True)
+    results = Results(width=70)
+    rows, add = results.rows, results.add
 
     workdir.mkdir(parents=True, exist_ok=True)
     events = workdir / f"segment_events_{users}x{days}.parquet"
