@@ -135,12 +135,6 @@ class Warehouse:
         without transactions unlogs them first and logs what it wrote in one go)."""
         yield
 
-    @contextmanager
-    def together(self) -> Iterator[None]:
-        """Around the `replace_partition` calls of one period in several tables: with transactions,
-        they succeed or fail as one, and their log entries are one write."""
-        yield
-
     # --- the records (the partition log, source files, definitions): written once, here ---
     def ensure_partition_log(self) -> None:
         """Create the records, and add the columns a record created by an earlier version lacks."""

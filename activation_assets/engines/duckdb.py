@@ -134,7 +134,6 @@ class DuckDBWarehouse(Warehouse):
 
     def __init__(self, conn: duckdb.DuckDBPyConnection):
         self.conn = conn
-        self._together: dict[str, dict[dt.date, int]] | None = None  # what `together` will log
 
     def query(self, statement: str) -> list[tuple]:
         return self.conn.execute(statement).fetchall()
@@ -200,29 +199,12 @@ class DuckDBWarehouse(Warehouse):
         return rows
 
     def replace_partition(self, table: str, period: dt.date, select: str) -> int:
-        if self._together is not None:  # its transaction, and its one log write at the end
-            rows = self._delete_insert(table, period, select)
-            self._together.setdefault(table, {})[period] = rows
-            return rows
         with self.transaction():
-            rows = self._delete_insert(table, period, select)
+            self.conn.execute(sql.delete_range(table, period, period))
+            # The insert's own count: every row of `select` is in the partition (its contract).
+            rows = self.conn.execute(f"INSERT INTO {ident(table)} BY NAME {select}").fetchone()[0]
             self.record_partitions(table, {period: rows})
         return rows
-
-    def _delete_insert(self, table: str, period: dt.date, select: str) -> int:
-        self.conn.execute(sql.delete_range(table, period, period))
-        # The insert's own count: every row of `select` is in the partition (its contract).
-        return self.conn.execute(f"INSERT INTO {ident(table)} BY NAME {select}").fetchone()[0]
-
-    @contextmanager
-    def together(self) -> Iterator[None]:
-        self._together = {}
-        try:
-            with self.transaction():
-                yield
-                self._log(self._together)
-        finally:
-            self._together = None
 
     @contextmanager
     def transaction(self) -> Iterator[None]:

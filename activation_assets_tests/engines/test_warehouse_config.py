@@ -220,8 +220,9 @@ def test_building_on_the_right_leaves_the_connections_settings_as_it_found_them(
 
 
 def test_writes_together_are_all_or_nothing_with_their_log():
-    """The rolling engagement writes a day of its three tables together: a failing third write
-    leaves every table's rows and log entries as they were."""
+    """The rolling engagement writes its three tables together (`steps._replace_together`: their
+    `replace_periods` in one transaction): a failing third write leaves every table's rows and log
+    entries as they were."""
     conn = duckdb.connect()
     warehouse = DuckDBWarehouse(conn)
     warehouse.ensure_partition_log()
@@ -229,18 +230,18 @@ def test_writes_together_are_all_or_nothing_with_their_log():
     rows = lambda *values: " UNION ALL ".join(f"SELECT DATE '{day}' AS period_start, {v} AS n" for v in values)  # noqa: E731
     for table in ("a", "b", "c"):
         warehouse.create_table(table, columns)
-    with warehouse.together():
-        warehouse.replace_partition("a", day, rows(1))
-        warehouse.replace_partition("b", day, rows(1, 2))
-        warehouse.replace_partition("c", day, rows(1, 2, 3))
+    with warehouse.transaction():
+        warehouse.replace_periods("a", [day], rows(1))
+        warehouse.replace_periods("b", [day], rows(1, 2))
+        warehouse.replace_periods("c", [day], rows(1, 2, 3))
     state = lambda: ([conn.execute(f"SELECT n FROM {t} ORDER BY n").fetchall() for t in "abc"],  # noqa: E731
                      conn.execute("SELECT * FROM _activation_partitions ORDER BY table_name").fetchall())
     before = state()
     assert [count for _, _, count, *_ in before[1]] == [1, 2, 3]
-    with pytest.raises(duckdb.Error), warehouse.together():
-        warehouse.replace_partition("a", day, rows(10))
-        warehouse.replace_partition("b", day, rows(10, 20))
-        warehouse.replace_partition("c", day, rows("CAST('x' AS BIGINT)"))
+    with pytest.raises(duckdb.Error), warehouse.transaction():
+        warehouse.replace_periods("a", [day], rows(10))
+        warehouse.replace_periods("b", [day], rows(10, 20))
+        warehouse.replace_periods("c", [day], rows("CAST('x' AS BIGINT)"))
     assert state() == before
     assert warehouse.replace_partition("a", day, rows(5, 6)) == 2  # on its own again afterwards
     assert conn.execute("SELECT row_count FROM _activation_partitions WHERE table_name = 'a'").fetchone() == (2,)
