@@ -293,7 +293,7 @@ def test_a_failing_check_reports_and_blocks_downstream(tmp_path):
                                         if v[0] in ("activation", "firstlast", "transitions", "engagement_transitions")))
 def test_a_range_of_partitions_is_judged_as_each_partition_alone(clean, tmp_path, case):
     """A run checks its whole range in one pass per check family: every partition must get the
-    verdict and the words it gets checked alone (the corruption is in one partition, and the
+    verdict and the words it gets checked alone, each check by its own query (the corruption is in one partition, and the
     partition after it compares with it)."""
     from activation_assets.periods import existing_periods
 
@@ -309,9 +309,10 @@ def test_a_range_of_partitions_is_judged_as_each_partition_alone(clean, tmp_path
         conn.execute(_fill(corruption, period))
         together: dict[str, inv.CheckOutcome] = {}
         inv.evaluate_range(conn, CHECKS[table], behavior, grain, periods, together)
-        alone: dict[str, inv.CheckOutcome] = {}
+        alone: dict[str, inv.CheckOutcome] = {}  # each check by itself: its own per-partition query
         for each in periods:
-            inv.evaluate(conn, CHECKS[table], behavior, grain, each, alone)
+            for check in CHECKS[table]:
+                inv.evaluate(conn, [check], behavior, grain, each, alone)
     def verdicts(outcomes):  # a detail lists per-state counts in no fixed order: compare them as a set
         return {name: (o.partitions, {p: (v, sorted(d.split(", "))) for p, (v, d) in o.failing.items()})
                 for name, o in outcomes.items()}
