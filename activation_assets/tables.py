@@ -411,6 +411,12 @@ def grain_tables(behavior: str | BehaviorConfig, grain: Grain) -> list[str]:
     return [r.table(behavior.name, grain) for r in per_grain(grain, segmented=bool(behavior.segments))]
 
 
+def job_name(behavior: str, grain: Grain | None) -> str:
+    """The Dagster job that writes a behavior's fact days (`grain` None) or one grain's tables: the
+    name a run has on the Runs page, whether the CLI, a backfill or the schedule launched it."""
+    return f"{behavior}_{grain.value if grain else 'fact'}"
+
+
 # --- the segments' columns in the per-user relations ------------------------------------------------
 
 

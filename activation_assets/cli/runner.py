@@ -17,11 +17,11 @@ from activation_assets.config import ActivationConfig, is_url
 from activation_assets.engines import open_warehouse
 from activation_assets.orchestration.dbt import dbt_definitions
 from activation_assets.orchestration.definitions import build_defs
+from activation_assets.orchestration.jobs import RANGE_END, RANGE_START
 from activation_assets.pipeline.plan import Run
 from activation_assets.cli.output import CommandError, say
 
 INSTANCE_TEMPLATE = Path(__file__).parent.parent / "instance" / "dagster.yaml"
-RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
 
 
 # --- the Dagster instance ------------------------------------------------------------------------
@@ -117,8 +117,6 @@ def execute(config: ActivationConfig, runs: list[Run], instance=None) -> int:
 
 
     defs = build_defs(config, check_files=False)
-    assets = [*(defs.assets or []), *(defs.asset_checks or [])]  # a fact's run also checks its source days
-    resources = dict(defs.resources or {})
     instance = instance or dg.DagsterInstance.get()
     failed_checks = 0
     handler = _ProgressHandler()
@@ -127,7 +125,7 @@ def execute(config: ActivationConfig, runs: list[Run], instance=None) -> int:
     progress.setLevel(logging.INFO)
     try:
         with _one_planned_event_per_asset():
-            failed_checks = _execute(config, runs, instance, assets, resources)
+            failed_checks = _execute(runs, instance, defs)
     finally:
         progress.removeHandler(handler)
     return failed_checks
@@ -150,7 +148,18 @@ def _one_planned_event_per_asset():
             os.environ.pop(name, None)
 
 
-def _execute(config: ActivationConfig, runs: list[Run], instance, assets, resources) -> int:
+def _job(defs, run: Run):
+    """The run's named job (`Run.job`), without the fact's source check on a fact run that is not
+    the behavior's last (see `Run.checks`)."""
+    import dagster as dg
+
+    job = defs.resolve_job_def(run.job)
+    if run.checks:
+        return job
+    return job.get_subset(asset_selection={dg.AssetKey(key) for key in run.keys}, asset_check_selection=set())
+
+
+def _execute(runs: list[Run], instance, defs) -> int:
     import dagster as dg
 
     failed_checks = 0
@@ -158,12 +167,8 @@ def _execute(config: ActivationConfig, runs: list[Run], instance, assets, resour
         first, last = run.periods[0].isoformat(), run.periods[-1].isoformat()
         say(f"[{number}/{len(runs)}] {run.label}: {len(run.periods)} partition(s) {first}..{last}")
         began = time.monotonic()
-        result = dg.materialize(
-            assets,
-            selection=dg.AssetSelection.assets(*run.keys) if run.checks
-            else dg.AssetSelection.assets(*run.keys).without_checks(),
+        result = _job(defs, run).execute_in_process(
             instance=instance,
-            resources=resources,
             tags={RANGE_START: first, RANGE_END: last},
             raise_on_error=False,
             run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},

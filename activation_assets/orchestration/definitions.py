@@ -19,6 +19,7 @@ from activation_assets.config import ActivationConfig, ConfigError, missing_sour
 from activation_assets import tables
 from activation_assets.orchestration.dbt import with_dbt_models
 from activation_assets.orchestration.factory import behavior_assets
+from activation_assets.orchestration.jobs import behavior_jobs, daily_sensor
 from activation_assets.orchestration.resources import RESOURCE, warehouse_resource
 from activation_assets.orchestration.sensors import source_changes_sensor, source_check
 
@@ -79,9 +80,12 @@ def build_defs(
     )
     # The source-changes sensor opens the warehouse from the daemon, between runs: DuckDB only (a Spark
     # session in the daemon would hold the local metastore); on Spark, `activation status/materialize`.
-    sensors = [automation] + ([source_changes_sensor(config)] if config.engine == "duckdb" else [])
+    jobs = [job for behavior in config.behaviors for job in behavior_jobs(behavior)]
+    sensors = [automation, daily_sensor(config, jobs)] + (
+        [source_changes_sensor(config)] if config.engine == "duckdb" else [])
     return dg.Definitions(
         assets=extra_assets + assets,
+        jobs=jobs,
         asset_checks=[source_check(behavior) for behavior in config.behaviors],
         sensors=sensors,
         resources=resources,

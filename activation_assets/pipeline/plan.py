@@ -17,7 +17,7 @@ from activation_assets.engines import Warehouse, open_warehouse
 from activation_assets.models import sql
 from activation_assets.periods import existing_periods, periods_for
 from activation_assets.pipeline.changes import SourceChanges, detect, outdated_partitions
-from activation_assets.tables import grain_tables
+from activation_assets.tables import grain_tables, job_name
 
 
 
@@ -54,6 +54,11 @@ class Run:
     # A fact run checks that every fact day matches its source; while later fact runs of the same
     # behavior are still to come that check would fail on their days, so only the last one runs it.
     checks: bool = True
+    grain: Grain | None = None  # None: the fact's days
+
+    @property
+    def job(self) -> str:
+        return job_name(self.behavior.name, self.grain)
 
 
 def _contiguous(days: list[dt.date], step) -> list[list[dt.date]]:
@@ -106,7 +111,7 @@ def plan(
                                         (rebuilt_from or {}).get((behavior.name, grain)))
                 todo = [p for p in periods if start_at is not None and p >= start_at]
             if todo:
-                runs.append(Run(behavior, f"{behavior.name} {grain.value}", keys, todo))
+                runs.append(Run(behavior, f"{behavior.name} {grain.value}", keys, todo, grain=grain))
     return runs
 
 

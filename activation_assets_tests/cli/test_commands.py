@@ -48,6 +48,13 @@ def test_activation_materialize_end_to_end(tmp_path):
     assert again.returncode == 0, again.stderr
     assert "Nothing to do" in again.stdout and "[1/" not in again.stdout
 
+    # Every run is named after what it wrote: the behavior's fact job, then one per grain.
+    import dagster as dg
+
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        names = sorted(r.job_name for r in instance.get_runs())
+    assert names == ["visited_daily", "visited_fact", "visited_monthly", "visited_weekly"]
+
 
 def test_explicit_dagster_home_wins(tmp_path):
     rows = edge_events(SPEC, seed=22, users=list(range(1, 6)))

@@ -1,0 +1,88 @@
+"""The named jobs and what the `activation_daily` sensor requests, on hand-worked calendars."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import dagster as dg
+import pytest
+
+from activation_assets.config import Grain, load_config
+from activation_assets.orchestration.definitions import build_defs
+from activation_assets.orchestration.jobs import DAILY_SENSOR, RANGE_END, RANGE_START, newest_requests
+from activation_assets.tables import grain_tables
+
+from .. import reference
+from ..conftest import edge_events, small_behavior
+
+# Saturday 2025-03-01 to Saturday 2025-04-12, weeks from Monday: days 03-01..04-12 (43), weeks
+# 02-24..04-07 (the last one, 04-07..04-13, is complete only after 04-13), months 03-01 and 04-01
+# (April is complete only after 04-30, but end_date cuts it at 04-12).
+SPEC = reference.Spec("UTC", dt.date(2025, 3, 1), dt.date(2025, 4, 12), "monday")
+NOW = dt.datetime(2025, 4, 10, 6, tzinfo=dt.timezone.utc)  # days up to 04-09 are complete
+
+
+def days(first: str, last: str) -> list[str]:
+    start, end = dt.date.fromisoformat(first), dt.date.fromisoformat(last)
+    return [(start + dt.timedelta(days=i)).isoformat() for i in range((end - start).days + 1)]
+
+
+def behavior(tmp_path):
+    config = small_behavior(tmp_path, SPEC, edge_events(SPEC, seed=3, users=list(range(1, 8))), grains=["daily", "weekly"])
+    return load_config(config)
+
+
+def requests(b, done: dict[str, list[str]]):
+    return {(r.job_name, r.tags[RANGE_START], r.tags[RANGE_END]): r.run_key
+            for r in newest_requests(b, NOW, lambda table: set(done.get(table, [])))}
+
+
+def test_each_behavior_has_a_fact_job_and_one_per_grain_over_its_tables(tmp_path):
+    config = behavior(tmp_path)
+    b = config.behaviors[0]
+    defs = build_defs(config)
+    for name, keys in [("visited_fact", ["fact_visited"]), ("visited_daily", grain_tables(b, Grain.daily)),
+                       ("visited_weekly", grain_tables(b, Grain.weekly))]:
+        job = defs.resolve_job_def(name)
+        assert {k.to_user_string() for k in job.asset_layer.executable_asset_keys} == set(keys)
+    sensor = defs.resolve_sensor_def(DAILY_SENSOR)
+    assert sensor.default_status == dg.DefaultSensorStatus.STOPPED
+
+
+def test_the_daily_sensor_writes_the_fact_first_then_each_grain_from_its_first_missing_period(tmp_path):
+    b = behavior(tmp_path).behaviors[0]
+    daily, weekly = grain_tables(b, Grain.daily), grain_tables(b, Grain.weekly)
+    # Nothing written: only the fact, every complete day; the grains wait for it.
+    assert requests(b, {}) == {("visited_fact", "2025-03-01", "2025-04-09"): "visited_fact:2025-03-01..2025-04-09"}
+    # The fact written to 04-07, the daily grain to 04-03 (one table only to 04-02), weekly none: the
+    # fact's two missing days; every week that ended (02-24, from 03-01, to 03-31, ending 04-06) reads
+    # written days only; the daily grain waits, as its missing days reach 04-08 and 04-09.
+    done = {"fact_visited": days("2025-03-01", "2025-04-07")}
+    done |= {t: days("2025-03-01", "2025-04-03") for t in daily} | {daily[-1]: days("2025-03-01", "2025-04-02")}
+    assert requests(b, done) == {("visited_fact", "2025-04-08", "2025-04-09"): "visited_fact:2025-04-08..2025-04-09",
+                                 ("visited_weekly", "2025-02-24", "2025-03-31"): "visited_weekly:2025-02-24..2025-03-31"}
+    # Every fact day written: the daily grain from 04-03 (missing from one table) to 04-09.
+    done["fact_visited"] = days("2025-03-01", "2025-04-09")
+    done |= {t: ["2025-02-24", "2025-03-03", "2025-03-10", "2025-03-17", "2025-03-24", "2025-03-31"] for t in weekly}
+    assert set(requests(b, done)) == {("visited_daily", "2025-04-03", "2025-04-09")}
+    # Everything up to date: nothing.
+    done |= {t: days("2025-03-01", "2025-04-09") for t in daily}
+    assert requests(b, done) == {}
+
+
+@pytest.mark.xfail(strict=True, reason="Dagster 1.13: the UI's last partition keys ignore a definition's end")
+def test_the_plots_last_partitions_end_at_the_definitions_end(tmp_path):
+    """What the UI's Plots tab asks for (`partitionKeyConnection(limit: 120, ascending: false)`) should
+    end with the definition's last partition, as `get_partition_keys()` does (docs/dagster.md)."""
+    from dagster._core.definitions.partitions.context import PartitionLoadingContext
+    from dagster._core.definitions.temporal_context import TemporalContext
+
+    from activation_assets.orchestration.partitions import partitions_def
+
+    b = behavior(tmp_path).behaviors[0]
+    definition = partitions_def(b, Grain.daily)
+    context = PartitionLoadingContext(TemporalContext(effective_dt=dt.datetime.now(dt.timezone.utc), last_event_id=None),
+                                      dynamic_partitions_store=None)
+    last = definition.get_paginated_partition_keys(context=context, limit=120, ascending=False).results
+    assert definition.get_partition_keys()[-1] == "2025-04-12"
+    assert last[0] == "2025-04-12"
