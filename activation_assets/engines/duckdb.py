@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator, Sequence
+import re
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -43,6 +44,35 @@ def database_lock(database: str, timeout: float = LOCK_TIMEOUT_SECONDS) -> Itera
         ) from None
 
 
+_HOLDER = re.compile(r"Conflicting lock is held in (?P<program>.+?) \(PID (?P<pid>\d+)\)")
+
+
+def held_elsewhere(database: str, error: duckdb.Error) -> ActivationError | None:
+    """DuckDB's lock error as one sentence (None for any other error): the file is open in a
+    process outside this project (a notebook, a `duckdb` shell), which DuckDB names."""
+    text = str(error)
+    if "Could not set lock on file" not in text:
+        return None
+    holder = _HOLDER.search(text)
+    who = f" ({holder['program']}, PID {holder['pid']}, as DuckDB says)" if holder else ""
+    return ActivationError(
+        f"the DuckDB database {database} is open in another process{who}; DuckDB opens a database file"
+        " in one process at a time. Close it there (a notebook's connection, a `duckdb` shell) and run"
+        " this again.")
+
+
+@contextmanager
+def opened(database: str) -> Iterator[None]:
+    """Turns DuckDB's lock error while opening `database` into its sentence."""
+    try:
+        yield
+    except duckdb.IOException as exc:
+        held = held_elsewhere(database, exc)
+        if held is None:
+            raise
+        raise held from None
+
+
 @contextmanager
 def session(conn: duckdb.DuckDBPyConnection) -> Iterator[DuckDBWarehouse]:
     """A connection opened under the lock (by Dagster's DuckDBResource, say) as the layer's warehouse:
@@ -64,9 +94,12 @@ def connect_database(
 ) -> Iterator[duckdb.DuckDBPyConnection]:
     """A connection outside Dagster (the CLI's planning, validation and summary), under the lock."""
     config = {"memory_limit": memory_limit} if memory_limit else {}
-    with database_lock(database), duckdb.connect(database, read_only=read_only, config=config) as conn:
-        conn.execute("SET TimeZone = 'UTC'")
-        yield conn
+    with database_lock(database):
+        with opened(database):
+            conn = duckdb.connect(database, read_only=read_only, config=config)
+        with conn:
+            conn.execute("SET TimeZone = 'UTC'")
+            yield conn
 
 
 @contextmanager

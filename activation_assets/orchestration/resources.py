@@ -9,7 +9,7 @@ hand the step a `Warehouse` of the engine the registry (`engines`) names for the
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -49,9 +49,11 @@ def connect(resource: Any, lock_timeout: float = LOCK_TIMEOUT_SECONDS) -> Iterat
     """The step's warehouse, from the bound resource."""
     if isinstance(resource, DuckDBResource):
         duckdb = engine("duckdb")
-        with duckdb.database_lock(resource.database, lock_timeout), resource.get_connection() as conn, \
-                duckdb.session(conn) as warehouse:
-            yield warehouse
+        with duckdb.database_lock(resource.database, lock_timeout), ExitStack() as stack:
+            with duckdb.opened(resource.database):  # DuckDBResource retries for a while first
+                conn = stack.enter_context(resource.get_connection())
+            with duckdb.session(conn) as warehouse:
+                yield warehouse
         return
     with engine("spark").connect(resource.spark_session, resource.database, resource.lock_file) as warehouse:
         yield warehouse

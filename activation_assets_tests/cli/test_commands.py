@@ -210,3 +210,56 @@ def test_the_sample_data_has_the_noise_it_promises(tmp_path):
     assert total > distinct, "exact duplicates"
     assert null_ids > 0 and null_times > 0 and outside > 0
     assert posts > distinct_posts
+
+
+def test_a_database_held_by_another_process_is_one_sentence_from_every_command(tmp_path):
+    """A notebook (here: this test process) holds the DuckDB file: each command says which file,
+    which process DuckDB names, and what to do; exit 1; no traceback. A run's step says the same."""
+    import duckdb
+
+    from ..conftest import run_graph
+
+    rows = edge_events(SPEC, seed=29, users=list(range(1, 8)))
+    config = small_behavior(tmp_path, SPEC, rows, grains=["monthly"])
+    assert run_graph(config) == 0
+    database = tmp_path / "warehouse.duckdb"
+    with duckdb.connect(str(database)):
+        for command in (["materialize"], ["status"], ["check"], ["report"], ["validate"]):
+            result = run([str(BIN / "activation"), *command, "--config", str(config)], cwd=tmp_path)
+            said = result.stdout + result.stderr
+            assert result.returncode == 1, (command, said)
+            assert "Traceback" not in said, (command, said)
+            assert f"the DuckDB database {database} is open in another process" in said, (command, said)
+            assert f"PID {os.getpid()}" in said and "Close it there" in said, (command, said)
+
+
+def test_a_step_that_meets_a_held_database_fails_with_the_sentence(tmp_path, monkeypatch):
+    """The step's connection (Dagster's DuckDBResource, its retries cut short here) fails the step
+    with the same sentence as a `dagster.Failure`, not DuckDB's stack."""
+    import contextlib
+
+    import dagster as dg
+    import duckdb
+    from dagster_duckdb import DuckDBResource
+
+    from activation_assets.orchestration import resources
+
+    @contextlib.contextmanager
+    def no_retries(self):
+        with duckdb.connect(self.database) as conn:
+            yield conn
+
+    monkeypatch.setattr(DuckDBResource, "get_connection", no_retries)
+    database = str(tmp_path / "held.duckdb")
+    context = dg.build_asset_context(resources={resources.RESOURCE: DuckDBResource(database=database)})
+    holder = subprocess.Popen([sys.executable, "-c", "import duckdb, sys; c = duckdb.connect(sys.argv[1]);"
+                               " print('open', flush=True); sys.stdin.read()", database],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "open"
+        with pytest.raises(dg.Failure) as failure, resources.warehouse_of(context):
+            pass
+    finally:
+        holder.communicate("", timeout=30)
+    assert failure.value.description.startswith(f"the DuckDB database {database} is open in another process (")
+    assert f"PID {holder.pid}" in failure.value.description
