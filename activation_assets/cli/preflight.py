@@ -10,6 +10,7 @@ from activation_assets.engines import ActivationError, open_for_reading, open_wa
 from activation_assets.periods import existing_periods
 from activation_assets.pipeline.steps import (
     check_source_columns, day_files, describe_source, reconcile_definition, segment_values, source_last_day,
+    unparseable_times,
 )
 from activation_assets.cli.output import CommandError, say
 
@@ -40,6 +41,9 @@ def preflight(config: ActivationConfig, behaviors: list[BehaviorConfig], every_f
                     last_days[behavior.name] = source_last_day(warehouse, behavior, relation, time_type)
                 if values is not None and behavior.segments:
                     values[behavior.name] = segment_values(warehouse, behavior, relation)
+                unparseable = unparseable_times(warehouse, behavior, relation, time_type) if every_file else None
+                if unparseable:
+                    problems.append(unparseable)
             except ActivationError as exc:
                 problems.append(str(exc))
     if problems:

@@ -102,13 +102,22 @@ def materialized_partitions(instance, config: ActivationConfig):
     return done
 
 
+# Dagster's console logger would print a failed step's stack; the command says the failure once
+# itself (`_failure_message`), so only what is worse than an error reaches the console.
+QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
+
+
 def _failure_message(result) -> str:
+    """A failed step's own sentence when it failed on purpose (a `dagster.Failure`); for anything
+    else its error, and where its stack is."""
     for event in result.all_events:
         if event.event_type_value == "STEP_FAILURE":
             error = event.event_specific_data.error
-            message = error.message.strip()
-            return message.removeprefix("dagster._core.definitions.events.Failure: ")
-    return "the run failed (see the run's logs in the UI)"
+            message = error.message.strip().removeprefix("dagster._core.definitions.events.Failure: ")
+            if error.cls_name == "Failure":
+                return message
+            return f"{message} (step {event.step_key} of run {result.run_id}: its stack is in the run's logs in the UI)"
+    return f"the run failed (see run {result.run_id}'s logs in the UI)"
 
 
 def execute(config: ActivationConfig, runs: list[Run], instance=None) -> int:
@@ -171,7 +180,7 @@ def _execute(runs: list[Run], instance, defs) -> int:
             instance=instance,
             tags={RANGE_START: first, RANGE_END: last},
             raise_on_error=False,
-            run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+            run_config=QUIET,
         )
         if not result.success:
             raise CommandError(f"{run.label} failed: {_failure_message(result)}")
@@ -199,7 +208,7 @@ def build_dbt(config: ActivationConfig, instance) -> None:
     say(f"dbt build of {config.dbt.project_dir} (the fact models), as a Dagster run")
     began = time.monotonic()
     result = dg.materialize(assets, instance=instance, resources=resources, raise_on_error=False,
-                            run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}})
+                            run_config=QUIET)
     if not result.success:
         raise CommandError(f"dbt build failed: {_failure_message(result)}. See the run in the UI or"
                            f" {config.dbt.project_dir}/target; nothing of the activation graph was run.")

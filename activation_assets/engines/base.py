@@ -79,6 +79,16 @@ class Warehouse:
     def file_sources_are_local(self) -> bool:
         return True
 
+    def source_with_time_as_written(self, behavior: BehaviorConfig) -> str | None:
+        """The source with its time column as the file writes it (text), for a file format whose
+        reader types columns from a sample; None when the source relation already reads it so."""
+        return None
+
+    def locate_values(self, behavior: BehaviorConfig, column: str, values: Sequence[str]) -> dict[str, str]:
+        """Where in the source's files each of `values` of `column` first occurs ("file, line N"), for
+        the engines that can say; {} otherwise."""
+        return {}
+
     def create_table(self, table: str, columns: Sequence[tables.Column]) -> None:
         raise NotImplementedError
 

@@ -142,14 +142,17 @@ def transaction(conn: duckdb.DuckDBPyConnection) -> Iterator[None]:
     conn.execute("COMMIT")
 
 
-def source_relation(source: SourceConfig, files: list[str] | None = None) -> str:
+def source_relation(source: SourceConfig, files: list[str] | None = None, as_text: str | None = None) -> str:
     """The configured source as a DuckDB relation, with its `where:` filter applied; `files`, when
-    given, are the only files of the source's glob to read (the ones a run's days can be in)."""
+    given, are the only files of the source's glob to read (the ones a run's days can be in). With
+    `as_text`, a CSV's column of that name is read as it is written, whatever type its sniffed rows
+    suggest (a bad value past the sniffer's sample would otherwise stop the read)."""
     location = "[" + ", ".join(literal(f) for f in files) + "]" if files else literal(source.location)
     if source.kind == "parquet":
         relation = f"read_parquet({location}, union_by_name = true)"
     elif source.kind == "csv":
-        relation = f"read_csv({location}, union_by_name = true)"
+        types = f", types = {{{literal(as_text)}: 'VARCHAR'}}" if as_text else ""
+        relation = f"read_csv({location}, union_by_name = true{types})"
     else:
         relation = sql.table_name(source.location)
     return sql.filtered(relation, source.where)
@@ -191,6 +194,43 @@ class DuckDBWarehouse(Warehouse):
 
     def source_relation(self, behavior: BehaviorConfig, files: list[str] | None = None) -> str:
         return source_relation(behavior.source, files)
+
+    def source_with_time_as_written(self, behavior: BehaviorConfig) -> str | None:
+        if behavior.source.kind != "csv":
+            return None
+        return source_relation(behavior.source, as_text=behavior.time_column)
+
+    def locate_values(self, behavior: BehaviorConfig, column: str, values: Sequence[str]) -> dict[str, str]:
+        try:
+            return self._locate_values(behavior.source, column, values)
+        except duckdb.Error:  # only says where; the values were found all the same
+            return {}
+
+    def _locate_values(self, source: SourceConfig, column: str, values: Sequence[str]) -> dict[str, str]:
+        if source.kind not in ("csv", "parquet") or not values:
+            return {}
+        wanted = "[" + ", ".join(literal(v) for v in values) + "]"
+        if source.kind == "parquet":
+            rows = self.query(f"""
+                SELECT CAST({ident(column)} AS VARCHAR), min_by(filename, (filename, file_row_number)),
+                       min(file_row_number) + 1
+                FROM read_parquet({literal(source.location)}, union_by_name = true, filename = true,
+                                  file_row_number = true)
+                WHERE list_contains({wanted}, CAST({ident(column)} AS VARCHAR)) GROUP BY 1""")
+            return {value: f"{file}, row {row}" for value, file, row in rows}
+        # CSV has no row number, but its reader records the lines it cannot cast, with their number.
+        self.query(f"""
+            SELECT count({ident(column)}) FROM read_csv({literal(source.location)}, filename = true,
+                types = {{{literal(column)}: 'TIMESTAMPTZ'}}, store_rejects = true)""")
+        lines = self.query("""
+            SELECT s.file_path, e.line, e.csv_line FROM reject_errors AS e JOIN reject_scans AS s
+            USING (scan_id, file_id) ORDER BY s.file_path, e.line""")
+        found: dict[str, str] = {}
+        for file, line, text in lines:
+            for value in values:
+                if value not in found and value in text:
+                    found[value] = f"{file}, line {line}"
+        return found
 
     def create_table(self, table: str, columns: Sequence[tables.Column]) -> None:
         self.conn.execute(sql.create_table(table, columns, duckdb_storage=True))

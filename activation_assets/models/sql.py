@@ -213,6 +213,16 @@ def stage_profile(start_date: dt.date, end_date: dt.date | None, stage: str = "f
     """
 
 
+def unparseable_in_source(relation: str, time_column: str, limit: int = 3) -> str:
+    """Over the whole source: the string values of the time column that do not parse as the fact step
+    parses them (`instant_expr`), counted, and a few of them."""
+    bad = f"{ident(time_column)} IS NOT NULL AND {instant_expr(time_column, 'VARCHAR')} IS NULL"
+    return f"""
+        SELECT count(*), list(DISTINCT {ident(time_column)})[1:{limit}]
+        FROM (SELECT {ident(time_column)} FROM {relation} WHERE {bad}) AS unparseable
+    """
+
+
 def unparseable_examples_in(stage: str = "fact_stage", limit: int = 3) -> str:
     return f"""
         SELECT DISTINCT CAST(occurred_at AS VARCHAR) AS value FROM {stage}

@@ -240,6 +240,27 @@ def check_source_columns(behavior: BehaviorConfig, columns: dict[str, str]) -> s
     return time_type
 
 
+def unparseable_times(conn: Warehouse, behavior: BehaviorConfig, relation: str, time_type: str) -> str | None:
+    """The time column read in full (a CSV's as written, whatever its sniffed sample says): one
+    sentence when some of its values do not parse as timestamps (the fact step would refuse them),
+    quoting a few and where they are; else None. A timestamp column of a typed format is skipped."""
+    wh = as_warehouse(conn)
+    as_written = wh.source_with_time_as_written(behavior)
+    if as_written is None and time_type in sql.TIMESTAMP_TYPES:
+        return None
+    try:
+        count, examples = wh.query_one(sql.unparseable_in_source(as_written or relation, behavior.time_column))
+    except wh.errors as exc:
+        raise ActivationError(_unreadable(wh, behavior, exc)) from None
+    if not count:
+        return None
+    where = wh.locate_values(behavior, behavior.time_column, examples)
+    quoted = ", ".join(repr(v) + (f" ({where[v]})" if v in where else "") for v in examples)
+    return (f"behavior {behavior.name!r}: {count} value(s) of time column {behavior.time_column!r} in"
+            f" {behavior.source.describe()} do not parse as timestamps, e.g. {quoted}. Fix them in the source"
+            " (or filter them out with `where:`): materialize refuses them.")
+
+
 def segment_values(conn: Warehouse, behavior: BehaviorConfig, relation: str) -> dict[str, list[tuple[str | None, int]]]:
     """Per segment, the values of its column in the source (as text, null included) with their rows,
     the most frequent first: one pass over the source per segment."""

@@ -263,3 +263,43 @@ def test_a_step_that_meets_a_held_database_fails_with_the_sentence(tmp_path, mon
         holder.communicate("", timeout=30)
     assert failure.value.description.startswith(f"the DuckDB database {database} is open in another process (")
     assert f"PID {holder.pid}" in failure.value.description
+
+
+@pytest.mark.parametrize("kind", ["csv", "parquet"])
+def test_validate_reads_the_whole_time_column_and_names_the_lines_that_do_not_parse(tmp_path, kind):
+    """One bad value among good ones, far down the file (not in a sample): validate says how many,
+    quotes it with its file and line (row, for Parquet), exit 1; materialize then says it once, as
+    its own sentence, without Dagster's frames."""
+    import pyarrow as pa
+    import pyarrow.csv
+    import pyarrow.parquet
+
+    from ..conftest import write_config
+
+    good = [(u % 40, f"2025-03-{1 + u % 28:02d} 1{u % 10}:00:00") for u in range(30_000)]
+    good[25_000] = (7, "2025-03-3l 10:00:00")  # a typed l for a 1
+    good[26_000] = (8, "yesterday")
+    table = pa.table({"uid": [u for u, _ in good], "ts": [t for _, t in good], "event_name": ["visit"] * len(good)})
+    (tmp_path / "events").mkdir()
+    if kind == "csv":
+        pyarrow.csv.write_csv(table, tmp_path / "events" / "part-1.csv")
+    else:
+        pyarrow.parquet.write_table(table, tmp_path / "events" / "part-1.parquet", row_group_size=5_000)
+    config = write_config(tmp_path, [{
+        "name": "visited", "source": {kind: f"events/*.{kind}"}, "user_column": "uid", "time_column": "ts",
+        "start_date": dt.date(2025, 3, 1), "end_date": dt.date(2025, 3, 31), "timezone": "UTC", "grains": ["monthly"]}])
+    where = "line" if kind == "csv" else "row"
+    result = run([str(BIN / "activation"), "validate", "--config", str(config)], cwd=tmp_path)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "2 value(s) of time column 'ts'" in result.stderr, result.stderr
+    # The CSV's line counts the header; the Parquet row does not.
+    assert f"'2025-03-3l 10:00:00' ({tmp_path / 'events' / f'part-1.{kind}'}, {where} {25_002 if kind == 'csv' else 25_001})" \
+        in result.stderr, result.stderr
+    assert f"'yesterday' (" in result.stderr and "Traceback" not in result.stderr
+
+    result = run([str(BIN / "activation"), "materialize", "--config", str(config)], cwd=tmp_path)
+    assert result.returncode == 1
+    said = result.stdout + result.stderr
+    assert said.count("fact_visited failed: behavior 'visited'") == 1, said
+    assert ("CSV Error on Line: 25002" if kind == "csv" else "do not parse as timestamps") in said, said
+    assert "Traceback" not in said and 'File "' not in said and "dagster._core" not in said, said
