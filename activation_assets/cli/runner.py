@@ -184,6 +184,8 @@ def _execute(runs: list[Run], instance, defs) -> int:
         )
         if not result.success:
             raise CommandError(f"{run.label} failed: {_failure_message(result)}")
+        if run.grain is None:
+            _say_dropped(result)
         evaluations = result.get_asset_check_evaluations()
         bad = [e for e in evaluations if not e.passed]
         # A warning (a fact day whose source changed outside a --from/--to window) is said, not fatal.
@@ -196,6 +198,20 @@ def _execute(runs: list[Run], instance, defs) -> int:
             say(f"      CHECK {level} {evaluation.asset_key.to_user_string()}.{evaluation.check_name}:"
                 f" {summary.value if summary else ''}")
     return failed_checks
+
+
+def _say_dropped(result) -> None:
+    """A fact run's rows read and dropped by reason, summed over its days (each day's are its
+    partition's metadata)."""
+    totals: dict[str, int] = {}
+    for event in result.get_asset_materialization_events():
+        for key, entry in event.materialization.metadata.items():
+            if key == "rows_read" or key.startswith("dropped_"):
+                totals[key] = totals.get(key, 0) + int(entry.value)
+    if totals:
+        dropped = ", ".join(f"{n} {k.removeprefix('dropped_').replace('_', ' ')}" for k, n in totals.items()
+                            if k != "rows_read")
+        say(f"      {totals.get('rows_read', 0)} source rows read on these days; dropped: {dropped}")
 
 
 def build_dbt(config: ActivationConfig, instance) -> None:

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 
 import dagster as dg
 
 from activation_assets.config import ActivationConfig, ConfigError, missing_source_files
 from activation_assets import tables
+from activation_assets.models import sql
 from activation_assets.orchestration.dbt import with_dbt_models
 from activation_assets.orchestration.factory import behavior_assets
 from activation_assets.orchestration.jobs import behavior_jobs, daily_sensor
@@ -33,6 +35,23 @@ def _partitions_by_key(upstream: Sequence[dg.AssetsDefinition | dg.AssetSpec]) -
             for key in item.keys:
                 found[key] = item.specs_by_key[key].partitions_def
     return found
+
+
+def _with_table_names(config: ActivationConfig, assets: list[dg.AssetsDefinition]) -> list[dg.AssetsDefinition]:
+    """Each asset's relation as Dagster names it (`dagster/table_name`: catalog.schema.table for a
+    DuckDB file, database.table on Spark) and its kind: a table, or the activation view."""
+    if config.database is not None:
+        prefix = f"{Path(config.database).stem}.main." if config.database != ":memory:" else "memory.main."
+    else:
+        prefix = f"{config.warehouse.spark.database}."
+    views = {sql.activation_table(b.name, g) for b in config.behaviors for g in b.grains}
+
+    def named(spec: dg.AssetSpec) -> dg.AssetSpec:
+        table = spec.key.path[-1]
+        return spec.merge_attributes(metadata={"dagster/table_name": prefix + table},
+                                     kinds={"view" if table in views else "table"})
+
+    return dg.map_asset_specs(named, assets)
 
 
 def build_defs(
@@ -69,6 +88,7 @@ def build_defs(
                 behavior, config.engine,
                 partitions.get(dg.AssetKey(list(behavior.source.upstream))) if behavior.source.upstream else None)
         ]
+    assets = _with_table_names(config, assets)
     automation = dg.AutomationConditionSensorDefinition(
         "activation_automation",
         target=dg.AssetSelection.all(),

@@ -54,8 +54,9 @@ PROPAGATE = (
 ).with_label("propagate updates to every partition")
 
 
-# How a column's type reads in the UI when it is the source's (the user id, the time column).
-SHOWN_TYPES = {tables.USER: "source type", tables.SOURCE: "source type"}
+# How a column's type reads in the definition when it is the source's (the user id, the time column);
+# a materialization records the warehouse's own types (`_columns`), which the UI shows instead.
+SHOWN_TYPES = {tables.USER: "the source's", tables.SOURCE: "the source's"}
 
 
 def _schema(relation: tables.Relation, grain: Grain | None = None, extra: Sequence[tables.Column] = ()) -> dict:
@@ -63,6 +64,14 @@ def _schema(relation: tables.Relation, grain: Grain | None = None, extra: Sequen
     return {"dagster/column_schema": dg.TableSchema(columns=[
         dg.TableColumn(name=c.name, type=SHOWN_TYPES.get(c.type, c.type), description=c.description)
         for c in (*relation.columns_for(grain), *extra)])}
+
+
+def _columns(wh, table: str) -> dict:
+    """The relation's columns with the warehouse's types (the user id's is the source's), for the last
+    partition's event: the UI shows the latest materialization's schema with the definition's
+    descriptions (`_schema`)."""
+    return {"dagster/column_schema": dg.TableSchema(
+        columns=[dg.TableColumn(name, type) for name, type in wh.table_column_types(table).items()])}
 
 
 def _periods(context: dg.AssetExecutionContext) -> list[dt.date]:
@@ -254,8 +263,8 @@ def firstlast_asset(behavior: BehaviorConfig, grain: Grain, engine: str = "duckd
         with warehouse_of(context) as conn:
             rows = steps.materialize_firstlast(conn, behavior, grain, periods, _progress(context, name))
             results = _check_results(behavior, grain, conn, inv.firstlast_checks(behavior), periods)
-        for period, count in rows.items():
-            context.add_asset_metadata({"dagster/row_count": count}, partition_key=period.isoformat())
+            columns = _columns(conn, name)
+        _record_metadata(context, {period: {"dagster/row_count": count} for period, count in rows.items()}, columns)
         return dg.MaterializeResult(check_results=results)
 
     return _firstlast
@@ -286,12 +295,12 @@ def activation_asset(behavior: BehaviorConfig, grain: Grain, engine: str = "duck
         with warehouse_of(context) as conn:
             counts = steps.materialize_activation(conn, behavior, grain, periods, _progress(context, name))
             results = _check_results(behavior, grain, conn, inv.ACTIVATION_CHECKS, periods)
-            preview = _preview(conn, name, periods[-1], "state, user_id")
+            preview, columns = _preview(conn, name, periods[-1], "state, user_id"), _columns(conn, name)
         _record_metadata(context, {
             period: {"dagster/row_count": numbers["users"],
                      "active": numbers["new"] + numbers["retained"] + numbers["reactivated"],
                      **{k: v for k, v in numbers.items() if k != "users"}}
-            for period, numbers in counts.items()}, {"preview": preview})
+            for period, numbers in counts.items()}, {"preview": preview, **columns})
         return dg.MaterializeResult(check_results=results)
 
     return _activation
@@ -321,9 +330,9 @@ def _derived_asset(
         with warehouse_of(context) as conn:
             numbers = step(conn, behavior, grain, periods, _progress(context, name))
             results = _check_results(behavior, grain, conn, checks, periods)
-            preview = _preview(conn, name, periods[-1], order)
+            preview, columns = _preview(conn, name, periods[-1], order), _columns(conn, name)
         _record_metadata(context, {period: partition_metadata(value) for period, value in numbers.items()},
-                         {"preview": preview})
+                         {"preview": preview, **columns})
         return dg.MaterializeResult(check_results=results)
 
     return _derived
@@ -478,11 +487,12 @@ def _multi_asset(
                 checks = [c for c in part.checks
                           if dg.AssetCheckKey(key, c.name) in context.selected_asset_check_keys]
                 written.append((part, _check_results(behavior, grain, conn, checks, periods, key) if checks else [],
-                                _preview(conn, part.table, periods[-1], part.order)))
-        for part, results, preview in written:
+                                {"preview": _preview(conn, part.table, periods[-1], part.order),
+                                 **_columns(conn, part.table)}))
+        for part, results, last in written:
             _record_metadata(context, {period: part.partition_metadata(value)
                                        for period, value in numbers[part.table].items()},
-                             {"preview": preview}, asset_key=dg.AssetKey(part.table))
+                             last, asset_key=dg.AssetKey(part.table))
             yield dg.MaterializeResult(asset_key=part.table, check_results=results)
 
     return _together

@@ -32,6 +32,14 @@ def test_activation_materialize_end_to_end(tmp_path):
     assert first.returncode == 0, first.stderr
     assert "checks: " in first.stdout and "CHECK FAILED" not in first.stdout
     assert "Last complete period of each grain" in first.stdout
+    # It says what the fact dropped: of the rows whose local date is in the window, the null ids
+    # and the exact duplicates (the source's other columns derive from the row: a repeated
+    # (uid, ts) is an exact duplicate).
+    zone = ZoneInfo(SPEC.timezone)
+    inside = [(u, t) for u, t in rows if t is not None and SPEC.start_date <= t.astimezone(zone).date() <= SPEC.end_date]
+    with_id = [r for r in inside if r[0] is not None]
+    assert (f"{len(inside)} source rows read on these days; dropped: {len(inside) - len(with_id)} null user id,"
+            f" {len(with_id) - len(set(with_id))} duplicates") in first.stdout, first.stdout
     # The project-local instance sits next to the config, with the shipped pool limit.
     home = tmp_path / ".dagster_home"
     assert "default_limit: 1" in (home / "dagster.yaml").read_text()
@@ -53,6 +61,11 @@ def test_activation_materialize_end_to_end(tmp_path):
 
     with dg.DagsterInstance.from_config(str(home)) as instance:
         names = sorted(r.job_name for r in instance.get_runs())
+        # The latest materialization carries the columns with the warehouse's types: the user id's
+        # is the source's (an Int64 column), not a placeholder.
+        latest = instance.get_latest_materialization_event(dg.AssetKey("visited_activation_daily"))
+        schema = latest.asset_materialization.metadata["dagster/column_schema"].value
+        assert {c.name: c.type for c in schema.columns}["user_id"] == "BIGINT"
     assert names == ["visited_daily", "visited_fact", "visited_monthly", "visited_weekly"]
 
 

@@ -10,6 +10,7 @@ import pytest
 from activation_assets.config import parse_config
 from activation_assets.orchestration.definitions import build_definitions
 
+DATABASE_STEM = "memory"  # DuckDB's name for an in-memory database's catalog
 CONFIG = {
     "database": ":memory:",
     "timezone": "Asia/Seoul",
@@ -95,6 +96,9 @@ def test_policies_pools_kinds_and_checks(graph):
         assert {"duckdb", "sql"} <= node.kinds, key
         assert node.description, key
         assert "dagster/column_schema" in node.metadata, key
+        # The relation as Dagster names it (catalog.schema.table of the DuckDB file), and its kind.
+        assert node.metadata["dagster/table_name"] == f"{DATABASE_STEM}.main.{key.path[-1]}", key
+        assert node.kinds & {"table", "view"} == {"view" if "_activation_" in key.path[-1] else "table"}, key
     checks = {(k.asset_key.to_user_string(), k.name) for k in graph.asset_check_keys}
     assert ("sold_item_activation_daily", "one_row_per_user") in checks
     assert ("sold_item_activation_weekly", "matches_days") in checks
