@@ -61,6 +61,48 @@ def refuse_beside_running_spark(config: ActivationConfig, instance) -> None:
             " on one Spark warehouse would race. Wait for them to finish (see the UI's Runs page), then run again.")
 
 
+IN_FLIGHT_POLL_SECONDS = 5.0
+
+
+def in_flight(instance, keys: set[str]) -> list[str]:
+    """The runs and backfills of the instance in progress (queued included) that write any of `keys`,
+    described for a person."""
+    import dagster as dg
+    from dagster._core.execution.backfill import BulkActionStatus
+
+    found = []
+    runs = instance.get_runs(filters=dg.RunsFilter(statuses=[
+        dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
+        dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]))
+    for run in runs:
+        touched = {k.to_user_string() for k in run.asset_selection or ()} & keys
+        if touched:
+            span = [run.tags.get(RANGE_START), run.tags.get(RANGE_END)]
+            partitions = f" {span[0]}..{span[1]}" if all(span) else (
+                f" {run.tags['dagster/partition']}" if "dagster/partition" in run.tags else "")
+            found.append(f"run {run.run_id[:8]} ({run.job_name}{partitions}, {run.status.value.lower()})")
+    for backfill in instance.get_backfills(status=BulkActionStatus.REQUESTED):
+        touched = {k.to_user_string() for k in backfill.asset_selection or ()} & keys
+        if touched:
+            found.append(f"backfill {backfill.backfill_id} ({len(touched)} of its assets are this command's)")
+    return found
+
+
+def wait_for_in_flight(instance, keys: set[str], poll_seconds: float = IN_FLIGHT_POLL_SECONDS) -> None:
+    """Wait, saying so, while runs or backfills of the instance (a UI backfill, a sensor's run) write
+    what this command would: it plans only after they finish, so it never does their work twice."""
+    said: list[str] = []
+    while True:
+        busy = in_flight(instance, keys)
+        if not busy:
+            return
+        if busy != said:
+            say(f"waiting for {len(busy)} run(s) or backfill(s) of this instance that write these assets to"
+                f" finish: {'; '.join(busy[:5])}{' ...' if len(busy) > 5 else ''} (Ctrl-C to stop waiting)")
+            said = busy
+        time.sleep(poll_seconds)
+
+
 def ensure_dagster_home(config: ActivationConfig) -> Path:
     """A project-local instance next to the config, unless DAGSTER_HOME is set (which wins).
     One per engine: the Spark graph has the same asset keys, not the same history."""

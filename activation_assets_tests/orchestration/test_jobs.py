@@ -86,3 +86,45 @@ def test_the_plots_last_partitions_end_at_the_definitions_end(tmp_path):
     last = definition.get_paginated_partition_keys(context=context, limit=120, ascending=False).results
     assert definition.get_partition_keys()[-1] == "2025-04-12"
     assert last[0] == "2025-04-12"
+
+
+def test_materialize_waits_for_the_runs_and_backfills_in_flight_that_write_its_assets(tmp_path, capsys):
+    """A run of the UI (started) and a backfill (requested) that write this behavior's assets are
+    named, and the command waits until they are over; a run of other assets is not its business."""
+    import threading
+    import time
+
+    from dagster._core.execution.backfill import BulkActionStatus, PartitionBackfill
+
+    from activation_assets.cli import runner
+
+    config = behavior(tmp_path)
+    b = config.behaviors[0]
+    defs = build_defs(config)
+    keys = {"fact_visited", *grain_tables(b, Grain.daily)}
+    with dg.DagsterInstance.ephemeral() as instance:
+        daily = defs.resolve_job_def("visited_daily")
+        run = instance.create_run_for_job(
+            daily, status=dg.DagsterRunStatus.STARTED, asset_selection=frozenset({dg.AssetKey("visited_activation_daily")}),
+            tags={RANGE_START: "2025-03-01", RANGE_END: "2025-03-09"})
+        backfill = PartitionBackfill.from_asset_partitions(
+            backfill_id="bfwait", asset_graph=defs.resolve_asset_graph(), partition_names=["2025-03-01"],
+            asset_selection=[dg.AssetKey("fact_visited")], backfill_timestamp=time.time(), tags={},
+            dynamic_partitions_store=instance, all_partitions=False, title=None, description=None, run_config=None)
+        instance.add_backfill(backfill)
+        assert runner.in_flight(instance, {"visited_firstlast_weekly"}) == []  # neither writes it
+        assert runner.in_flight(instance, keys) == [
+            f"run {run.run_id[:8]} (visited_daily 2025-03-01..2025-03-09, started)",
+            "backfill bfwait (1 of its assets are this command's)"]
+
+        def finish():
+            time.sleep(0.3)
+            instance.report_run_failed(run)
+            instance.update_backfill(backfill.with_status(BulkActionStatus.COMPLETED_SUCCESS))
+
+        threading.Thread(target=finish).start()
+        began = time.monotonic()
+        runner.wait_for_in_flight(instance, keys, poll_seconds=0.1)
+        assert time.monotonic() - began >= 0.3
+    said = capsys.readouterr().out
+    assert said.count("waiting for 2 run(s) or backfill(s) of this instance that write these assets") == 1, said
