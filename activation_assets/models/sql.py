@@ -246,6 +246,17 @@ def stage_day_counts(
     """
 
 
+def rows_fingerprint(table: str, columns: list[str], periods: list[dt.date]) -> str:
+    """Per partition of `periods`: its rows and their order-independent hash (as `stage_day_counts`)."""
+    hashed = ", ".join(ident(c) for c in columns)
+    return f"""
+        SELECT period_start, count(*),
+            CAST(sum(CAST(hash({hashed}) AS DECIMAL(38, 0))) % {HASH_MODULUS} AS BIGINT)
+        FROM {ident(table)} WHERE {in_periods(periods)}
+        GROUP BY period_start
+    """
+
+
 def fact_difference(fact: str, stage: str, columns: list[str], days: list[dt.date]) -> str:
     """Per fact day: the fact rows the staged source rows would add and remove (as multisets)."""
     names = ", ".join(ident(c) for c in columns)

@@ -340,7 +340,18 @@ def materialize_fact(conn: Warehouse, behavior: BehaviorConfig, days: Sequence[d
             )
         fingerprints = {day: (read[day]["rows_read"], read[day]["fingerprint"]) if day in read else EMPTY_DAY
                         for day in days}
+        # A day written again with the rows it had keeps its time in the log: nothing read off it
+        # becomes outdated (a forced rewrite, or a source file touched without a change).
+        logged = {period: at for _, period, at in wh.log_entries([table]) if period in set(days)}
+        columns = list(stored)
+        before = dict(_fingerprints(wh, table, columns, sorted(logged))) if logged else {}
         written = wh.replace_periods(table, days, sql.fact_select(days, STAGE), fingerprints)
+        if logged:
+            after = _fingerprints(wh, table, columns, sorted(logged))
+            same = [day for day in logged if before.get(day, (0, None)) == after.get(day, (0, None))]
+            if same:
+                wh.upsert(relations.PARTITIONS_RECORD,
+                          [(table, day, written[day], logged[day], *fingerprints[day]) for day in same])
     wh.drop_stage(STAGE)
 
     per_day = {}
@@ -357,6 +368,10 @@ def materialize_fact(conn: Warehouse, behavior: BehaviorConfig, days: Sequence[d
 
 
 # --- FirstLast, activation, transitions ---------------------------------------------------------
+
+
+def _fingerprints(wh: Warehouse, table: str, columns: list[str], periods: list[dt.date]) -> dict:
+    return {row[0]: (row[1], row[2]) for row in wh.query(sql.rows_fingerprint(table, columns, periods))}
 
 
 def _replace_partitions(

@@ -333,3 +333,39 @@ def test_partitions_built_before_their_input_was_rewritten_are_found(tmp_path, m
     assert f"visited daily: {(SPEC.end_date - late_day).days + 1} partition(s) {late_day}.." in capsys.readouterr().out
     assert cli.main(["status", "--config", str(config)]) == 0
     assert _every_table(tmp_path / "warehouse.duckdb") == _fresh_run(tmp_path, monkeypatch)
+
+
+def test_a_fact_day_written_again_with_the_same_rows_outdates_nothing(tmp_path, monkeypatch, capsys):
+    """`--grain weekly --from --to` rewrites the window's fact days: with their rows as they were,
+    the log keeps their times and no daily or monthly partition is outdated; a day whose rows did
+    change is logged anew and outdates what reads it."""
+    rows = edge_events(SPEC, seed=35, users=USERS)
+    _write_days(tmp_path, rows)
+    config = _config(tmp_path)
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    assert cli.main(["materialize", "--config", str(config)]) == 0
+    with duckdb.connect(str(tmp_path / "warehouse.duckdb")) as conn:
+        logged = dict(conn.execute(f"SELECT period_start, written_at FROM {PARTITION_LOG}"
+                                   " WHERE table_name = 'fact_visited'").fetchall())
+    assert cli.main(["materialize", "--config", str(config), "--grain", "weekly",
+                     "--from", "2025-03-10", "--to", "2025-03-23"]) == 0
+    with duckdb.connect(str(tmp_path / "warehouse.duckdb")) as conn:
+        again = dict(conn.execute(f"SELECT period_start, written_at FROM {PARTITION_LOG}"
+                                  " WHERE table_name = 'fact_visited'").fetchall())
+    assert again == logged
+    capsys.readouterr()
+    assert cli.main(["status", "--config", str(config)]) == 0, capsys.readouterr().out
+
+    # One day's rows changed in the warehouse behind the layer's back: rewriting it restores them,
+    # which is a change: it is logged anew, and what reads it is outdated.
+    with duckdb.connect(str(tmp_path / "warehouse.duckdb")) as conn:
+        conn.execute("DELETE FROM fact_visited WHERE period_start = DATE '2025-03-12'"
+                     " AND user_id = (SELECT min(user_id) FROM fact_visited WHERE period_start = DATE '2025-03-12')")
+    assert materialize(config, ["fact_visited"], "2025-03-12").success
+    with duckdb.connect(str(tmp_path / "warehouse.duckdb")) as conn:
+        rewritten = dict(conn.execute(f"SELECT period_start, written_at FROM {PARTITION_LOG}"
+                                      " WHERE table_name = 'fact_visited'").fetchall())
+    assert {d for d in rewritten if rewritten[d] != logged[d]} == {dt.date(2025, 3, 12)}
+    capsys.readouterr()
+    assert cli.main(["status", "--config", str(config)]) == 1
+    assert "built before an input was written again, from 2025-03-12" in capsys.readouterr().out
