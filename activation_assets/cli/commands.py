@@ -234,8 +234,11 @@ def cmd_report(args) -> int:
     grains = [Grain(g) for g in args.grain] if args.grain else None
     out = Path(args.out) if args.out else config.base_dir / "reports"
     began = time.monotonic()
-    index = write_reports(config, behaviors, grains, out, Path(args.png) if args.png else None)
-    say(f"Report written in {time.monotonic() - began:.1f} s: {index}")
+    index, written = write_reports(config, behaviors, grains, out, Path(args.png) if args.png else None)
+    if written:
+        say(f"Report written in {time.monotonic() - began:.1f} s: {index}")
+    else:
+        say(f"Report unchanged: nothing it is made of was written since {index} was ({time.monotonic() - began:.1f} s)")
     return 0
 
 

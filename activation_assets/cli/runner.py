@@ -265,9 +265,18 @@ def _say_dropped(result) -> None:
 
 def build_dbt(config: ActivationConfig, instance) -> None:
     """`dbt build` of the config's dbt project (models and their tests) as one Dagster run, so the UI
-    shows the fact models materialized upstream of the activation graph."""
+    shows the fact models materialized upstream of the activation graph; skipped when nothing it
+    reads changed since its last successful build and its models are in the warehouse."""
     import dagster as dg
 
+    from activation_assets.orchestration import dbt as dbt_project
+
+    inputs, last = dbt_project.build_inputs(config), dbt_project.last_build_path(config.dbt)
+    if inputs is not None and last.exists() and last.read_text() == inputs:
+        with open_warehouse(config, read_only=True) as warehouse:
+            if warehouse is not None and dbt_project.models_in_warehouse(config, warehouse):
+                say(f"dbt build of {config.dbt.project_dir}: skipped, nothing it reads changed since its last build")
+                return
 
     assets, resources = dbt_definitions(config)
     say(f"dbt build of {config.dbt.project_dir} (the fact models), as a Dagster run")
@@ -275,8 +284,11 @@ def build_dbt(config: ActivationConfig, instance) -> None:
     result = dg.materialize(assets, instance=instance, resources=resources, raise_on_error=False,
                             run_config=QUIET)
     if not result.success:
+        last.unlink(missing_ok=True)
         raise CommandError(f"dbt build failed: {_failure_message(result)}. See the run in the UI or"
                            f" {config.dbt.project_dir}/target; nothing of the activation graph was run.")
+    if inputs is not None:
+        last.write_text(inputs)  # what this build read (taken before it: a change during it builds again)
     failed = [e for e in result.get_asset_check_evaluations() if not e.passed]
     models = len(result.get_asset_materialization_events())
     say(f"      done in {time.monotonic() - began:.1f} s: {models} model(s), dbt tests:"

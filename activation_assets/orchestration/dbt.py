@@ -8,10 +8,12 @@ reads a file instead of running dbt.
 
 
 import contextlib
+import hashlib
 import functools
 import json
 import logging
 import os
+import re
 import shutil
 import sys
 import time
@@ -156,6 +158,64 @@ def dbt_environment(config: ActivationConfig) -> Iterator[None]:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+# --- a build with nothing new to read is skipped -----------------------------------------------------
+
+_ENV_VAR = re.compile(r"\{\{\s*env_var\(\s*'(\w+)'\s*(?:,\s*'([^']*)')?\s*\)\s*\}\}")
+_QUOTED = re.compile(r"'([^']+)'")
+
+
+def _environment(config: ActivationConfig) -> dict[str, str]:
+    with dbt_environment(config):
+        return {name: os.environ[name] for name in (CONFIG_DIR_ENV_VAR, DATABASE_ENV_VAR) if name in os.environ}
+
+
+def _source_files(config: ActivationConfig, manifest: Mapping[str, Any]) -> list[Path] | None:
+    """The files the project's sources read, from their `external_location`s (their quoted paths, with
+    `env_var()` as `dbt_environment` sets it, relative to the project); None when a source has none
+    (a relation in the warehouse, which this cannot see change)."""
+    env, project = {**os.environ, **_environment(config)}, Path(config.dbt.project_dir)
+    files: list[Path] = []
+    for node in manifest.get("sources", {}).values():
+        location = (node.get("meta") or {}).get("external_location")
+        if not location:
+            return None
+        rendered = _ENV_VAR.sub(lambda m: env.get(m[1], m[2] or ""), location)
+        for quoted in _QUOTED.findall(rendered):
+            pattern = Path(quoted) if Path(quoted).is_absolute() else project / quoted
+            anchor = Path(pattern.anchor)
+            files += sorted(anchor.glob(str(pattern.relative_to(anchor)))) if "*" in quoted else [pattern]
+    return files
+
+
+def build_inputs(config: ActivationConfig) -> str | None:
+    """A fingerprint of what `dbt build` reads: the project's files, the profile, the variables this
+    package sets, and the source files (size and modification time); None when it cannot be known."""
+    dbt = config.dbt
+    project = Path(dbt.project_dir)
+    sources = _source_files(config, load_manifest(dbt))
+    if sources is None:
+        return None
+    seen = []
+    for root, dirs, names in os.walk(project):
+        dirs[:] = sorted(d for d in dirs if d not in _SKIPPED_DIRS)
+        seen += [Path(root) / name for name in sorted(names)]
+    profiles = Path(dbt.profiles_dir or dbt.project_dir) / "profiles.yml"
+    parts = [json.dumps([_environment(config), dbt.target])]
+    for path in [*seen, profiles, *sources]:
+        stat = path.stat() if path.exists() else None
+        parts.append(f"{path} {stat.st_size if stat else '-'} {stat.st_mtime_ns if stat else '-'}")
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
+def last_build_path(dbt: DbtConfig) -> Path:
+    return Path(dbt.project_dir) / "target" / "activation_last_build"
+
+
+def models_in_warehouse(config: ActivationConfig, warehouse) -> bool:
+    return all(warehouse.table_exists(node.get("alias") or node["name"])
+               for node in _models(load_manifest(config.dbt)).values())
 
 
 def dbt_definitions(config: ActivationConfig) -> tuple[list, dict]:

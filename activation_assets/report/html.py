@@ -10,6 +10,7 @@ the growth, transitions, cohorts, distributions, engagement, stickiness and segm
 from __future__ import annotations
 
 import base64
+import hashlib
 import datetime as dt
 import html
 import io
@@ -25,6 +26,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from activation_assets import tables as relations  # noqa: E402
 from activation_assets.models import sql  # noqa: E402
 from activation_assets.config import ActivationConfig, BehaviorConfig, Grain  # noqa: E402
 from activation_assets.engines import ActivationError, as_warehouse, open_warehouse  # noqa: E402
@@ -620,18 +622,41 @@ def render_index(cards: list[tuple[BehaviorConfig, dict, list[Grain]]]) -> str:
     return PAGE.format(title="Activation reports", body="\n".join(parts))
 
 
+FINGERPRINT_FILE = ".activation_report"
+
+
+def _fingerprint(warehouse, behaviors: list[BehaviorConfig], pages: list, png_dir: Path | None) -> str:
+    """What the pages are made of: every partition the layer logged for the behaviors' tables (when it
+    was written), the behaviors' settings, the selection, and this module's code."""
+    names = [name for b in behaviors for name in (sql.fact_table(b.name), *(
+        t for g in b.grains for t in relations.grain_tables(b, g)))]
+    logged = sorted(f"{table} {period} {at}" for table, period, at in warehouse.log_entries(names))
+    settings = [b.model_dump_json() for b in behaviors]
+    selection = [f"{b.name}_{g.value}" for b, g in pages] + [str(png_dir)]
+    text = "\n".join([*logged, *settings, *selection, Path(__file__).read_text()])
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def write_reports(
     config: ActivationConfig, behaviors: list[BehaviorConfig], grains: list[Grain] | None, out: Path,
     png_dir: Path | None = None,
-) -> Path:
-    """Write `<behavior>_<grain>.html` for each selection and an index.html; return the index path."""
+) -> tuple[Path, bool]:
+    """Write `<behavior>_<grain>.html` for each selection and an index.html; return the index path
+    and whether anything was written: nothing is when every page exists and nothing it is made of
+    changed since it was written (`_fingerprint`)."""
     out.mkdir(parents=True, exist_ok=True)
     pages = [(b, g) for b in behaviors for g in b.grains if grains is None or g in grains]
     links = "<a href='index.html'>overview</a> " + " ".join(
         f"<a href='{b.name}_{g.value}.html'>{b.name} {g.value}</a>" for b, g in pages)
+    index = out / "index.html"
     with open_warehouse(config, read_only=True) as warehouse:
         if warehouse is None:
             raise ActivationError(f"{config.database} does not exist; run `activation materialize` first.")
+        fingerprint = _fingerprint(warehouse, behaviors, pages, png_dir)
+        recorded = out / FINGERPRINT_FILE
+        files = [index, *(out / f"{b.name}_{g.value}.html" for b, g in pages)]
+        if recorded.exists() and recorded.read_text() == fingerprint and all(f.exists() for f in files):
+            return index, False
         for behavior, grain in pages:
             charts = charts_for(warehouse, behavior, grain)
             (out / f"{behavior.name}_{grain.value}.html").write_text(render_page(behavior, grain, charts, links))
@@ -641,6 +666,6 @@ def write_reports(
                     (png_dir / f"report_{behavior.name}_{grain.value}_{chart.name}.png").write_bytes(chart.png)
         cards = [(b, headline(warehouse, b), [g for g in b.grains if (b, g) in pages])
                  for b in dict.fromkeys(b for b, _ in pages)]
-    index = out / "index.html"
     index.write_text(render_index(cards))
-    return index
+    recorded.write_text(fingerprint)
+    return index, True

@@ -109,7 +109,7 @@ def _csv(page: str, name: str) -> list[dict]:
 
 def test_report_pages_are_self_contained(graph, tmp_path):
     config = graph["config"]
-    index = write_reports(config, list(config.behaviors), None, tmp_path / "reports", tmp_path / "png")
+    index, _ = write_reports(config, list(config.behaviors), None, tmp_path / "reports", tmp_path / "png")
     pages = sorted(p.name for p in index.parent.glob("*.html"))
     assert pages == ["index.html", "visited_daily.html", "visited_monthly.html", "visited_weekly.html"]
     page = (index.parent / "visited_weekly.html").read_text()
@@ -124,9 +124,33 @@ def test_report_pages_are_self_contained(graph, tmp_path):
     assert len(list((tmp_path / "png").glob("*.png"))) == 2 * len(CHARTS) + len(DAILY_CHARTS)
 
 
+def test_the_report_is_written_again_only_when_what_it_is_made_of_changed(graph, tmp_path):
+    config = graph["config"]
+    out = tmp_path / "reports"
+    assert write_reports(config, list(config.behaviors), None, out)[1]
+    stamps = {p.name: p.stat().st_mtime_ns for p in out.glob("*.html")}
+    assert not write_reports(config, list(config.behaviors), None, out)[1]  # nothing changed
+    assert {p.name: p.stat().st_mtime_ns for p in out.glob("*.html")} == stamps
+    (out / "visited_weekly.html").unlink()  # a page is missing
+    assert write_reports(config, list(config.behaviors), None, out)[1]
+    # A partition written again (its time in the layer's log moves): the pages are made again.
+    from activation_assets.models.sql import PARTITION_LOG
+
+    where = "table_name = 'visited_growth_weekly' AND period_start = (SELECT max(period_start)" \
+            f" FROM {PARTITION_LOG} WHERE table_name = 'visited_growth_weekly')"
+    with duckdb.connect(str(graph["db"])) as conn:
+        [(written_at,)] = conn.execute(f"SELECT written_at FROM {PARTITION_LOG} WHERE {where}").fetchall()
+        conn.execute(f"UPDATE {PARTITION_LOG} SET written_at = written_at + INTERVAL 1 SECOND WHERE {where}")
+    try:
+        assert write_reports(config, list(config.behaviors), None, out)[1]
+    finally:
+        with duckdb.connect(str(graph["db"])) as conn:
+            conn.execute(f"UPDATE {PARTITION_LOG} SET written_at = ? WHERE {where}", [written_at])
+
+
 def test_every_chart_offers_its_numbers_as_csv(graph, tmp_path):
     config = graph["config"]
-    index = write_reports(config, list(config.behaviors), None, tmp_path / "reports")
+    index, _ = write_reports(config, list(config.behaviors), None, tmp_path / "reports")
     weekly = (index.parent / "visited_weekly.html").read_text()
     for name in CHARTS:
         assert _csv(weekly, name), name
@@ -145,7 +169,7 @@ def test_every_chart_offers_its_numbers_as_csv(graph, tmp_path):
 
 def test_the_landing_page_leads_with_each_behaviors_headline(graph, tmp_path):
     config = graph["config"]
-    index = write_reports(config, list(config.behaviors), None, tmp_path / "reports")
+    index, _ = write_reports(config, list(config.behaviors), None, tmp_path / "reports")
     page = index.read_text()
     last, before = reference.engagement_daily(graph["rows"], SPEC)[-2:][::-1]
     day = last["period_start"]
@@ -168,7 +192,7 @@ def test_report_marks_a_partial_first_period_and_ticks_on_period_starts(graph, t
     from activation_assets.report.html import cohort_scale, period_ticks
 
     config = graph["config"]
-    index = write_reports(config, list(config.behaviors), None, tmp_path / "reports")
+    index, _ = write_reports(config, list(config.behaviors), None, tmp_path / "reports")
     weekly = (index.parent / "visited_weekly.html").read_text()
     first_week = reference.periods(SPEC, "weekly")[0]
     assert first_week < SPEC.start_date  # 2025-02-12 is a Wednesday
@@ -191,7 +215,7 @@ def test_report_renders_offline_in_chromium(graph, tmp_path):
     from ..orchestration.test_ui import CHROMIUM, CHROMIUM_ARGS
 
     config = graph["config"]
-    index = write_reports(config, list(config.behaviors), None, tmp_path / "reports")
+    index, _ = write_reports(config, list(config.behaviors), None, tmp_path / "reports")
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         context = browser.new_context(offline=True)  # nothing may come from the network

@@ -291,7 +291,7 @@ def test_the_report_says_where_the_change_came_from(graph, tmp_path):
 
     config, sources = graph
     name, values, rows = sources["visited"]
-    index = write_reports(load_config(config), [load_config(config).behavior("visited")], None, tmp_path / "r")
+    index, _ = write_reports(load_config(config), [load_config(config).behavior("visited")], None, tmp_path / "r")
     for grain in GRAINS:
         page = (index.parent / f"visited_{grain}.html").read_text()
         assert f"data-chart='segment_active_{name}'" in page and f"data-chart='segment_change_{name}'" in page
