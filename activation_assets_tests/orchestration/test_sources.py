@@ -157,6 +157,17 @@ def test_dbt_then_the_activation_graph_equals_the_reference(tmp_path, monkeypatc
         assert conn.execute("SELECT count(*) FROM main.fct_app_opens").fetchone()[0] == sum(
             1 for u, t in opens if u is not None and t is not None)
 
+    # Again with nothing changed: dbt is not rebuilt. A raw file touched: it is.
+    def builds() -> int:
+        return len(instance.fetch_materializations(_key("fct_app_opens"), limit=100).records)
+
+    assert cli.main(["materialize", "--config", str(config)]) == 0
+    assert builds() == 1
+    raw = next((tmp_path / "data" / "raw").rglob("*.csv"))
+    os.utime(raw, ns=(raw.stat().st_atime_ns, raw.stat().st_mtime_ns + 10**9))
+    assert cli.main(["materialize", "--config", str(config)]) == 0
+    assert builds() == 2
+
 
 # --- automation: a re-materialized upstream asset brings its fact's affected days up to date ------------
 
