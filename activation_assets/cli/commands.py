@@ -113,6 +113,8 @@ def cmd_materialize(args) -> int:
         if failed:
             summary(config, behaviors, last_days)
             raise CommandError(f"{failed} asset check(s) failed; see above and the checks in the UI")
+    if config.dbt is not None and not args.no_dbt:
+        runner.build_dbt(config, instance, downstream=True)  # the models that read the layer, after it
     summary(config, behaviors, last_days)
     return 0
 
@@ -239,6 +241,18 @@ def cmd_report(args) -> int:
         say(f"Report written in {time.monotonic() - began:.1f} s: {index}")
     else:
         say(f"Report unchanged: nothing it is made of was written since {index} was ({time.monotonic() - began:.1f} s)")
+    return 0
+
+
+def cmd_dbt_sources(args) -> int:
+    from activation_assets.orchestration.dbt import layer_sources_yaml
+
+    text = layer_sources_yaml(_load(args))
+    if args.out:
+        Path(args.out).write_text(text)
+        say(f"dbt sources of the layer written to {args.out}")
+    else:
+        sys.stdout.write(text)
     return 0
 
 

@@ -6,7 +6,7 @@ import argparse
 
 from activation_assets.config import SAMPLE_DATA_DIR, Grain
 from activation_assets.cli.commands import (
-    cmd_check, cmd_materialize, cmd_report, cmd_sample_data, cmd_status, cmd_ui, cmd_validate,
+    cmd_check, cmd_dbt_sources, cmd_materialize, cmd_report, cmd_sample_data, cmd_status, cmd_ui, cmd_validate,
 )
 
 
@@ -58,6 +58,11 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--out", help="output folder (default: reports/ next to the config)")
     r.add_argument("--png", help="also save each chart as a PNG in this folder")
     r.set_defaults(handler=cmd_report)
+
+    d = with_config(commands.add_parser(
+        "dbt-sources", help="print (or --out write) the layer's relations as dbt sources, for models downstream"))
+    d.add_argument("--out", help="write the sources file here instead of printing it")
+    d.set_defaults(handler=cmd_dbt_sources)
 
     u = with_config(commands.add_parser("ui", help="open the Dagster UI (dagster dev) on the project instance"))
     u.add_argument("--port", type=int, default=3000)

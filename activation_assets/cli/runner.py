@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import datetime as dt
 import logging
 import os
@@ -18,7 +19,9 @@ from activation_assets.engines import open_warehouse
 from activation_assets.orchestration.dbt import dbt_definitions
 from activation_assets.orchestration.definitions import build_defs
 from activation_assets.orchestration.jobs import RANGE_END, RANGE_START
+from activation_assets.models.sql import fact_table
 from activation_assets.pipeline.plan import Run
+from activation_assets.tables import grain_tables
 from activation_assets.cli.output import CommandError, say
 
 INSTANCE_TEMPLATE = Path(__file__).parent.parent / "instance" / "dagster.yaml"
@@ -263,30 +266,43 @@ def _say_dropped(result) -> None:
         say(f"      {totals.get('rows_read', 0)} source rows read on these days; dropped: {dropped}")
 
 
-def build_dbt(config: ActivationConfig, instance) -> None:
-    """`dbt build` of the config's dbt project (models and their tests) as one Dagster run, so the UI
-    shows the fact models materialized upstream of the activation graph; skipped when nothing it
-    reads changed since its last successful build and its models are in the warehouse."""
+def build_dbt(config: ActivationConfig, instance, downstream: bool = False) -> None:
+    """`dbt build` of the config's dbt project as one Dagster run, so the UI shows the models
+    materialized: the models the layer reads (before it), or with `downstream` those that read the
+    layer (after it). Skipped when nothing it reads changed since its last successful build and
+    its models are in the warehouse; what the downstream models read is the layer's partition log."""
     import dagster as dg
 
     from activation_assets.orchestration import dbt as dbt_project
 
-    inputs, last = dbt_project.build_inputs(config), dbt_project.last_build_path(config.dbt)
-    if inputs is not None and last.exists() and last.read_text() == inputs:
-        with open_warehouse(config, read_only=True) as warehouse:
-            if warehouse is not None and dbt_project.models_in_warehouse(config, warehouse):
-                say(f"dbt build of {config.dbt.project_dir}: skipped, nothing it reads changed since its last build")
-                return
-
     assets, resources = dbt_definitions(config)
-    say(f"dbt build of {config.dbt.project_dir} (the fact models), as a Dagster run")
+    name = dbt_project.DBT_DOWNSTREAM if downstream else dbt_project.DBT_UPSTREAM
+    chosen = [a for a in assets if isinstance(a, dg.AssetsDefinition) and a.node_def.name == name]
+    if not chosen:
+        return  # no model reads the layer
+    inputs, last = dbt_project.build_inputs(config), dbt_project.last_build_path(config.dbt, downstream)
+    with open_warehouse(config, read_only=True) as warehouse:
+        if inputs is not None and downstream:
+            names = [t for b in config.behaviors for t in (fact_table(b.name), *(
+                x for g in b.grains for x in grain_tables(b, g)))]
+            logged = sorted(map(str, warehouse.log_entries(names))) if warehouse is not None else []
+            inputs = hashlib.sha256("\n".join([inputs, *logged]).encode()).hexdigest()
+        if (inputs is not None and last.exists() and last.read_text() == inputs and warehouse is not None
+                and dbt_project.models_in_warehouse(config, warehouse, downstream)):
+            say(f"dbt build of {config.dbt.project_dir}{' (downstream of the layer)' if downstream else ''}:"
+                " skipped, nothing it reads changed since its last build")
+            return
+    what = "the models downstream of the layer" if downstream else "the fact models"
+    say(f"dbt build of {config.dbt.project_dir} ({what}), as a Dagster run")
     began = time.monotonic()
-    result = dg.materialize(assets, instance=instance, resources=resources, raise_on_error=False,
-                            run_config=QUIET)
+    result = dg.materialize([*assets], selection=dg.AssetSelection.assets(*chosen), instance=instance,
+                            resources=resources, raise_on_error=False, run_config=QUIET)
     if not result.success:
         last.unlink(missing_ok=True)
+        after = "the activation layer is built; only these models are not" if downstream else \
+            "nothing of the activation graph was run"
         raise CommandError(f"dbt build failed: {_failure_message(result)}. See the run in the UI or"
-                           f" {config.dbt.project_dir}/target; nothing of the activation graph was run.")
+                           f" {config.dbt.project_dir}/target; {after}.")
     if inputs is not None:
         last.write_text(inputs)  # what this build read (taken before it: a change during it builds again)
     failed = [e for e in result.get_asset_check_evaluations() if not e.passed]

@@ -18,6 +18,7 @@ import yaml
 
 from activation_assets import cli
 from activation_assets.config import ConfigError, load_config, parse_config
+from activation_assets.orchestration.definitions import build_definitions
 
 from .. import reference
 from ..conftest import ACTIVATION_COLUMNS, as_set, edge_events, python_bin, table_rows, write_config
@@ -156,6 +157,16 @@ def test_dbt_then_the_activation_graph_equals_the_reference(tmp_path, monkeypatc
         # each raw row has its own event_id: the fact model drops only rows without a user or time
         assert conn.execute("SELECT count(*) FROM main.fct_app_opens").fetchone()[0] == sum(
             1 for u, t in opens if u is not None and t is not None)
+
+    # The bundled mart reads the layer back (the `activation` source) and is built after it; the
+    # lineage runs from the layer's asset into it.
+    with duckdb.connect(str(database), read_only=True) as conn:
+        mart = conn.execute("SELECT week, active, churned FROM mart_app_weekly_growth ORDER BY week").fetchall()
+    growth = reference.classic_growth(opens, SPEC, "weekly")
+    assert mart == [(r["period_start"], r["active"], r["churned"]) for r in growth]
+    graph = build_definitions(load_config(config)).resolve_asset_graph()
+    assert {"visited_app_growth_weekly", "visited_app_engagement_daily"} == {
+        k.to_user_string() for k in graph.get(_key("mart_app_weekly_growth")).parent_keys}
 
     # Again with nothing changed: dbt is not rebuilt. A raw file touched: it is.
     def builds() -> int:
@@ -373,3 +384,11 @@ def test_the_lineage_runs_from_the_raw_files_through_dbt_into_the_activation_gra
                 browser.close()
     finally:
         dev.stop()
+
+
+def test_the_bundled_dbt_project_names_the_layer_as_activation_would():
+    """The bundled project's sources of the layer are `activation dbt-sources` of the bundled config."""
+    from activation_assets.orchestration.dbt import layer_sources_yaml
+
+    shipped = ROOT / "dbt_project" / "models" / "marts" / "_activation_sources.yml"
+    assert shipped.read_text() == layer_sources_yaml(load_config(ROOT / "activation.yaml"))
