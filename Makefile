@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test test-fast lint screenshots ui install spark java browser bench dg-check clean
+.PHONY: demo test test-fast lint screenshots ui install spark java browser postgres bench dg-check clean
 
 $(BIN)/activation: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,15 @@ $(VENV)/.spark: $(BIN)/activation
 
 spark: $(VENV)/.spark java
 
+## A production instance on Postgres (docs/production.md): dagster-postgres, and Debian's postgresql for
+## the tests, which start a throwaway cluster of their own.
+$(VENV)/.postgres: $(BIN)/activation
+	$(BIN)/python -m pip install --quiet -e ".[dev,postgres]"
+	@touch $@
+
+postgres: $(VENV)/.postgres
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq postgresql >/dev/null; }
+
 ## Spark 4 runs on Java 17 or newer.
 java:
 	@command -v java >/dev/null || { apt-get update -qq && apt-get install -y -qq openjdk-17-jre-headless >/dev/null; }
@@ -42,7 +51,7 @@ demo: install
 ## Two workers, each taking whole modules (module fixtures are built once): the UI tests mostly wait on
 ## Dagster's daemon, so the CPU-bound modules run beside them.
 TEST_WORKERS ?= 2
-test: install spark browser lint
+test: install spark browser postgres lint
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=25
 
 ## Debian's Chromium for the browser tests (Playwright drives it; it downloads no browser of its own).
