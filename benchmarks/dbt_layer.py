@@ -93,10 +93,11 @@ sys.exit(code)
 
 # Dagster's cost per asset partition by itself: no-op assets of the same partitions, each partition's
 # event with three numbers of metadata, in one range run on a fresh instance of the same kind (the
-# project's dagster.yaml) with the same planned-events switch `activation materialize` sets.
+# project's dagster.yaml) with the same bookkeeping switches `activation materialize` sets.
 NO_OP = """
 import json, os, sys, time
-os.environ["DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS"] = "1"
+from activation_assets.cli.runner import LIGHTER_BOOKKEEPING
+os.environ.update(LIGHTER_BOOKKEEPING)
 import dagster as dg
 assets_n, first, last = int(sys.argv[1]), sys.argv[2], sys.argv[3]
 partitions = dg.DailyPartitionsDefinition(start_date=first, end_date=None, end_offset=1)

@@ -178,28 +178,35 @@ def execute(config: ActivationConfig, runs: list[Run], instance=None) -> int:
     progress.addHandler(handler)
     progress.setLevel(logging.INFO)
     try:
-        with _one_planned_event_per_asset():
+        with _lighter_bookkeeping():
             failed_checks = _execute(runs, instance, defs)
     finally:
         progress.removeHandler(handler)
     return failed_checks
 
 
+# Dagster's own switches for lighter bookkeeping, for this command's runs only (restored after; set
+# either variable to keep Dagster's default):
+# - a range run records one "planned" event per asset instead of one per partition, half of its
+#   bookkeeping per asset partition (about 10 ms each on SQLite). The price: in the UI, the
+#   partitions of a failed run of this command show as missing rather than failed; the command says
+#   which run failed and why, and `activation status` lists them;
+# - events are written in batches of 100 (one statement each, a write of each event alone should
+#   the batch fail): on Postgres the no-op bookkeeping of a 112-day range went from 96 s to 18 s.
+LIGHTER_BOOKKEEPING = {"DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS": "1", "DAGSTER_EVENT_BATCH_SIZE": "100"}
+
+
 @contextlib.contextmanager
-def _one_planned_event_per_asset():
-    """Dagster's own switch: a range run records one "planned" event per asset instead of one per
-    partition, half of its bookkeeping per asset partition (about 10 ms each on this disk). The
-    price: in the UI, the partitions of a failed run of this command show as missing rather than
-    failed; the command says which run failed and why, and `activation status` lists them. Only
-    this command's runs are affected (the variable is restored); set it to 0 to keep Dagster's way."""
-    name = "DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS"
-    before = os.environ.get(name)
-    os.environ.setdefault(name, "1")
+def _lighter_bookkeeping():
+    before = {name: os.environ.get(name) for name in LIGHTER_BOOKKEEPING}
+    for name, value in LIGHTER_BOOKKEEPING.items():
+        os.environ.setdefault(name, value)
     try:
         yield
     finally:
-        if before is None:
-            os.environ.pop(name, None)
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
 
 
 def _job(defs, run: Run):
