@@ -46,6 +46,11 @@ class Postgres:
         self._run(str(self.bin / "createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "dagster")
         return self
 
+    def reset(self) -> None:
+        """An empty `dagster` database: a fresh instance."""
+        for tool in ("dropdb", "createdb"):
+            self._run(str(self.bin / tool), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "dagster")
+
     def stop(self) -> None:
         self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
 

@@ -26,3 +26,18 @@ def test_benchmark_smoke(tmp_path, monkeypatch):
     assert "| measure | value | note |" in text and "backfill: all grains, wall time" in text
     assert "floor" in text and "naive recompute" in text and "classic growth accounting" in text
     assert "what the bits and the 3 engagement assets add" in text
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_bookkeeping_benchmark_smoke(tmp_path):
+    """The four variants run (SQLite and Postgres, batched or not) and the report has each."""
+    from benchmarks import bookkeeping
+
+    results = bookkeeping.run(days=3, reps=1)
+    report = tmp_path / "bookkeeping.md"
+    bookkeeping.write_report(report, results, days=3, reps=1)
+    measures = [m for m, _, _ in results.rows]
+    assert measures == ["SQLite, unbatched", "SQLite, DAGSTER_EVENT_BATCH_SIZE=100", "SQLite: batched / unbatched",
+                        "Postgres, unbatched", "Postgres, DAGSTER_EVENT_BATCH_SIZE=100", "Postgres: batched / unbatched"]
+    assert "36 asset partitions" in report.read_text()

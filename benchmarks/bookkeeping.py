@@ -1,0 +1,130 @@
+"""Dagster's own bookkeeping of a range run, on SQLite and on Postgres, with and without event batching:
+no-op assets of the daily grain's shape (12 assets, 21 checks, each asset partition's event with
+three numbers of metadata), one range run each, fresh processes, in turns.
+
+    python -m benchmarks.bookkeeping [--days 112] [--reps 3] [--report docs/benchmarks/bookkeeping.md]
+
+Each run is a child process on a fresh instance of its kind: the project's dagster.yaml (SQLite), or
+the same over a throwaway PostgreSQL cluster (Debian's postgresql: `make postgres`). The planned-
+events switch `activation materialize` sets is on in every variant; `DAGSTER_EVENT_BATCH_SIZE=100`
+(which it also sets) is the variable measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from .harness import ROOT, Results, commit, machine
+
+CHILD = r"""
+import sys, time, warnings
+warnings.simplefilter("ignore")
+import dagster as dg
+days = int(sys.argv[1])
+partitions = dg.DailyPartitionsDefinition(start_date="2025-01-01", end_offset=1)
+last = partitions.get_partition_keys()[days - 1]
+
+def no_op(i: int, checks: int) -> dg.AssetsDefinition:
+    specs = [dg.AssetCheckSpec(f"c{j}", asset=f"a{i}") for j in range(checks)]
+
+    @dg.asset(name=f"a{i}", partitions_def=partitions, backfill_policy=dg.BackfillPolicy.single_run(),
+              check_specs=specs, deps=[f"a{i - 1}"] if i else [])
+    def _no_op(context):
+        for key in context.partition_keys:
+            context.add_asset_metadata({"dagster/row_count": 1, "new": 2, "retained": 3}, partition_key=key)
+        return dg.MaterializeResult(check_results=[dg.AssetCheckResult(check_name=s.name, passed=True) for s in specs])
+
+    return _no_op
+
+assets = [no_op(i, 2 if i < 9 else 1) for i in range(12)]  # 12 assets, 21 checks
+job = dg.Definitions(assets=assets).resolve_implicit_global_asset_job_def()
+began = time.perf_counter()
+result = job.execute_in_process(
+    instance=dg.DagsterInstance.get(), run_config={"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}},
+    tags={"dagster/asset_partition_range_start": "2025-01-01", "dagster/asset_partition_range_end": last})
+assert result.success and len(result.get_asset_materialization_events()) == 12 * days
+print(time.perf_counter() - began)
+"""
+
+
+def run(days: int, reps: int) -> Results:
+    sys.path.insert(0, str(ROOT))
+    from activation_assets_tests.postgres import Postgres
+
+    results = Results(width=44)
+    shipped = (ROOT / "activation_assets" / "instance" / "dagster.yaml").read_text()
+    cluster = Postgres(Path(tempfile.mkdtemp(prefix="bookkeeping-pg-"))).start()
+    homes = []
+    try:
+        times: dict[str, list[float]] = {}
+        for _ in range(reps):
+            for storage in ("SQLite", "Postgres"):
+                for batch in ("unbatched", "DAGSTER_EVENT_BATCH_SIZE=100"):
+                    home = Path(tempfile.mkdtemp(prefix="bookkeeping-home-"))
+                    homes.append(home)
+                    (home / "dagster.yaml").write_text(shipped if storage == "SQLite" else cluster.instance_yaml())
+                    env = {**os.environ, "DAGSTER_HOME": str(home), "DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS": "1"}
+                    env.pop("DAGSTER_EVENT_BATCH_SIZE", None)
+                    if batch != "unbatched":
+                        env["DAGSTER_EVENT_BATCH_SIZE"] = "100"
+                    if storage == "Postgres":  # a fresh instance: an empty database
+                        cluster.reset()
+                    out = subprocess.run([sys.executable, "-c", CHILD, str(days)], env=env, capture_output=True,
+                                         text=True, check=True)
+                    times.setdefault(f"{storage}, {batch}", []).append(float(out.stdout.split()[-1]))
+        partitions = 12 * days
+        for storage in ("SQLite", "Postgres"):
+            plain = statistics.median(times[f"{storage}, unbatched"])
+            batched = statistics.median(times[f"{storage}, DAGSTER_EVENT_BATCH_SIZE=100"])
+            for label, value in (("unbatched", plain), ("DAGSTER_EVENT_BATCH_SIZE=100", batched)):
+                results.add(f"{storage}, {label}", f"{value:.1f} s",
+                            f"{value / partitions * 1000:.1f} ms per asset partition;"
+                            f" runs {', '.join(f'{t:.1f}' for t in times[f'{storage}, {label}'])} s")
+            results.add(f"{storage}: batched / unbatched", f"{batched / plain:.2f}x")
+    finally:
+        cluster.stop()
+        shutil.rmtree(cluster.directory, ignore_errors=True)
+        for home in homes:
+            shutil.rmtree(home, ignore_errors=True)
+    return results
+
+
+def write_report(path: Path, results: Results, days: int, reps: int) -> None:
+    lines = [
+        "# Dagster's bookkeeping on SQLite and Postgres, with and without event batching",
+        "",
+        f"Generated by `python -m benchmarks.bookkeeping --days {days} --reps {reps}` at `{commit()}` on"
+        f" {machine()}, {time.strftime('%Y-%m-%d')}: no-op assets of the daily grain's shape (12 assets,"
+        f" 21 checks) in one range run of {days} days ({12 * days} asset partitions), a fresh instance each,"
+        " in turns; medians.",
+        "",
+        "| measure | value | note |",
+        "| --- | ---: | --- |",
+        *(f"| {m} | {v} | {n} |" for m, v, n in results.rows),
+        "",
+    ]
+    path.write_text("\n".join(lines))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--days", type=int, default=112)
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--report", default=str(ROOT / "docs" / "benchmarks" / "bookkeeping.md"))
+    parser.add_argument("--no-report", action="store_true")
+    args = parser.parse_args()
+    results = run(args.days, args.reps)
+    if not args.no_report:
+        write_report(Path(args.report), results, args.days, args.reps)
+
+
+if __name__ == "__main__":
+    main()
