@@ -304,7 +304,8 @@ def materialize_fact(conn: Warehouse, behavior: BehaviorConfig, days: Sequence[d
         raise ActivationError(
             f"behavior {behavior.name!r}: reading {first_day}..{last_day} from its source ({source.describe()})"
             f" failed: {wh.message(exc)}. Fix the source data (mixed types across files are a common cause)"
-            " and run again."
+            " and run again; `activation validate` lists values of the time column that do not parse, with"
+            " their lines."
         ) from None
     profile = {}
     if whole:
