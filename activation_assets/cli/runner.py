@@ -238,23 +238,16 @@ def _execute(runs: list[Run], instance, defs) -> int:
             raise CommandError(f"{run.label} failed: {_failure_message(result)}")
         if run.grain is None:
             _say_dropped(result)
-        # A check of a range is recorded per failing partition (see factory.FAILURES_RECORDED_PER_PARTITION):
-        # count checks, not records.
-        by_check: dict = {}
-        for evaluation in result.get_asset_check_evaluations():
-            by_check.setdefault(evaluation.asset_check_key, []).append(evaluation)
-        bad = {key: [e for e in evaluations if not e.passed] for key, evaluations in by_check.items()}
-        bad = {key: failed for key, failed in bad.items() if failed}
+        evaluations = result.get_asset_check_evaluations()
+        bad = [e for e in evaluations if not e.passed]
         # A warning (a fact day whose source changed outside a --from/--to window) is said, not fatal.
-        failed_checks += sum(failed[0].severity != dg.AssetCheckSeverity.WARN for failed in bad.values())
-        say(f"      done in {time.monotonic() - began:.1f} s; checks: {len(by_check) - len(bad)}"
-            f"/{len(by_check)} passed")
-        for key, failed in bad.items():
-            level = "WARNING" if failed[0].severity == dg.AssetCheckSeverity.WARN else "FAILED"
-            partitions = [e.partition for e in failed if e.partition]
-            where = f" on {len(partitions)} partition(s), first {partitions[0]}" if partitions else ""
-            summary = failed[0].metadata.get("summary")
-            say(f"      CHECK {level} {key.asset_key.to_user_string()}.{key.name}{where}:"
+        failed_checks += sum(e.severity != dg.AssetCheckSeverity.WARN for e in bad)
+        say(f"      done in {time.monotonic() - began:.1f} s; checks: {len(evaluations) - len(bad)}"
+            f"/{len(evaluations)} passed")
+        for evaluation in bad:
+            summary = evaluation.metadata.get("summary")
+            level = "WARNING" if evaluation.severity == dg.AssetCheckSeverity.WARN else "FAILED"
+            say(f"      CHECK {level} {evaluation.asset_key.to_user_string()}.{evaluation.check_name}:"
                 f" {summary.value if summary else ''}")
     return failed_checks
 

@@ -93,14 +93,11 @@ def _progress(context: dg.AssetExecutionContext, label: str, every_seconds: floa
     return report
 
 
-# A range run records a check's verdict per partition only where it failed: an evaluation is an
-# event in the instance's log (about 16 ms each on SQLite), and 21 checks x 112 passing partitions
-# would add half a minute to a backfill of a minute. A passing range is one evaluation per check,
-# without a partition, saying which partitions passed; a one-partition run (a day's run, or a check
-# executed from the UI for one partition) records each check on its partition.
-FAILURES_RECORDED_PER_PARTITION = 20
-
-
+# A check is recorded once per run, with the partitions it covered and those it failed on: not per
+# partition. Dagster 1.13 can record a partitioned check per partition, but each record is an
+# event (about 16 ms on SQLite, batching or not: 21 checks x 112 days would add 37-47 s to a
+# backfill of a minute), and with partitioned checks it shows every partition of a range that has
+# no record of its own as "Skipped", which would say that checks which passed did not run.
 def _check_evaluations(
     behavior: BehaviorConfig, grain: Grain, conn, checks: Sequence[inv.Check], periods: Sequence[dt.date],
     asset_key: dg.AssetKey, blocking: bool,
@@ -109,30 +106,29 @@ def _check_evaluations(
     inv.evaluate_range(conn, checks, behavior, grain, periods, outcomes)
     evaluations = []
     for outcome in outcomes.values():
-        def evaluation(passed: bool, partition: dt.date | None, metadata: dict, description: str):
-            return dg.AssetCheckEvaluation(
-                asset_key=asset_key, check_name=outcome.check.name, passed=passed, metadata=metadata,
-                severity=dg.AssetCheckSeverity.ERROR, description=description, blocking=blocking,
-                partition=partition.isoformat() if partition else None)
-
-        summary = {"partitions_checked": len(outcome.partitions), "first_partition": str(outcome.partitions[0]),
-                   "last_partition": str(outcome.partitions[-1]), "violations": outcome.violations,
-                   "summary": outcome.summary()}
-        examples = {"examples": dg.MetadataValue.md(_markdown(outcome.examples))} if outcome.examples else {}
-        if len(periods) == 1:
-            evaluations.append(evaluation(outcome.passed, periods[0], {**summary, **examples}, outcome.summary()))
-            continue
-        if outcome.passed:
-            evaluations.append(evaluation(True, None, summary, outcome.summary()))
-            continue
-        failing = list(outcome.failing.items())
-        for number, (period, (violations, detail)) in enumerate(failing[:FAILURES_RECORDED_PER_PARTITION]):
-            evaluations.append(evaluation(False, period, {"violations": violations, "summary": detail,
-                                                          **(examples if number == 0 else {})}, detail))
-        if len(failing) > FAILURES_RECORDED_PER_PARTITION:
-            summary["failing_partitions"] = dg.MetadataValue.json([str(p) for p, _ in failing[:50]])
-            evaluations.append(evaluation(False, None, summary, outcome.summary()))
+        metadata = {
+            "partitions_checked": len(outcome.partitions),
+            "first_partition": str(outcome.partitions[0]),
+            "last_partition": str(outcome.partitions[-1]),
+            "violations": outcome.violations,
+            "summary": outcome.summary(),
+        }
+        if not outcome.passed:
+            metadata["failing_partitions"] = dg.MetadataValue.json([str(p) for p in list(outcome.failing)[:50]])
+        if outcome.examples:
+            metadata["examples"] = dg.MetadataValue.md(_markdown(outcome.examples))
+        evaluations.append(dg.AssetCheckEvaluation(
+            asset_key=asset_key, check_name=outcome.check.name, passed=outcome.passed, metadata=metadata,
+            severity=dg.AssetCheckSeverity.ERROR, description=outcome.summary(), blocking=blocking))
     return evaluations
+
+
+def _checked_periods(context: dg.AssetExecutionContext, conn, table: str) -> list[dt.date]:
+    """The run's partitions; for checks run alone without one (the UI's *Execute*), every partition
+    the layer has written, as `activation check` does."""
+    if context.has_partition_key or context.has_partition_key_range:
+        return _periods(context)
+    return sorted({period for _, period, _ in conn.log_entries([table])})
 
 
 def _record_metadata(
@@ -165,18 +161,11 @@ def _preview(wh, table: str, period: dt.date, order: str, limit: int = 10) -> dg
     return dg.MetadataValue.md(_markdown([dict(zip(names, map(inv._plain, row))) for row in rows]))
 
 
-def _specs(
-    key: dg.AssetKey, checks: Sequence[inv.Check], grain: Grain, blocking: bool, partitions: dg.PartitionsDefinition,
-) -> list[dg.AssetCheckSpec]:
-    """Partitioned like the asset, so the UI shows each check per partition and can execute it for
-    chosen partitions alone."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", dg.PreviewWarning)  # partitioned checks are what the UI needs
-        return [
-            dg.AssetCheckSpec(name=c.name, asset=key, description=c.description, blocking=blocking,
-                              partitions_def=partitions)
-            for c in inv.checks_for(checks, grain)
-        ]
+def _specs(key: dg.AssetKey, checks: Sequence[inv.Check], grain: Grain, blocking: bool) -> list[dg.AssetCheckSpec]:
+    return [
+        dg.AssetCheckSpec(name=c.name, asset=key, description=c.description, blocking=blocking)
+        for c in inv.checks_for(checks, grain)
+    ]
 
 
 def _checked_asset(
@@ -192,18 +181,19 @@ def _checked_asset(
                         **{k: common[k] for k in ("group_name", "kinds", "owners", "tags", "automation_condition")})
 
     @dg.multi_asset(
-        name=name, specs=[spec], check_specs=_specs(key, checks, grain, blocking, partitions), can_subset=True,
+        name=name, specs=[spec], check_specs=_specs(key, checks, grain, blocking), can_subset=True,
         partitions_def=partitions, **{k: common[k] for k in ("pool", "required_resource_keys", "backfill_policy")},
     )
     def _asset(context: dg.AssetExecutionContext):
-        periods = _periods(context)
         chosen = [c for c in inv.checks_for(checks, grain)
                   if dg.AssetCheckKey(key, c.name) in context.selected_asset_check_keys]
         written = None
         with warehouse_of(context) as conn:
             if key in context.selected_asset_keys:
-                written = write(context, conn, periods)
-            evaluations = _check_evaluations(behavior, grain, conn, chosen, periods, key, blocking) if chosen else []
+                written = write(context, conn, _periods(context))
+            periods = _checked_periods(context, conn, name)
+            evaluations = (_check_evaluations(behavior, grain, conn, chosen, periods, key, blocking)
+                           if chosen and periods else [])
         if written is not None:
             _record_metadata(context, *written, asset_key=key)
             yield dg.MaterializeResult(asset_key=key)
@@ -496,14 +486,14 @@ def _multi_asset(
         name=name,
         specs=specs,
         check_specs=[c for part in parts
-                     for c in _specs(dg.AssetKey(part.table), part.checks, grain, blocking=False, partitions=partitions)],
+                     for c in _specs(dg.AssetKey(part.table), part.checks, grain, blocking=False)],
         can_subset=True,
         partitions_def=partitions,
         **{k: common[k] for k in ("pool", "required_resource_keys", "backfill_policy")},
     )
     def _together(context: dg.AssetExecutionContext):
-        periods = _periods(context)
         chosen = [part for part in parts if dg.AssetKey(part.table) in context.selected_asset_keys]
+        periods = _periods(context) if chosen else None
         written, evaluations = [], []
         with warehouse_of(context) as conn:
             numbers = step(conn, behavior, grain, periods, [part.table for part in chosen],
@@ -514,8 +504,9 @@ def _multi_asset(
             for part in parts:  # a part's checks, also when only they are run (the UI's Execute)
                 key = dg.AssetKey(part.table)
                 checks = [c for c in part.checks if dg.AssetCheckKey(key, c.name) in context.selected_asset_check_keys]
-                if checks:
-                    evaluations += _check_evaluations(behavior, grain, conn, checks, periods, key, blocking=False)
+                checked = periods or _checked_periods(context, conn, part.table)
+                if checks and checked:
+                    evaluations += _check_evaluations(behavior, grain, conn, checks, checked, key, blocking=False)
         for part, last in written:
             _record_metadata(context, {period: part.partition_metadata(value)
                                        for period, value in numbers[part.table].items()},

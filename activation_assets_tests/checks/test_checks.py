@@ -273,19 +273,15 @@ def test_a_failing_check_reports_and_blocks_downstream(tmp_path):
         conn.execute("INSERT INTO visited_firstlast_daily SELECT * FROM visited_firstlast_daily"
                      " WHERE period_start = DATE '2025-04-01' ORDER BY user_id LIMIT 1")
     result = materialize(config, keys, "2025-04-02", "2025-04-04", instance)
-    evaluations: dict[str, list] = {}
-    for e in result.get_asset_check_evaluations():
-        if e.asset_key == dg.AssetKey("visited_firstlast_daily"):
-            evaluations.setdefault(e.check_name, []).append(e)
-    # A failing check of a range is recorded on each partition it failed on, the first with examples.
+    evaluations = {e.check_name: e for e in result.get_asset_check_evaluations()
+                   if e.asset_key == dg.AssetKey("visited_firstlast_daily")}
     failed = evaluations["one_row_per_user"]
-    assert [(e.partition, e.passed) for e in failed] == [
-        ("2025-04-02", False), ("2025-04-03", False), ("2025-04-04", False)]
-    assert all("1 duplicated rows" in e.metadata["summary"].value for e in failed)
-    assert "examples" in failed[0].metadata and "examples" not in failed[1].metadata
-    # A passing one, once for the range.
-    [passed] = evaluations["nobody_disappears"]
-    assert passed.passed and passed.partition is None and passed.metadata["partitions_checked"].value == 3
+    assert not failed.passed
+    assert failed.metadata["failing_partitions"].value == ["2025-04-02", "2025-04-03", "2025-04-04"]
+    assert failed.metadata["partitions_checked"].value == 3
+    assert "1 duplicated rows" in failed.metadata["summary"].value
+    assert "examples" in failed.metadata
+    assert evaluations["nobody_disappears"].passed
     # Blocking: Dagster fails the FirstLast step, and activation and transitions never run on it.
     assert not result.success
     assert [e.step_key for e in result.get_step_failure_events()] == ["visited_firstlast_daily"]
@@ -371,9 +367,9 @@ def test_the_set_checks_over_a_span_judge_as_each_partition_alone(clean, monkeyp
             assert any(o.failing for o in alone.values())  # the corruption was seen
 
 
-def test_each_check_is_recorded_per_partition_and_runs_alone_from_the_ui(tmp_path):
-    """A one-partition run records each check on its partition; the checks run alone (what the UI's
-    Execute does, for chosen partitions) evaluate the stored partitions without writing them."""
+def test_the_checks_run_alone_as_the_uis_execute_runs_them(tmp_path):
+    """The checks run alone (what the UI's Execute does) evaluate the stored partitions without
+    writing anything: the chosen partitions, or with none chosen every partition written."""
     from activation_assets.config import load_config
     from activation_assets.orchestration.definitions import build_definitions
 
@@ -381,25 +377,23 @@ def test_each_check_is_recorded_per_partition_and_runs_alone_from_the_ui(tmp_pat
     instance = dg.DagsterInstance.ephemeral()
     keys = ["visited_firstlast_daily", "visited_activation_daily"]
     assert materialize(config, ["fact_visited"], "2025-03-03", "2025-03-12", instance).success
-    assert materialize(config, keys, "2025-03-03", "2025-03-11", instance).success
-    day = materialize(config, keys, "2025-03-12", None, instance)
-    assert {(e.asset_key.to_user_string(), e.partition) for e in day.get_asset_check_evaluations()} == {
-        ("visited_firstlast_daily", "2025-03-12"), ("visited_activation_daily", "2025-03-12")}
-    check = dg.AssetCheckKey(dg.AssetKey("visited_firstlast_daily"), "one_row_per_user")
-    history = instance.event_log_storage.get_asset_check_execution_history(check, limit=5)
-    assert history[0].event.dagster_event.event_specific_data.partition == "2025-03-12"
-
+    assert materialize(config, keys, "2025-03-03", "2025-03-12", instance).success
     with duckdb.connect(str(tmp_path / "warehouse.duckdb")) as conn:  # 03-06 counts a user twice
         conn.execute("INSERT INTO visited_firstlast_daily SELECT * FROM visited_firstlast_daily"
                      " WHERE period_start = DATE '2025-03-06' ORDER BY user_id LIMIT 1")
-    defs = build_definitions(load_config(config))
-    checks_only = defs.resolve_job_def("visited_daily").get_subset(
+    check = dg.AssetCheckKey(dg.AssetKey("visited_firstlast_daily"), "one_row_per_user")
+    checks_only = build_definitions(load_config(config)).resolve_job_def("visited_daily").get_subset(
         asset_selection=set(), asset_check_selection={check})
     before = len(instance.fetch_materializations(dg.AssetKey("visited_firstlast_daily"), limit=1000).records)
-    result = checks_only.execute_in_process(
+    chosen = checks_only.execute_in_process(
         instance=instance, raise_on_error=False,
-        tags={"dagster/asset_partition_range_start": "2025-03-05", "dagster/asset_partition_range_end": "2025-03-07"})
-    assert [(e.check_name, e.partition, e.passed) for e in result.get_asset_check_evaluations()] == [
-        ("one_row_per_user", "2025-03-06", False)]
-    assert not result.get_asset_materialization_events()
+        tags={"dagster/asset_partition_range_start": "2025-03-07", "dagster/asset_partition_range_end": "2025-03-09"})
+    [passed] = chosen.get_asset_check_evaluations()
+    assert passed.passed and passed.metadata["partitions_checked"].value == 3
+    every = checks_only.execute_in_process(instance=instance, raise_on_error=False)
+    [failed] = every.get_asset_check_evaluations()
+    assert failed.check_name == "one_row_per_user" and not failed.passed
+    assert failed.metadata["partitions_checked"].value == 10
+    assert failed.metadata["failing_partitions"].value == ["2025-03-06"]
+    assert not chosen.get_asset_materialization_events() and not every.get_asset_materialization_events()
     assert len(instance.fetch_materializations(dg.AssetKey("visited_firstlast_daily"), limit=1000).records) == before
