@@ -411,6 +411,12 @@ def grain_tables(behavior: str | BehaviorConfig, grain: Grain) -> list[str]:
     return [r.table(behavior.name, grain) for r in per_grain(grain, segmented=bool(behavior.segments))]
 
 
+def behavior_tables(behaviors: Sequence[BehaviorConfig]) -> list[str]:
+    """Every table the layer writes for `behaviors`: each one's fact, then its grains' tables."""
+    return [name for b in behaviors
+            for name in (FACT.table(b.name), *(t for g in b.grains for t in grain_tables(b, g)))]
+
+
 def job_name(behavior: str, grain: Grain | None) -> str:
     """The Dagster job that writes a behavior's fact days (`grain` None) or one grain's tables: the
     name a run has on the Runs page, whether the CLI, a backfill or the schedule launched it."""

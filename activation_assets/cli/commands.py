@@ -90,8 +90,7 @@ def cmd_materialize(args) -> int:
     say(f"config {config.path}; warehouse {config.warehouse.describe()}; DAGSTER_HOME {home}")
     for note in stale_sources(behaviors, last_days):
         say(f"note: {note}")
-    runner.wait_for_in_flight(instance, {key for b in behaviors for key in [
-        fact_table(b.name), *(t for g in b.grains for t in tables.grain_tables(b, g))]})
+    runner.wait_for_in_flight(instance, set(tables.behavior_tables(behaviors)))
     reconcile(config, behaviors)
     findings = None
     if start is None and end is None:

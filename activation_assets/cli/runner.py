@@ -19,9 +19,8 @@ from activation_assets.engines import open_warehouse
 from activation_assets.orchestration.dbt import dbt_definitions
 from activation_assets.orchestration.definitions import build_defs
 from activation_assets.orchestration.jobs import RANGE_END, RANGE_START
-from activation_assets.models.sql import fact_table
 from activation_assets.pipeline.plan import Run
-from activation_assets.tables import grain_tables
+from activation_assets.tables import behavior_tables
 from activation_assets.cli.output import CommandError, say
 
 INSTANCE_TEMPLATE = Path(__file__).parent.parent / "instance" / "dagster.yaml"
@@ -283,9 +282,8 @@ def build_dbt(config: ActivationConfig, instance, downstream: bool = False) -> N
     inputs, last = dbt_project.build_inputs(config), dbt_project.last_build_path(config.dbt, downstream)
     with open_warehouse(config, read_only=True) as warehouse:
         if inputs is not None and downstream:
-            names = [t for b in config.behaviors for t in (fact_table(b.name), *(
-                x for g in b.grains for x in grain_tables(b, g)))]
-            logged = sorted(map(str, warehouse.log_entries(names))) if warehouse is not None else []
+            logged = (sorted(map(str, warehouse.log_entries(behavior_tables(config.behaviors))))
+                      if warehouse is not None else [])
             inputs = hashlib.sha256("\n".join([inputs, *logged]).encode()).hexdigest()
         if (inputs is not None and last.exists() and last.read_text() == inputs and warehouse is not None
                 and dbt_project.models_in_warehouse(config, warehouse, downstream)):

@@ -628,9 +628,8 @@ FINGERPRINT_FILE = ".activation_report"
 def _fingerprint(warehouse, behaviors: list[BehaviorConfig], pages: list, png_dir: Path | None) -> str:
     """What the pages are made of: every partition the layer logged for the behaviors' tables (when it
     was written), the behaviors' settings, the selection, and this module's code."""
-    names = [name for b in behaviors for name in (sql.fact_table(b.name), *(
-        t for g in b.grains for t in relations.grain_tables(b, g)))]
-    logged = sorted(f"{table} {period} {at}" for table, period, at in warehouse.log_entries(names))
+    logged = sorted(f"{table} {period} {at}"
+                    for table, period, at in warehouse.log_entries(relations.behavior_tables(behaviors)))
     settings = [b.model_dump_json() for b in behaviors]
     selection = [f"{b.name}_{g.value}" for b, g in pages] + [str(png_dir)]
     text = "\n".join([*logged, *settings, *selection, Path(__file__).read_text()])
