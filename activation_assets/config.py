@@ -212,6 +212,51 @@ class SegmentConfig(_Strict):
         return f"{self.key} = {self.column}{values}"
 
 
+# The next-day retention rates a scenario can change (the engagement states they belong to are in
+# `tables.RETENTION_RATES`), and the inflow's factor.
+SCENARIO_RATES = ("nurr", "curr", "rurr", "surr", "iwaurr", "imaurr", "drr")
+NEW_USERS = "new_users"
+BASELINE = "baseline"
+
+
+class GrowthModelConfig(_Strict):
+    """The growth model of the daily engagement states (the contract's "Growth model"): rates over a
+    trailing window of L days, a projection of H days, and named what-ifs, each `{RATE: DELTA, ...,
+    new_users: FACTOR}` (DELTA absolute, in [-1, 1]; FACTOR >= 0 multiplies the inflow)."""
+
+    window_days: int = Field(default=28, ge=1, le=365)
+    horizon_days: int = Field(default=90, ge=1, le=730)
+    scenarios: dict[str, dict[str, float]] = {}
+
+    @model_validator(mode="after")
+    def _scenarios(self) -> GrowthModelConfig:
+        for name, changes in self.scenarios.items():
+            if not IDENTIFIER.match(name) or name == BASELINE:
+                raise ValueError(f"growth_model scenario {name!r}: name it with a lowercase identifier other than"
+                                 f" {BASELINE!r} (always computed), e.g. better_new_user_retention")
+            if not changes:
+                raise ValueError(f"growth_model scenario {name!r} changes nothing; give it e.g. {{nurr: 0.02}}")
+            for key, value in changes.items():
+                if key == NEW_USERS:
+                    if value < 0:
+                        raise ValueError(f"growth_model scenario {name!r}: new_users is a factor on the inflow"
+                                         f" and cannot be negative ({value}); 1.1 is 10 % more new users")
+                elif key not in SCENARIO_RATES:
+                    raise ValueError(f"growth_model scenario {name!r}: {key!r} is no rate; use one of"
+                                     f" {', '.join(SCENARIO_RATES)} or {NEW_USERS}")
+                elif not -1 <= value <= 1:
+                    raise ValueError(f"growth_model scenario {name!r}: {key} {value} is not an absolute change"
+                                     " of a rate; use a number in [-1, 1], e.g. 0.02 for +2 points")
+        return self
+
+    def describe(self) -> str:
+        return (f"window_days {self.window_days}, horizon_days {self.horizon_days}, scenarios"
+                f" {dict(sorted(self.scenarios.items()))}")
+
+    def __hash__(self) -> int:  # a frozen model holding a dict: hashed by what it says
+        return hash(self.describe())
+
+
 class BehaviorConfig(_Strict):
     name: str
     source: SourceConfig
@@ -224,6 +269,7 @@ class BehaviorConfig(_Strict):
     week_start: str = "monday"
     engagement: EngagementConfig = EngagementConfig()
     segments: tuple[SegmentConfig, ...] = ()
+    growth_model: GrowthModelConfig | None = None
     description: str | None = None
     owners: tuple[str, ...] = ()
 
@@ -269,6 +315,26 @@ class BehaviorConfig(_Strict):
                 raise ValueError(f"segment name {segment.key!r} is used twice; give each segment its own `name:`")
             seen.add(segment.key)
         return self
+
+    @model_validator(mode="after")
+    def _growth_model(self) -> BehaviorConfig:
+        if self.growth_model is None:
+            return self
+        if Grain.daily not in self.grains:
+            raise ValueError("growth_model needs the daily grain (it projects the daily engagement states);"
+                             " add daily to grains, or remove growth_model")
+        window = self.growth_model.window_days
+        if self.end_date is not None and (self.end_date - self.start_date).days < window:
+            raise ValueError(f"growth_model window_days {window} needs a day with {window} days of engagement"
+                             f" behind it, and {self.start_date}..{self.end_date} has none; shorten window_days")
+        return self
+
+    @property
+    def forecast_start(self) -> dt.date | None:
+        """The first day with a full window of engagement transitions behind it (start_date + L)."""
+        if self.growth_model is None:
+            return None
+        return self.start_date + dt.timedelta(days=self.growth_model.window_days)
 
     def describe_segments(self) -> str:
         """The segments, as recorded with the tables' settings (changing them rebuilds the grains)."""

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from activation_assets.config import BehaviorConfig, ConfigError, Grain, SegmentConfig
+from activation_assets.config import SCENARIO_RATES, BehaviorConfig, ConfigError, Grain, SegmentConfig
 
 # --- the vocabularies ------------------------------------------------------------------------------
 
@@ -35,8 +35,9 @@ TRANSITIONS = (
 ENGAGEMENT_STATES = ("new", "current", "reactivated", "resurrected", "at_risk_wau", "at_risk_mau", "dormant")
 ENGAGEMENT_ACTIVE = ENGAGEMENT_STATES[:4]
 # The next-day retention rate of each of yesterday's engagement states (Duolingo's CURR, NURR, ...).
-RETENTION_RATES = (("nurr", "new"), ("curr", "current"), ("rurr", "reactivated"), ("surr", "resurrected"),
-                   ("iwaurr", "at_risk_wau"), ("imaurr", "at_risk_mau"), ("drr", "dormant"))
+# nurr -> new, curr -> current, rurr -> reactivated, surr -> resurrected, iwaurr -> at_risk_wau,
+# imaurr -> at_risk_mau, drr -> dormant (the names a growth-model scenario changes, `config`).
+RETENTION_RATES = tuple(zip(SCENARIO_RATES, ENGAGEMENT_STATES))
 # Buckets of the return gap and the streak, in periods: (first value, label).
 BUCKETS = ((1, "1"), (2, "2"), (3, "3-6"), (7, "7-13"), (14, "14-29"), (30, "30+"))
 # The daily FirstLast keeps this many days of activity as bits (0 = the day itself).
@@ -76,6 +77,7 @@ class Relation:
     grains: tuple[Grain, ...] | None = None  # the grains it exists at (None: not per grain)
     carries_source_columns: bool = False  # the fact: the source's other columns follow the contract's
     segmented: bool = False  # exists for a behavior with `segments:` only
+    forecast: bool = False  # the growth model's: a behavior with `growth_model:`, days from start_date + L
 
     def table(self, behavior: str = "", grain: Grain | str | None = None) -> str:
         return self.name.format(behavior=behavior, grain=grain)
@@ -336,12 +338,62 @@ SEGMENT_ENGAGEMENT = Relation(
 
 SEGMENT_RELATIONS = (SEGMENT_TRANSITIONS, SEGMENT_GROWTH, SEGMENT_ENGAGEMENT)
 
+# --- the growth model: projections of the engagement states (daily, from start_date + L) ------------
+
+FORECAST = Relation(
+    "forecast", "{behavior}_forecast_daily",
+    "The projection made on day d of the seven engagement state counts, H days ahead, per scenario:"
+    " c(k+1)[t] = sum over s of c(k)[s] p(s -> t), plus the inflow n into new, from c(0) = the states of d.",
+    (
+        col("period_start", "DATE", "the day d the forecast is made on"),
+        col("scenario", "VARCHAR", "baseline (the observed rates) or a configured scenario"),
+        col("horizon", "INTEGER", "k = 1 .. H days ahead"),
+        col("day", "DATE", "d + k, the day projected"),
+        *(col(state, "DOUBLE", f"projected {state} users") for state in ENGAGEMENT_STATES),
+        col("dau", "DOUBLE", "new + current + reactivated + resurrected"),
+        col("wau", "DOUBLE", "dau + at_risk_wau"),
+        col("mau", "DOUBLE", "wau + at_risk_mau"),
+    ),
+    grains=DAILY, forecast=True,
+)
+
+FORECAST_RATES = Relation(
+    "forecast_rates", "{behavior}_forecast_rates_daily",
+    "The rates the day's forecast uses: p(s -> t) over the engagement transitions of days d-L+1 .. d"
+    " (a state without users in them moves as docs/contract.md says), and the inflow n.",
+    (
+        col("period_start", "DATE", "the day d"),
+        col("from_state", "VARCHAR", "s; null on the inflow's row", nullable=True),
+        col("to_state", "VARCHAR", "t ('new' on the inflow's row)"),
+        col("rate", "DOUBLE", "p(s -> t) > 0; on the inflow's row n, the mean of new over the window"),
+    ),
+    grains=DAILY, forecast=True,
+)
+
+FORECAST_ACCURACY = Relation(
+    "forecast_accuracy", "{behavior}_forecast_accuracy_daily",
+    "The baseline forecasts made 1, 7 and 28 days before d, held against what happened on d.",
+    (
+        col("period_start", "DATE", "the day d"),
+        col("horizon", "INTEGER", "h: the forecast was made on d - h"),
+        col("measure", "VARCHAR", "dau | wau | mau"),
+        col("forecast", "DOUBLE", "the baseline forecast made on d - h for d"),
+        col("actual", "BIGINT", "the measure of d in the engagement table"),
+        col("error", "DOUBLE", "forecast - actual"),
+        col("relative_error", "DOUBLE", "error / actual; null when actual is 0", nullable=True),
+    ),
+    grains=DAILY, forecast=True,
+)
+
+FORECAST_RELATIONS = (FORECAST, FORECAST_RATES, FORECAST_ACCURACY)
+ACCURACY_HORIZONS = (1, 7, 28)
+
 # In dependency order: every relation after activation reads the same period of activation alone
 # (the engagement numbers are summed off the engagement transitions, the segment growth off the
 # segment transitions).
 PER_GRAIN = (FIRSTLAST, ACTIVATION, TRANSITIONS_RELATION, GROWTH, COHORTS, DISTRIBUTIONS,
              ENGAGEMENT_TRANSITIONS, ENGAGEMENT, STICKINESS, *SEGMENT_RELATIONS)
-LAYER = (FACT, *PER_GRAIN)
+LAYER = (FACT, *PER_GRAIN, *FORECAST_RELATIONS)
 
 # --- the records: what the layer knows about what it wrote -----------------------------------------
 
@@ -390,6 +442,7 @@ DEFINITIONS_RECORD = Relation(
         col("source", "VARCHAR", "the source, its where:, user and time columns", nullable=True),
         col("engagement", "VARCHAR", "the engagement windows", nullable=True),
         col("segments", "VARCHAR", "the segments", nullable=True),
+        col("growth_model", "VARCHAR", "the growth model's window, horizon and scenarios", nullable=True),
     ),
     key=("behavior",),
     written_by=("behavior",),
@@ -411,16 +464,28 @@ def grain_tables(behavior: str | BehaviorConfig, grain: Grain) -> list[str]:
     return [r.table(behavior.name, grain) for r in per_grain(grain, segmented=bool(behavior.segments))]
 
 
+def forecast_tables(behavior: str | BehaviorConfig) -> list[str]:
+    """The growth model's tables, in the order they are written: of a configured behavior, only if
+    it has `growth_model:`. Partitioned by day from start_date + L, so not a grain's."""
+    if isinstance(behavior, BehaviorConfig):
+        return forecast_tables(behavior.name) if behavior.growth_model else []
+    return [r.table(behavior) for r in FORECAST_RELATIONS]
+
+
 def behavior_tables(behaviors: Sequence[BehaviorConfig]) -> list[str]:
-    """Every table the layer writes for `behaviors`: each one's fact, then its grains' tables."""
+    """Every table the layer writes for `behaviors`: each one's fact, its grains' tables, its forecasts."""
     return [name for b in behaviors
-            for name in (FACT.table(b.name), *(t for g in b.grains for t in grain_tables(b, g)))]
+            for name in (FACT.table(b.name), *(t for g in b.grains for t in grain_tables(b, g)),
+                         *forecast_tables(b))]
 
 
-def job_name(behavior: str, grain: Grain | None) -> str:
-    """The Dagster job that writes a behavior's fact days (`grain` None) or one grain's tables: the
-    name a run has on the Runs page, whether the CLI, a backfill or the schedule launched it."""
-    return f"{behavior}_{grain.value if grain else 'fact'}"
+FORECAST_JOB = "forecast"
+
+
+def job_name(behavior: str, grain: Grain | str | None) -> str:
+    """The Dagster job that writes a behavior's fact days (`grain` None), one grain's tables or its
+    forecasts (FORECAST_JOB): the name a run has on the Runs page, whoever launched it."""
+    return f"{behavior}_{grain.value if isinstance(grain, Grain) else grain or 'fact'}"
 
 
 # --- the segments' columns in the per-user relations ------------------------------------------------
@@ -481,6 +546,7 @@ def markdown() -> str:
     for relation in (*LAYER, *RECORDS):
         grains = "" if relation.grains is None else " (" + ", ".join(g.value for g in relation.grains) + ")"
         grains += "; with `segments:` only" if relation.segmented else ""
+        grains += "; with `growth_model:` only, days from start_date + L" if relation.forecast else ""
         kind = "view" if relation.view else "table"
         lines += [f"## `{relation.table('<b>', '<g>')}`{grains}", "", f"{relation.description} ({kind}"
                   + (f"; key: {', '.join(relation.key)}" if relation.key else "") + ")", "",
