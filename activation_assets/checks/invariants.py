@@ -17,6 +17,7 @@ from activation_assets.config import BehaviorConfig, Grain
 from activation_assets.periods import first_period, periods_for
 from activation_assets.models.sql import date_lit, ident, literal
 from activation_assets.engines import Warehouse, as_warehouse
+from activation_assets.models import forecast as growth
 
 ACTIVE = sql.ACTIVE_LIST
 
@@ -118,6 +119,24 @@ class Period:
     @property
     def segment_engagement(self) -> str:
         return ident(sql.segment_engagement_table(self.behavior.name))
+
+    @property
+    def forecast(self) -> str:
+        return ident(sql.forecast_tables(self.behavior.name)[0])
+
+    @property
+    def forecast_rates(self) -> str:
+        return ident(sql.forecast_tables(self.behavior.name)[1])
+
+    @property
+    def forecast_accuracy(self) -> str:
+        return ident(sql.forecast_tables(self.behavior.name)[2])
+
+    @property
+    def scenario_factors(self) -> str:
+        """The relation `factors(scenario, factor)`: each scenario's factor on the inflow."""
+        rows = ", ".join(f"({literal(s.name)}, {sql.double_lit(s.new_users)})" for s in growth.scenarios(self.behavior))
+        return f"SELECT * FROM (VALUES {rows}) AS factors(scenario, factor)"
 
     @property
     def segment_names(self) -> str:
@@ -966,6 +985,108 @@ SEGMENT_ENGAGEMENT_CHECKS = (
 )
 
 
+# --- the growth model ---------------------------------------------------------------------------------
+
+# Sums of doubles are compared with a relative tolerance: a projection of 90 days is 90 sums of
+# products, exact up to rounding.
+def _off(value: str, expected: str) -> str:
+    return f"abs(({value}) - ({expected})) > 1e-6 * greatest(1.0, abs({expected}))"
+
+
+FORECAST_RATES_CHECKS = (
+    Check(
+        "rates_are_shares",
+        "G1: every rate lies in [0, 1] and each of the seven states' rates add up to 1; one inflow row,"
+        " n >= 0.",
+        lambda c: f"""
+            WITH rates AS (SELECT * FROM {c.forecast_rates} WHERE period_start = {c.p}),
+                 states AS (SELECT * FROM (VALUES {", ".join(f"({literal(s)})" for s in sql.ENGAGEMENT_STATES)})
+                            AS states(state)),
+                 sums AS (SELECT from_state, sum(rate) AS total FROM rates WHERE from_state IS NOT NULL
+                          GROUP BY from_state),
+                 out_of_range AS (SELECT count(*) AS n FROM rates
+                                  WHERE from_state IS NOT NULL AND NOT (rate > 0 AND rate <= 1)),
+                 unbalanced AS (SELECT count(*) AS n FROM states LEFT JOIN sums ON sums.from_state = states.state
+                                WHERE sums.total IS NULL OR {_off("sums.total", "1.0")}),
+                 inflow AS (SELECT count(*) AS n, count(*) FILTER (WHERE to_state = 'new' AND rate >= 0) AS good
+                            FROM rates WHERE from_state IS NULL),
+                 unknown AS (SELECT count(*) AS n FROM rates LEFT JOIN states ON states.state = rates.from_state
+                             WHERE rates.from_state IS NOT NULL AND states.state IS NULL)
+            SELECT out_of_range.n + unbalanced.n + unknown.n + CASE WHEN inflow.n = 1 AND inflow.good = 1 THEN 0 ELSE 1 END,
+                   out_of_range.n || ' rates outside (0, 1]; ' || unbalanced.n || ' states whose rates do not add'
+                   || ' up to 1; ' || unknown.n || ' rows of unknown states; ' || inflow.n || ' inflow rows'
+            FROM out_of_range, unbalanced, inflow, unknown""",
+        grains=DAILY,
+    ),
+)
+
+FORECAST_CHECKS = (
+    Check(
+        "states_add_up",
+        "G2: at every horizon k = 1 .. H of every scenario, the projected states add up to users_ever of d"
+        " + k * n (* the scenario's new_users factor), and dau, wau, mau are their sums.",
+        lambda c: f"""
+            WITH f AS (SELECT * FROM {c.forecast} WHERE period_start = {c.p}),
+                 inflow AS (SELECT rate AS n FROM {c.forecast_rates} WHERE period_start = {c.p} AND from_state IS NULL),
+                 base AS (SELECT users_ever FROM {c.engagement} WHERE period_start = {c.p}),
+                 wrong AS (
+                    SELECT count(*) AS n FROM f JOIN ({c.scenario_factors}) AS factors ON factors.scenario = f.scenario
+                    CROSS JOIN inflow CROSS JOIN base
+                    WHERE {_off(" + ".join(ident(s) for s in sql.ENGAGEMENT_STATES), "base.users_ever + f.horizon * inflow.n * factors.factor")}
+                       OR {_off("dau", " + ".join(ident(s) for s in sql.ENGAGEMENT_ACTIVE))}
+                       OR {_off("wau", "dau + at_risk_wau")} OR {_off("mau", "wau + at_risk_mau")}
+                       OR date_diff('day', f.period_start, f.day) <> f.horizon),
+                 shape AS (SELECT count(*) AS n FROM ({c.scenario_factors}) AS factors
+                           LEFT JOIN (SELECT scenario, count(DISTINCT horizon) AS horizons, min(horizon) AS lo,
+                                             max(horizon) AS hi, count(*) AS rows FROM f GROUP BY scenario) AS got
+                             ON got.scenario = factors.scenario
+                           WHERE got.scenario IS NULL OR got.horizons <> {c.behavior.growth_model.horizon_days if c.behavior.growth_model else 0}
+                              OR got.rows <> got.horizons OR got.lo <> 1 OR got.hi <> got.horizons),
+                 stray AS (SELECT count(*) AS n FROM f LEFT JOIN ({c.scenario_factors}) AS factors
+                           ON factors.scenario = f.scenario WHERE factors.scenario IS NULL)
+            SELECT wrong.n + shape.n + stray.n + CASE WHEN (SELECT count(*) FROM inflow) = 1 THEN 0 ELSE 1 END,
+                   wrong.n || ' rows do not add up; ' || shape.n || ' scenarios without each horizon 1..H once; '
+                   || stray.n || ' rows of unknown scenarios'
+            FROM wrong, shape, stray""",
+        grains=DAILY,
+    ),
+)
+
+FORECAST_ACCURACY_CHECKS = (
+    Check(
+        "equals_forecasts_against_actuals",
+        "G3: the accuracy rows of d are the stored baseline forecasts made 1, 7 and 28 days before d (those"
+        " that exist) against the engagement table of d: one row per (horizon, measure), none more.",
+        lambda c: f"""
+            WITH expected AS ({sql.accuracy_select(sql.forecast_tables(c.behavior.name)[0],
+                                                   sql.engagement_table(c.behavior.name), [c.start])}),
+                 got AS (SELECT * FROM {c.forecast_accuracy} WHERE period_start = {c.p}),
+                 paired AS (
+                    SELECT expected.horizon AS e_horizon, got.horizon AS g_horizon,
+                           expected.forecast AS e_forecast, got.forecast AS g_forecast,
+                           expected.actual AS e_actual, got.actual AS g_actual, got.error AS g_error,
+                           got.relative_error AS g_relative, expected.relative_error AS e_relative
+                    FROM expected FULL OUTER JOIN got
+                      ON got.horizon = expected.horizon AND got.measure = expected.measure)
+            SELECT count(*), count(*) || ' accuracy rows missing, extra or unequal to the stored forecasts'
+            FROM paired
+            WHERE e_horizon IS NULL OR g_horizon IS NULL OR g_actual <> e_actual
+               OR {_off("g_forecast", "e_forecast")} OR {_off("g_error", "e_forecast - e_actual")}
+               OR (g_relative IS NULL) <> (e_relative IS NULL)
+               OR (e_relative IS NOT NULL AND {_off("g_relative", "e_relative")})""",
+        grains=DAILY,
+    ),
+)
+
+
+def forecast_checks(behavior: BehaviorConfig) -> dict[str, Sequence[Check]]:
+    """The growth model's tables with their checks, in dependency order (none without it)."""
+    if behavior.growth_model is None:
+        return {}
+    return dict(zip(sql.forecast_tables(behavior.name),
+                    (FORECAST_CHECKS, FORECAST_RATES_CHECKS, FORECAST_ACCURACY_CHECKS)))
+
+
 def firstlast_checks(behavior: BehaviorConfig) -> tuple[Check, ...]:
     return FIRSTLAST_CHECKS + (SEGMENT_STATE_CHECKS if behavior.segments else ())
 
@@ -980,6 +1101,8 @@ def checks_by_table(behavior: BehaviorConfig, grain: Grain) -> dict[str, Sequenc
                    sql.segment_growth_table(name, grain): SEGMENT_GROWTH_CHECKS}
         if grain is Grain.daily:
             tables[sql.segment_engagement_table(name)] = SEGMENT_ENGAGEMENT_CHECKS
+    if grain is Grain.daily:
+        tables |= forecast_checks(behavior)
     return tables
 
 

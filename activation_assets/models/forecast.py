@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from activation_assets.config import BASELINE as BASELINE_NAME
+from activation_assets.config import NEW_USERS, BehaviorConfig
 from activation_assets.tables import ENGAGEMENT_ACTIVE, ENGAGEMENT_STATES, RETENTION_RATES
 
 STATES = ENGAGEMENT_STATES
@@ -78,7 +80,7 @@ class Scenario:
     new_users: float = 1.0  # factor on the inflow
 
 
-BASELINE = Scenario("baseline", {})
+BASELINE = Scenario(BASELINE_NAME, {})
 
 
 def scenario_rates(matrix: Rates, scenario: Scenario) -> Rates:
@@ -103,3 +105,46 @@ def project(start: Mapping[str, float], matrix: Rates, inflow: float, horizon: i
         wau = dau + counts["at_risk_wau"]
         days.append({**counts, "dau": dau, "wau": wau, "mau": wau + counts["at_risk_mau"]})
     return days
+
+
+def scenarios(behavior: BehaviorConfig) -> list[Scenario]:
+    """The baseline, then the configured scenarios in the order the config lists them."""
+    model = behavior.growth_model
+    configured = model.scenarios.items() if model else ()
+    return [BASELINE] + [
+        Scenario(name, {k: v for k, v in changes.items() if k != NEW_USERS}, changes.get(NEW_USERS, 1.0))
+        for name, changes in configured]
+
+
+@dataclass(frozen=True)
+class Window:
+    """What the forecast of day d reads: the engagement transitions of days d-L+1 .. d, the `new`
+    counts of those days, and the state counts of d."""
+    transitions: list[tuple[str | None, str, int]]
+    new_users: list[int]
+    start: Mapping[str, float]
+
+    @property
+    def inflow(self) -> float:
+        return sum(self.new_users) / len(self.new_users)
+
+
+def forecast(window: Window, horizon: int, chosen: Iterable[Scenario]) -> tuple[Rates, dict[str, list[dict]]]:
+    """The baseline rates and each scenario's projection, H days of the seven states with dau, wau, mau."""
+    matrix, _ = rates(window.transitions)
+    return matrix, {s.name: project(window.start, scenario_rates(matrix, s), window.inflow * s.new_users, horizon)
+                    for s in chosen}
+
+
+LEVER_DELTA = 0.01  # +1 point on a rate
+LEVER_NEW_USERS = 1.10  # +10 % new users
+
+
+def levers(matrix: Rates, inflow: float, start: Mapping[str, float], horizon: int) -> list[tuple[str, float]]:
+    """DAU at `horizon` for +1 point on each of the seven rates and for +10 % new users, against the
+    baseline's: (lever, DAU gained), the biggest effect first. The same arithmetic as a scenario's."""
+    base = project(start, matrix, inflow, horizon)[-1]["dau"]
+    effects = [(rate, project(start, with_change(matrix, rate, LEVER_DELTA), inflow, horizon)[-1]["dau"])
+               for rate in RATE_STATE]
+    effects.append((NEW_USERS, project(start, matrix, inflow * LEVER_NEW_USERS, horizon)[-1]["dau"]))
+    return sorted(((lever, dau - base) for lever, dau in effects), key=lambda item: -item[1])

@@ -902,3 +902,70 @@ def segment_engagement_select(profile: str) -> str:
         FROM counts
         ORDER BY period_start, segment, value NULLS FIRST
     """
+
+
+# --- the growth model (daily): inputs read off the engagement tables, outputs written as VALUES ----
+
+
+def forecast_tables(behavior: str) -> list[str]:
+    """In the order they are written: the accuracy reads the forecasts."""
+    return tables.forecast_tables(behavior)
+
+
+def window_transitions(engagement_transitions: str, first: dt.date, last: dt.date) -> str:
+    """The engagement transitions between engagement states (not the entries into new) of days
+    first .. last: what the rates of the days whose windows they fall in are summed from."""
+    return (f"SELECT period_start, from_state, to_state, users FROM {ident(engagement_transitions)}"
+            f" WHERE period_start BETWEEN {date_lit(first)} AND {date_lit(last)} AND from_state IS NOT NULL")
+
+
+def window_engagement(engagement: str, first: dt.date, last: dt.date) -> str:
+    """Each day's state counts and users_ever: the inflow's days and the projection's start."""
+    names = ", ".join(ident(c) for c in (*ENGAGEMENT_STATES, "users_ever"))
+    return (f"SELECT period_start, {names} FROM {ident(engagement)}"
+            f" WHERE period_start BETWEEN {date_lit(first)} AND {date_lit(last)}")
+
+
+def double_lit(value: float) -> str:
+    """A DOUBLE literal on both engines (a plain 0.25 would be a DECIMAL)."""
+    text = repr(float(value))
+    return text if "e" in text else f"{text}e0"
+
+
+def rows_select(columns: Sequence[Column], rows: Sequence[tuple]) -> str:
+    """Rows computed in Python (a few thousand numbers) as a SELECT of the relation's columns."""
+    def lit(value, column: Column) -> str:
+        if value is None:
+            return f"CAST(NULL AS {column.type})"
+        return double_lit(value) if column.type == "DOUBLE" else value_lit(value)
+
+    names = ", ".join(ident(c.name) for c in columns)
+    if not rows:
+        return f"SELECT {', '.join(f'CAST(NULL AS {c.type}) AS {ident(c.name)}' for c in columns)} WHERE FALSE"
+    values = ", ".join("(" + ", ".join(lit(v, c) for v, c in zip(row, columns)) + ")" for row in rows)
+    casts = ", ".join(f"CAST({ident(c.name)} AS {c.type}) AS {ident(c.name)}" for c in columns)
+    return f"SELECT {casts} FROM (VALUES {values}) AS computed({names})"
+
+
+def accuracy_select(forecast: str, engagement: str, periods: Sequence[dt.date],
+                    horizons: Sequence[int] = tables.ACCURACY_HORIZONS) -> str:
+    """For each day d of `periods` and horizon h whose baseline forecast made on d - h is stored:
+    that forecast of d's dau, wau and mau against the engagement table's."""
+    measured = "\n            UNION ALL\n".join(
+        f"SELECT period_start, horizon, {literal(m)} AS measure, forecast_{m} AS forecast, actual_{m} AS actual"
+        f" FROM paired" for m in ("dau", "wau", "mau"))
+    return f"""
+        WITH paired AS (
+            SELECT e.period_start, f.horizon,
+                   f.dau AS forecast_dau, f.wau AS forecast_wau, f.mau AS forecast_mau,
+                   e.dau AS actual_dau, e.wau AS actual_wau, e.mau AS actual_mau
+            FROM {ident(forecast)} AS f
+            JOIN {ident(engagement)} AS e ON e.period_start = f.day
+            WHERE f.scenario = 'baseline' AND f.horizon IN ({", ".join(map(str, horizons))})
+              AND f.day BETWEEN {date_lit(min(periods))} AND {date_lit(max(periods))}
+        ), measured AS (
+            {measured}
+        )
+        SELECT period_start, horizon, measure, forecast, actual, forecast - actual AS error,
+               CASE WHEN actual = 0 THEN NULL ELSE (forecast - actual) / actual END AS relative_error
+        FROM measured"""

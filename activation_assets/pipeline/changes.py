@@ -26,6 +26,7 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from activation_assets import tables as relations
 from activation_assets.models import sql
 from activation_assets.config import BehaviorConfig, Grain, is_url
 from activation_assets.periods import existing_periods, first_period, periods_for
@@ -291,4 +292,37 @@ def outdated_partitions(
                            if (r := later(t, period, [(sql.reads(behavior.name, grain, t), period)]))), None))
         if reason:
             result.rebuilt_inputs[period] = reason
+    return result
+
+
+def outdated_forecasts(conn: Warehouse, behavior: BehaviorConfig, today: dt.date | None = None) -> Outdated:
+    """The growth model's days that are missing or were written before what they read was written
+    again: the engagement tables of the window's days, for the forecast and its rates; the forecasts
+    made 1, 7 and 28 days before and the day's engagement, for the accuracy."""
+    wh = as_warehouse(conn)
+    result = Outdated(Grain.daily)
+    if behavior.growth_model is None:
+        return result
+    forecast, rates, accuracy = tables = sql.forecast_tables(behavior.name)
+    engagement = sql.engagement_tables(behavior.name)[:2]
+    written: dict[str, dict[dt.date, dt.datetime]] = {}
+    for table, period, at in wh.log_entries([*tables, *engagement]):
+        written.setdefault(table, {})[period] = at
+    window = behavior.growth_model.window_days
+    for day in existing_periods(behavior, Grain.daily, today):
+        if day < behavior.forecast_start:
+            continue
+        if any(day not in written.get(t, {}) for t in tables):
+            result.missing.append(day)
+        reads = {forecast: [(e, day - dt.timedelta(days=i)) for e in engagement for i in range(window)],
+                 rates: [(e, day - dt.timedelta(days=i)) for e in engagement for i in range(window)],
+                 accuracy: [(engagement[1], day)] + [(forecast, day - dt.timedelta(days=h))
+                                                     for h in relations.ACCURACY_HORIZONS]}
+        for table, inputs in reads.items():
+            at = written.get(table, {}).get(day)
+            later = next((f"{source} {d} was written after {table} {day}" for source, d in inputs
+                          if at is not None and written.get(source, {}).get(d, at) > at), None)
+            if later:
+                result.rebuilt_inputs[day] = later
+                break
     return result

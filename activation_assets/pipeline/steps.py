@@ -19,6 +19,7 @@ from activation_assets.models import sql
 from activation_assets.config import BehaviorConfig, Grain, is_url
 from activation_assets.periods import end_exclusive, existing_periods, first_period, periods_for
 from activation_assets.engines import ActivationError, Warehouse, as_warehouse
+from activation_assets.models import forecast as growth
 
 Progress = Callable[[int, int, dt.date], None]
 CONTRACT_COLUMNS = relations.FACT.names()
@@ -58,9 +59,10 @@ def reconcile_definition(conn: Warehouse, behavior: BehaviorConfig) -> list[str]
     # A database from before `source` was recorded: take the current one as what it was built from.
     if was and was["source"] is None:
         was["source"] = now["source"]
-    # One from before segments were recorded had none.
-    if was and was["segments"] is None:
-        was["segments"] = "none"
+    # One from before segments (or the growth model) were recorded had none.
+    for name in ("segments", "growth_model"):
+        if was and was[name] is None:
+            was[name] = "none"
     # One from before the rolling engagement: its daily FirstLast has no days_seen_bits to carry on.
     before_bits = bool(was) and was["engagement"] is None
     if before_bits:
@@ -81,6 +83,12 @@ def reconcile_definition(conn: Warehouse, behavior: BehaviorConfig) -> list[str]
             keep = sql.outside(first_period(behavior, grain), end - dt.timedelta(days=1) if end else None)
             for table in sql.grain_tables(behavior.name, grain):
                 wh.forget_partitions(table, "TRUE" if rebuilt else keep)
+            if grain is Grain.daily:  # the forecasts read the daily engagement tables
+                model_changed = bool(was) and was["growth_model"] != now["growth_model"]
+                first = behavior.forecast_start
+                keep = sql.outside(first, end - dt.timedelta(days=1) if end else None) if first else "TRUE"
+                for table in sql.forecast_tables(behavior.name):
+                    wh.forget_partitions(table, "TRUE" if rebuilt or model_changed else keep)
         if before_bits:  # configured or not: a daily grain added later must not find the old table
             wh.drop_table(sql.firstlast_table(behavior.name, Grain.daily))
         if "segments" in moved:  # the state and the segment tables have other columns now
@@ -96,7 +104,8 @@ def definition(behavior: BehaviorConfig) -> tuple:
     source = (f"{behavior.source.describe()}; user_column {behavior.user_column};"
               f" time_column {behavior.time_column}")
     return (behavior.start_date, behavior.end_date, behavior.timezone, behavior.week_start, source,
-            behavior.engagement.describe(), behavior.describe_segments())
+            behavior.engagement.describe(), behavior.describe_segments(),
+            behavior.growth_model.describe() if behavior.growth_model else "none")
 
 
 # --- fact -------------------------------------------------------------------------------------
@@ -760,3 +769,137 @@ def _segment_numbers(wh: Warehouse, table: str, periods: Sequence[dt.date]) -> d
 
 def transition_label(from_state: str | None, to_state: str) -> str:
     return f"{from_state or 'null'}_to_{to_state}"
+
+
+# --- the growth model (daily, from start_date + L) ---------------------------------------------------
+
+
+def materialize_forecasts(
+    conn: Warehouse, behavior: BehaviorConfig, periods: Sequence[dt.date],
+    tables: Collection[str] | None = None, progress: Progress = _no_progress,
+) -> dict[str, dict[dt.date, dict]]:
+    """The growth model's tables of each day d (all of `sql.forecast_tables`, or those in `tables`):
+    the rates over the engagement transitions of d-L+1 .. d and the projection from d's states,
+    computed in Python from those few hundred rows, then the accuracy of the forecasts made 1, 7
+    and 28 days before d. Returns, per table, each day's numbers for its metadata."""
+    wh, periods = as_warehouse(conn), sorted(periods)
+    model = behavior.growth_model
+    if model is None:
+        raise ActivationError(f"behavior {behavior.name!r} has no growth_model: setting, so no forecasts")
+    window_days, horizon = model.window_days, model.horizon_days
+    forecast, rates, accuracy = sql.forecast_tables(behavior.name)
+    chosen = [table for table in (forecast, rates, accuracy) if tables is None or table in tables]
+    transitions, engagement, _ = sql.engagement_tables(behavior.name)
+    reconcile_definition(wh, behavior)
+    first_read = periods[0] - dt.timedelta(days=window_days - 1)
+    read = [first_read + dt.timedelta(days=i) for i in range((periods[-1] - first_read).days + 1)]
+    projected = forecast in chosen or rates in chosen
+    if projected:
+        for source in (transitions, engagement):
+            _require_input(wh, source, chosen[0], read)
+    if accuracy in chosen:
+        _require_input(wh, engagement, accuracy, periods)
+        earlier = sorted({d - dt.timedelta(days=h) for d in periods for h in relations.ACCURACY_HORIZONS
+                          if h <= horizon and d - dt.timedelta(days=h) >= behavior.forecast_start
+                          and (forecast not in chosen or d - dt.timedelta(days=h) < periods[0])})
+        if earlier:
+            _require_input(wh, forecast, accuracy, earlier)
+    moves: dict[dt.date, list] = {}
+    states: dict[dt.date, dict] = {}
+    if projected:
+        for day, from_state, to_state, users in wh.query(sql.window_transitions(transitions, read[0], read[-1])):
+            moves.setdefault(day, []).append((from_state, to_state, users))
+        names = (*relations.ENGAGEMENT_STATES, "users_ever")
+        states = {row[0]: dict(zip(names, row[1:])) for row in wh.query(
+            sql.window_engagement(engagement, read[0], read[-1]))}
+    scenarios = growth.scenarios(behavior)
+
+    def window(day: dt.date) -> growth.Window:
+        days = [day - dt.timedelta(days=i) for i in range(window_days - 1, -1, -1)]
+        return growth.Window([m for d in days for m in moves.get(d, [])], [states[d]["new"] for d in days],
+                             {s: states[day][s] for s in relations.ENGAGEMENT_STATES})
+
+    def selects(chunk: Sequence[dt.date]) -> dict[str, str]:
+        out, forecast_rows, rate_rows = {}, [], []
+        for day in chunk if projected else ():
+            seen = window(day)
+            matrix, projections = growth.forecast(seen, horizon, scenarios)
+            for name, days in projections.items():
+                for k, counts in enumerate(days, 1):
+                    forecast_rows.append((day, name, k, day + dt.timedelta(days=k),
+                                          *(counts[c] for c in relations.FORECAST.names()[4:])))
+            rate_rows += [(day, s, t, p) for s in relations.ENGAGEMENT_STATES for t, p in matrix[s].items() if p > 0]
+            rate_rows.append((day, None, "new", seen.inflow))
+        if forecast in chosen:
+            out[forecast] = sql.rows_select(relations.FORECAST.columns, forecast_rows)
+        if rates in chosen:
+            out[rates] = sql.rows_select(relations.FORECAST_RATES.columns, rate_rows)
+        if accuracy in chosen:
+            out[accuracy] = sql.accuracy_select(forecast, engagement, chunk)
+        return out
+
+    for table in chosen:
+        wh.create_table(table, {forecast: relations.FORECAST, rates: relations.FORECAST_RATES,
+                                accuracy: relations.FORECAST_ACCURACY}[table].columns)
+    _replace_together(wh, selects, periods, progress)
+    numbers = {forecast: lambda: _forecast_numbers(wh, forecast, periods, horizon),
+               rates: lambda: _rate_numbers(wh, rates, periods),
+               accuracy: lambda: _accuracy_numbers(wh, accuracy, periods)}
+    return {table: numbers[table]() for table in chosen}
+
+
+FORECAST_PLOTTED = ("dau", "mau")
+
+
+def _forecast_numbers(wh: Warehouse, table: str, periods: Sequence[dt.date], horizon: int) -> dict[dt.date, dict]:
+    """Per day, the projected DAU and MAU at 7, 28 and H days of each scenario."""
+    horizons = sorted({h for h in (7, 28, horizon) if h <= horizon})
+    out: dict[dt.date, dict] = {period: {"dagster/row_count": 0} for period in periods}
+    for period, scenario, k, dau, mau in _written(wh, table, ("scenario", "horizon", "dau", "mau"), periods):
+        out[period]["dagster/row_count"] += 1
+        if k in horizons:
+            out[period] |= {f"{scenario}_dau_{k}d": dau, f"{scenario}_mau_{k}d": mau}
+    return out
+
+
+def _rate_numbers(wh: Warehouse, table: str, periods: Sequence[dt.date]) -> dict[dt.date, dict]:
+    """Per day, the window's next-day retention of each state (its users active the next day) and
+    the inflow of new users a day."""
+    state_rate = {state: rate for rate, state in relations.RETENTION_RATES}
+    out: dict[dt.date, dict] = {period: {"dagster/row_count": 0, **dict.fromkeys(state_rate.values(), 0.0)}
+                                for period in periods}
+    for period, from_state, to_state, rate in _written(wh, table, ("from_state", "to_state", "rate"), periods):
+        out[period]["dagster/row_count"] += 1
+        if from_state is None:
+            out[period]["new_users_per_day"] = rate
+        elif to_state in relations.ENGAGEMENT_ACTIVE:
+            out[period][state_rate[from_state]] += rate
+    return out
+
+
+ERRORS_AVERAGED_DAYS = 28
+
+
+def _accuracy_numbers(wh: Warehouse, table: str, periods: Sequence[dt.date]) -> dict[dt.date, dict]:
+    """Per day, the relative error of the DAU and MAU forecasts made 1, 7 and 28 days before, and
+    the mean absolute relative error of each over the 28 days ending on it."""
+    first = min(periods) - dt.timedelta(days=ERRORS_AVERAGED_DAYS - 1)
+    errors: dict[tuple[str, int], dict[dt.date, float]] = {}
+    for period, horizon, measure, error in wh.query(
+            f"SELECT period_start, horizon, measure, relative_error FROM {sql.ident(table)}"
+            f" WHERE period_start BETWEEN {sql.date_lit(first)} AND {sql.date_lit(max(periods))}"
+            f" AND measure IN ({sql.values_list(FORECAST_PLOTTED)}) AND relative_error IS NOT NULL"):
+        errors.setdefault((measure, horizon), {})[period] = error
+    out: dict[dt.date, dict] = {}
+    for period in periods:
+        numbers: dict = {"dagster/row_count": 0}
+        for (measure, horizon), by_day in sorted(errors.items()):
+            if period in by_day:
+                numbers[f"{measure}_error_{horizon}d"] = by_day[period]
+            recent = [abs(e) for d, e in by_day.items() if 0 <= (period - d).days < ERRORS_AVERAGED_DAYS]
+            if recent:
+                numbers[f"{measure}_abs_error_{horizon}d_mean_28d"] = sum(recent) / len(recent)
+        out[period] = numbers
+    for (period,) in wh.query(f"SELECT period_start FROM {sql.ident(table)} WHERE {sql.in_periods(periods)}"):
+        out[period]["dagster/row_count"] += 1
+    return out
