@@ -31,6 +31,7 @@ from activation_assets.config import SAMPLE_DATA_DIR, ActivationConfig, ConfigEr
 from activation_assets.engines import open_warehouse
 from activation_assets.models.sql import fact_table
 from activation_assets import tables
+from activation_assets.tables import FORECAST_JOB
 from activation_assets.orchestration.dbt import with_dbt_models
 from activation_assets.periods import existing_periods
 from activation_assets.pipeline.plan import find_outdated, plan
@@ -167,6 +168,20 @@ def cmd_status(args) -> int:
                 why.append("they read fact days that are missing")
             say(f"  {grain.value}: {len(periods)} partition(s) to rebuild, {periods[0]}..{periods[-1]}"
                 f" (each builds on the previous one): {'; '.join(why)}")
+        forecasts = [r for r in runs if r.behavior is behavior and r.grain == FORECAST_JOB]
+        if behavior.growth_model and (grains is None or Grain.daily in grains):
+            outdated = findings.grains[(behavior.name, FORECAST_JOB)]
+            if not forecasts:
+                say("  forecast: current")
+            else:
+                days, why = forecasts[0].periods, []
+                if outdated.missing:
+                    why.append(f"{len(outdated.missing)} missing ({span(outdated.missing)})")
+                if outdated.rebuilt_inputs:
+                    first = outdated.first_rebuilt
+                    why.append(f"written before what they read, from {first} ({outdated.rebuilt_inputs[first]})")
+                say(f"  forecast: {len(days)} day(s) to rebuild, {days[0]}..{days[-1]}:"
+                    f" {'; '.join(why) or 'they read daily partitions to rebuild'}")
     if not runs:
         say("\nEverything is current.")
         return 0

@@ -69,7 +69,7 @@ def say_source_changes(findings: Findings) -> None:
     for (name, grain), outdated in findings.grains.items():
         if outdated.rebuilt_inputs:
             first = outdated.first_rebuilt
-            say(f"behavior {name!r} {grain.value}: partitions from {first} on are outdated:"
+            say(f"behavior {name!r} {getattr(grain, 'value', grain)}: partitions from {first} on are outdated:"
                 f" {outdated.rebuilt_inputs[first]}")
 
 

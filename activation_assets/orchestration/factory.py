@@ -25,7 +25,7 @@ from activation_assets.checks import invariants as inv
 from activation_assets.models import sql
 from activation_assets.pipeline import steps
 from activation_assets.config import BehaviorConfig, Grain
-from activation_assets.orchestration.partitions import fact_partitions_def, partitions_def
+from activation_assets.orchestration.partitions import fact_partitions_def, forecast_partitions_def, partitions_def
 from activation_assets.orchestration.resources import RESOURCE, warehouse_of
 
 SINGLE_RUN = dg.BackfillPolicy.single_run()
@@ -421,6 +421,7 @@ class _Part:
     order: str
     partition_metadata: Callable[[dict], dict]
     checked_against: tuple[str, ...] = ()  # tables its checks compare it with: built before it
+    deps: tuple[dg.AssetDep, ...] | None = None  # None: the same period of `sql.reads`
 
 
 def _engagement_parts(behavior: BehaviorConfig) -> list[_Part]:
@@ -467,20 +468,21 @@ def rolling_engagement_asset(behavior: BehaviorConfig, grain: Grain, engine: str
 
 def _multi_asset(
     behavior: BehaviorConfig, grain: Grain, name: str, parts: Sequence[_Part], common: dict,
-    step: Callable,
+    step: Callable, partitions: dg.PartitionsDefinition | None = None,
 ) -> dg.AssetsDefinition:
     """Assets written together by one step, each its own asset with its checks, metadata and preview."""
     spec = {k: common[k] for k in ("group_name", "kinds", "owners", "automation_condition")}
     specs = [
         dg.AssetSpec(
-            key=part.table, deps=[sql.reads(behavior.name, grain, part.table), *part.checked_against],
+            key=part.table, deps=[*(part.deps if part.deps is not None else [sql.reads(behavior.name, grain, part.table)]),
+                                  *part.checked_against],
             description=part.description,
             metadata=_schema(part.relation, grain), tags={**common["tags"], "layer": part.layer}, **spec,
         )
         for part in parts
     ]
 
-    partitions = partitions_def(behavior, grain)
+    partitions = partitions or partitions_def(behavior, grain)
 
     @dg.multi_asset(
         name=name,
@@ -568,6 +570,64 @@ def segments_asset(behavior: BehaviorConfig, grain: Grain, engine: str = "duckdb
                         steps.materialize_segments)
 
 
+# --- the growth model (daily, from start_date + L) -------------------------------------------------
+
+
+def _forecast_parts(behavior: BehaviorConfig) -> list[_Part]:
+    """In the order they are written (`sql.forecast_tables`)."""
+    model = behavior.growth_model
+    forecast, rates, accuracy = sql.forecast_tables(behavior.name)
+    transitions, engagement, _ = sql.engagement_tables(behavior.name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dg.BetaWarning)
+        window = dg.TimeWindowPartitionMapping(start_offset=-(model.window_days - 1), end_offset=0)
+        earlier = dg.TimeWindowPartitionMapping(start_offset=-max(tables.ACCURACY_HORIZONS), end_offset=-1,
+                                                allow_nonexistent_upstream_partitions=True)
+    reads_window = (dg.AssetDep(transitions, partition_mapping=window), dg.AssetDep(engagement, partition_mapping=window))
+    scenarios = ", ".join(model.scenarios) or "none configured"
+    what = (f"L = {model.window_days} days of engagement transitions, H = {model.horizon_days} days ahead;"
+            f" scenarios: {scenarios}")
+    return [
+        _Part(
+            forecast, "forecast",
+            f"The growth model of `{behavior.name}` ({what}): from the seven engagement state counts of day d,"
+            " each day ahead is the previous one moved by the window's rates, plus the mean new users a day;"
+            " per scenario (the baseline, and each configured what-if), with DAU, WAU and MAU. The plots are the"
+            " DAU and MAU projected 7, 28 and H days ahead.",
+            tables.FORECAST, inv.FORECAST_CHECKS, "scenario, horizon",
+            lambda numbers: numbers, deps=reads_window,
+        ),
+        _Part(
+            rates, "forecast",
+            f"The rates of `{behavior.name}`'s growth model on day d ({what}): p(from_state -> to_state) over the"
+            " engagement transitions of the L days ending on d, and the inflow of new users a day. The plots are"
+            " each state's next-day retention (nurr, curr, ...) over the window.",
+            tables.FORECAST_RATES, inv.FORECAST_RATES_CHECKS, "from_state NULLS FIRST, rate DESC",
+            lambda numbers: numbers, deps=reads_window,
+        ),
+        _Part(
+            accuracy, "forecast",
+            f"How good `{behavior.name}`'s growth model is: the baseline forecasts made 1, 7 and 28 days before d"
+            " against d's DAU, WAU and MAU. The plots are the relative errors of DAU and MAU and their mean absolute"
+            " value over the last 28 days.",
+            tables.FORECAST_ACCURACY, inv.FORECAST_ACCURACY_CHECKS, "horizon, measure",
+            lambda numbers: numbers,
+            deps=(dg.AssetDep(forecast, partition_mapping=earlier), dg.AssetDep(engagement)),
+        ),
+    ]
+
+
+def forecast_asset(behavior: BehaviorConfig, engine: str = "duckdb") -> dg.AssetsDefinition:
+    """The growth model's three assets, written together by one step from the stored engagement
+    tables, partitioned by day from the first with a full window."""
+    parts, common = _forecast_parts(behavior), _common(behavior, "forecast", Grain.daily, engine)
+    return _multi_asset(
+        behavior, Grain.daily, f"{behavior.name}_growth_model_daily", parts, common,
+        lambda conn, behavior, grain, periods, chosen, progress: steps.materialize_forecasts(
+            conn, behavior, periods, chosen, progress),
+        partitions=forecast_partitions_def(behavior))
+
+
 GRAIN_ASSETS: tuple[Callable[[BehaviorConfig, Grain, str], dg.AssetsDefinition], ...] = (
     firstlast_asset, activation_asset, transitions_asset, growth_asset, cohorts_asset, distributions_asset,
 )
@@ -585,4 +645,4 @@ def behavior_assets(
         build(behavior, grain, engine) for grain in behavior.grains
         for build in GRAIN_ASSETS + (DAILY_ASSETS if grain is Grain.daily else ())
         + ((segments_asset,) if behavior.segments else ())
-    ]
+    ] + ([forecast_asset(behavior, engine)] if behavior.growth_model else [])

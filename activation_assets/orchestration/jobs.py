@@ -1,26 +1,31 @@
 """Named jobs, so a run says what it writes, and the daily sensor that keeps the newest periods built.
 
-Each behavior has a job for its fact days (`<b>_fact`) and one per grain (`<b>_daily`, ...), each
-over one partitions definition. `activation materialize` runs them, a UI backfill of a grain's
+Each behavior has a job for its fact days (`<b>_fact`), one per grain (`<b>_daily`, ...) and, with
+`growth_model:`, one for its forecasts (`<b>_forecast`, days from start_date + L), each over one
+partitions definition. `activation materialize` runs them, a UI backfill of a grain's
 assets is theirs, and so is every run the `activation_daily` sensor requests.
 
 The sensor ticks hourly, shipped stopped: for each behavior it requests the fact days missing up to
 the newest complete day, and for each grain, once every fact day it reads is written, the periods
-from the first one missing up to the newest complete one, each as one range run. A schedule would
+from the first one missing up to the newest complete one, each as one range run; then the forecast
+days from the first missing one as far as the daily grain is written. A schedule would
 target a single job, and a grain must wait for its fact days: that is a sensor's work.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 
 import dagster as dg
 
 from activation_assets.config import ActivationConfig, BehaviorConfig
 from activation_assets.models import sql
-from activation_assets.orchestration.partitions import PARTITION_FORMAT, fact_partitions_def, partitions_def
+from activation_assets.orchestration.partitions import (
+    PARTITION_FORMAT, fact_partitions_def, forecast_partitions_def, partitions_def,
+)
 from activation_assets.pipeline.steps import fact_days
-from activation_assets.tables import grain_tables, job_name
+from activation_assets.tables import FORECAST_JOB, forecast_tables, grain_tables, job_name
 
 DAILY_SENSOR = "activation_daily"
 RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
@@ -38,6 +43,11 @@ def behavior_jobs(behavior: BehaviorConfig) -> list[dg.UnresolvedAssetJobDefinit
             partitions_def=partitions_def(behavior, grain),
             description=f"{behavior.name}, {grain.value}: FirstLast, activation and every model read off it,"
             " with their checks."))
+    if behavior.growth_model:
+        jobs.append(dg.define_asset_job(
+            job_name(behavior.name, FORECAST_JOB), selection=dg.AssetSelection.assets(*forecast_tables(behavior)),
+            partitions_def=forecast_partitions_def(behavior),
+            description=f"{behavior.name}: the growth model's forecasts, rates and accuracy, with their checks."))
     return jobs
 
 
@@ -68,6 +78,13 @@ def newest_requests(behavior: BehaviorConfig, now: dt.datetime, materialized) ->
                  for d in fact_days(behavior, grain, dt.date.fromisoformat(p))}
         if periods and reads <= fact_done:  # otherwise next tick, after the fact run
             requests.append(range_request(job_name(behavior.name, grain), periods))
+    if behavior.growth_model:
+        keys = forecast_partitions_def(behavior).get_partition_keys(current_time=now)
+        done = set.intersection(*(set(materialized(table)) for table in forecast_tables(behavior)))
+        engagement = set.intersection(*(set(materialized(t)) for t in sql.engagement_tables(behavior.name)[:2]))
+        days = list(itertools.takewhile(engagement.__contains__, _from_first_missing(keys, done)))
+        if days:  # the days whose engagement is written; the rest next tick, after the daily run
+            requests.append(range_request(job_name(behavior.name, FORECAST_JOB), days))
     return requests
 
 

@@ -25,3 +25,15 @@ def partitions_def(behavior: BehaviorConfig, grain: Grain) -> dg.TimeWindowParti
 
 def fact_partitions_def(behavior: BehaviorConfig) -> dg.TimeWindowPartitionsDefinition:
     return partitions_def(behavior, Grain.daily)
+
+
+def forecast_partitions_def(behavior: BehaviorConfig) -> dg.TimeWindowPartitionsDefinition:
+    """The growth model's days: the daily grain's, from the first with a full window (start_date + L)."""
+    end = end_exclusive(behavior, Grain.daily)
+    return dg.TimeWindowPartitionsDefinition(
+        cron_schedule=periods_for(behavior, Grain.daily).cron,
+        start=behavior.forecast_start.isoformat(),
+        end=end.isoformat() if end else None,
+        fmt=PARTITION_FORMAT,
+        timezone=behavior.timezone,
+    )

@@ -16,8 +16,8 @@ from activation_assets.config import ActivationConfig, BehaviorConfig, Grain
 from activation_assets.engines import Warehouse, open_warehouse
 from activation_assets.models import sql
 from activation_assets.periods import existing_periods, periods_for
-from activation_assets.pipeline.changes import SourceChanges, detect, outdated_partitions
-from activation_assets.tables import grain_tables, job_name
+from activation_assets.pipeline.changes import SourceChanges, detect, outdated_forecasts, outdated_partitions
+from activation_assets.tables import FORECAST_JOB, forecast_tables, grain_tables, job_name
 
 
 
@@ -54,7 +54,7 @@ class Run:
     # A fact run checks that every fact day matches its source; while later fact runs of the same
     # behavior are still to come that check would fail on their days, so only the last one runs it.
     checks: bool = True
-    grain: Grain | None = None  # None: the fact's days
+    grain: Grain | str | None = None  # None: the fact's days; FORECAST_JOB: the growth model's
 
     @property
     def job(self) -> str:
@@ -75,7 +75,7 @@ def plan(
     config: ActivationConfig, behaviors: list[BehaviorConfig], grains: list[Grain] | None,
     start: dt.date | None, end: dt.date | None, done, today: dt.date | None = None,
     outdated_days: dict[str, set[dt.date]] | None = None,
-    rebuilt_from: dict[tuple[str, Grain], dt.date] | None = None,
+    rebuilt_from: dict[tuple[str, Grain | str], dt.date] | None = None,
 ) -> list[Run]:
     """The runs to make, in order. `done(table)` is the set of partitions already materialized.
 
@@ -84,6 +84,8 @@ def plan(
     inputs was written again (`rebuilt_from`). With --from/--to: the fact days of the window,
     and for each grain the periods from the one containing --from that end by --to, plus every later
     period already materialized (each builds on its predecessor, so all of them change).
+    The growth model's days follow the daily grain's: from its first rebuilt day (or --from), the
+    first missing one, or the first written before what it reads was written again.
     """
     runs: list[Run] = []
     windowed = start is not None or end is not None
@@ -112,7 +114,30 @@ def plan(
                 todo = [p for p in periods if start_at is not None and p >= start_at]
             if todo:
                 runs.append(Run(behavior, f"{behavior.name} {grain.value}", keys, todo, grain=grain))
+        if behavior.growth_model and Grain.daily in behavior.grains and (grains is None or Grain.daily in grains):
+            daily_runs = [r for r in runs if r.behavior is behavior and r.grain is Grain.daily]
+            todo = _forecast_days(behavior, today, start, end, done, daily_runs[0].periods[0] if daily_runs else None,
+                                  (rebuilt_from or {}).get((behavior.name, FORECAST_JOB)))
+            if todo:
+                runs.append(Run(behavior, f"{behavior.name} forecast", forecast_tables(behavior), todo,
+                                grain=FORECAST_JOB))
     return runs
+
+
+def _forecast_days(
+    behavior: BehaviorConfig, today: dt.date | None, start: dt.date | None, end: dt.date | None, done,
+    daily_from: dt.date | None, rebuilt: dt.date | None,
+) -> list[dt.date]:
+    """The growth model's days to write: each reads the window's engagement days, and the accuracy
+    the forecasts of up to 28 days before, so all of them from the first that changes."""
+    days = [d for d in existing_periods(behavior, Grain.daily, today) if d >= behavior.forecast_start]
+    keys = forecast_tables(behavior)
+    if start is not None or end is not None:
+        materialized = set.union(*(done(k) for k in keys))
+        return [d for d in days if (start is None or d >= start) and (end is None or d <= end or d in materialized)]
+    missing = next((d for d in days if any(d not in done(k) for k in keys)), None)
+    first = min((d for d in (missing, daily_from, rebuilt) if d is not None), default=None)
+    return [d for d in days if first is not None and d >= first]
 
 
 @dataclass
@@ -125,7 +150,7 @@ class Findings:
     def outdated_days(self) -> dict[str, set[dt.date]]:
         return {name: set(c.days) for name, c in self.changes.items()}
 
-    def rebuilt_from(self) -> dict[tuple[str, Grain], dt.date]:
+    def rebuilt_from(self) -> dict[tuple[str, Grain | str], dt.date]:
         return {key: o.first_rebuilt for key, o in self.grains.items() if o.rebuilt_inputs}
 
 
@@ -141,6 +166,8 @@ def find_outdated(config: ActivationConfig, behaviors: list[BehaviorConfig], gra
             for grain in [g for g in behavior.grains if grains is None or g in grains]:
                 findings.grains[(behavior.name, grain)] = outdated_partitions(
                     warehouse, behavior, grain, changes.days)
+            if behavior.growth_model and (grains is None or Grain.daily in grains):
+                findings.grains[(behavior.name, FORECAST_JOB)] = outdated_forecasts(warehouse, behavior)
     return findings
 
 
@@ -164,4 +191,11 @@ def affected(
         logged = {p for _, p, _ in warehouse.log_entries(grain_tables(behavior, grain))}
         targets |= {(table, p) for table in grain_tables(behavior, grain)
                     for p in periods if p >= start and p in logged}
+    if behavior.growth_model:
+        daily = [p for table, p in targets if table == grain_tables(behavior, Grain.daily)[0]]
+        outdated = outdated_forecasts(warehouse, behavior)
+        first = min([*daily, *([outdated.first_rebuilt] if outdated.first_rebuilt else [])], default=None)
+        if first is not None:
+            logged = {p for _, p, _ in warehouse.log_entries(forecast_tables(behavior))}
+            targets |= {(table, p) for table in forecast_tables(behavior) for p in logged if p >= first}
     return changes, targets
