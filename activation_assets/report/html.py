@@ -27,6 +27,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from activation_assets import tables as relations  # noqa: E402
+from activation_assets.models import forecast as growth_model  # noqa: E402
 from activation_assets.models import sql  # noqa: E402
 from activation_assets.config import ActivationConfig, BehaviorConfig, Grain  # noqa: E402
 from activation_assets.engines import ActivationError, as_warehouse, open_warehouse  # noqa: E402
@@ -246,6 +247,7 @@ def charts_for(conn, behavior: BehaviorConfig, grain: Grain) -> list[Chart]:
     ]
     if grain is Grain.daily and warehouse.table_exists(sql.engagement_table(b)):
         charts += engagement_charts(warehouse, behavior)
+        charts += forecast_charts(warehouse, behavior)
     for segment in behavior.segments:
         charts += segment_charts(warehouse, behavior, grain, segment.key)
     return charts
@@ -464,6 +466,125 @@ def engagement_charts(warehouse, behavior: BehaviorConfig) -> list[Chart]:
     ]
 
 
+# --- the growth model: forecasts, levers, and how good they were ------------------------------------
+
+LEVER_LABELS = {"new_users": "+10 % new users", **{rate: f"+1 pp {rate.upper()} ({state})"
+                                                    for rate, state in relations.RETENTION_RATES}}
+
+
+def latest_forecast(warehouse, behavior: BehaviorConfig) -> dict | None:
+    """The newest day with a forecast: its day, the baseline rates and inflow, the day's states, the
+    projections per scenario, and the levers (DAU at H for +1 pp on each rate, +10 % new users)."""
+    if behavior.growth_model is None:
+        return None
+    forecast, rates, _ = sql.forecast_tables(behavior.name)
+    if not (warehouse.table_exists(forecast) and warehouse.table_exists(rates)):
+        return None
+    latest = warehouse.query(f"SELECT max(period_start) FROM {sql.ident(forecast)}")[0][0]
+    if latest is None:
+        return None
+    matrix: dict[str, dict[str, float]] = {s: {} for s in sql.ENGAGEMENT_STATES}
+    inflow = 0.0
+    for from_state, to_state, rate in warehouse.query(
+            f"SELECT from_state, to_state, rate FROM {sql.ident(rates)} WHERE period_start = {sql.date_lit(latest)}"):
+        if from_state is None:
+            inflow = rate
+        else:
+            matrix[from_state][to_state] = rate
+    names = ", ".join(sql.ident(s) for s in sql.ENGAGEMENT_STATES)
+    start = dict(zip(sql.ENGAGEMENT_STATES, warehouse.query(
+        f"SELECT {names} FROM {sql.ident(sql.engagement_table(behavior.name))}"
+        f" WHERE period_start = {sql.date_lit(latest)}")[0]))
+    horizon = behavior.growth_model.horizon_days
+    projections = warehouse.frame(f"SELECT * FROM {sql.ident(forecast)} WHERE period_start = {sql.date_lit(latest)}"
+                                  " ORDER BY scenario, horizon")
+    return {"day": latest, "horizon": horizon, "projections": projections,
+            "levers": growth_model.levers(matrix, inflow, start, horizon)}
+
+
+def forecast_charts(warehouse, behavior: BehaviorConfig) -> list[Chart]:
+    """Actual DAU, WAU and MAU with the forecast made L days ago and today's per scenario; the levers;
+    the error of the forecasts made 7 and 28 days before each day."""
+    latest = latest_forecast(warehouse, behavior)
+    if latest is None:
+        return []
+    b, model = behavior.name, behavior.growth_model
+    forecast, _, accuracy = sql.forecast_tables(b)
+    day, horizon = latest["day"], latest["horizon"]
+    earlier = day - dt.timedelta(days=model.window_days)
+    actual = warehouse.frame(f"SELECT period_start, dau, wau, mau FROM {sql.ident(sql.engagement_table(b))}"
+                             " ORDER BY period_start")
+    before = warehouse.frame(f"SELECT * FROM {sql.ident(forecast)} WHERE period_start = {sql.date_lit(earlier)}"
+                             " AND scenario = 'baseline' ORDER BY horizon")
+    ahead = latest["projections"]
+    scenarios = list(dict.fromkeys(ahead["scenario"]))
+    palette = ["#222222", "#4C9F70", "#F2A541", "#9B5DE5", "#D1495B", "#3D6FB6"]
+
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.6), sharex=True)
+    for ax, measure in zip(axes, ("dau", "wau", "mau")):
+        ax.plot(pd.to_datetime(actual["period_start"]), actual[measure], color=COLORS["retained"], linewidth=1.2,
+                label="actual")
+        if not before.empty:
+            ax.plot(pd.to_datetime(before["day"]), before[measure], color="#9AA0A6", linewidth=1.1, linestyle="--",
+                    label=f"forecast made {earlier}")
+        for i, name in enumerate(scenarios):
+            rows = ahead[ahead["scenario"] == name]
+            ax.plot(pd.to_datetime(rows["day"]), rows[measure], color=palette[i % len(palette)], linewidth=1.1,
+                    linestyle="-" if name == "baseline" else ":", label=f"{name} (made {day})")
+        ax.set_title(measure.upper(), fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.xaxis.set_major_locator(mdates.AutoDateLocator(maxticks=5))
+        ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(ax.xaxis.get_major_locator()))
+    axes[0].set_ylabel("users")
+    axes[0].legend(loc="lower left", bbox_to_anchor=(0, 1.08), ncols=min(6, 2 + len(scenarios)), frameon=False,
+                   fontsize=8)
+    lines = _png(fig)
+
+    levers = pd.DataFrame(latest["levers"], columns=["lever", "dau_gained"])
+    base_dau = float(ahead[(ahead["scenario"] == "baseline") & (ahead["horizon"] == horizon)]["dau"].iloc[0])
+    levers["dau_at_horizon"] = base_dau + levers["dau_gained"]
+    fig, ax = plt.subplots(figsize=(10, 3.4))
+    shown = levers.iloc[::-1]
+    ax.barh([LEVER_LABELS[lever] for lever in shown["lever"]], shown["dau_gained"], color=COLORS["new"])
+    ax.set_xlabel(f"DAU gained {horizon} days after {day}, against the baseline's {base_dau:,.0f}")
+    ax.grid(axis="x", alpha=0.3)
+    lever_chart = _png(fig)
+
+    errors = warehouse.frame(f"SELECT period_start, horizon, relative_error FROM {sql.ident(accuracy)}"
+                             " WHERE measure = 'dau' AND horizon IN (7, 28) ORDER BY period_start")
+    wide = errors.pivot_table(index="period_start", columns="horizon", values="relative_error").reset_index()
+    fig, ax = plt.subplots(figsize=(10, 3.0))
+    for h, color in ((7, COLORS["retained"]), (28, COLORS["churned"])):
+        if h in wide.columns:
+            ax.plot(pd.to_datetime(wide["period_start"]), wide[h], color=color, linewidth=1.1,
+                    label=f"made {h} days before")
+    ax.axhline(0, color="#777", linewidth=0.8)
+    ax.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
+    ax.set_ylabel("DAU forecast error")
+    ax.legend(loc="lower left", bbox_to_anchor=(0, 1.0), ncols=2, frameon=False, fontsize=8)
+    ax.grid(alpha=0.3)
+    if len(wide):
+        _period_axis(ax, pd.to_datetime(wide["period_start"]), Grain.daily)
+    error_chart = _png(fig)
+    wide.columns = [c if isinstance(c, str) else f"dau_error_{c}d" for c in wide.columns]
+
+    top = latest["levers"][0]
+    described = ", ".join(f"{name}: {changes}" for name, changes in model.scenarios.items()) or "none configured"
+    return [
+        Chart("Forecast", f"Actual DAU, WAU and MAU, the baseline forecast made {model.window_days} days ago"
+              f" ({earlier}), and the forecasts made on {day} for the next {horizon} days: the baseline (rates of the"
+              f" last {model.window_days} days) and each scenario ({described}). In {horizon} days the baseline"
+              f" projects {base_dau:,.0f} DAU.", lines, "forecast",
+              ahead[["scenario", "horizon", "day", "dau", "wau", "mau"]]),
+        Chart("Levers", f"DAU {horizon} days after {day} for one point more on each next-day retention rate, and for"
+              f" 10 % more new users a day, each alone, biggest effect first. The biggest: {LEVER_LABELS[top[0]]},"
+              f" {top[1]:+,.0f} DAU.", lever_chart, "levers", levers),
+        Chart("Forecast error", "How far the baseline forecasts of DAU made 7 and 28 days before each day were from"
+              " what happened (forecast - actual, relative to actual): a lasting gap means the rates changed.",
+              error_chart, "forecast_error", wide),
+    ]
+
+
 def headline(warehouse, behavior: BehaviorConfig) -> dict:
     """The landing page's numbers for one behavior: the latest day's DAU/WAU/MAU and stickiness, and
     per grain the latest period's active users, their change and the quick ratio, with the series
@@ -482,6 +603,7 @@ def headline(warehouse, behavior: BehaviorConfig) -> dict:
             if not frame.empty:
                 out["grains"][grain] = frame
     out["where"] = {grain: where_it_changed(warehouse, behavior, grain) for grain in behavior.grains}
+    out["forecast"] = latest_forecast(warehouse, behavior) if Grain.daily in behavior.grains else None
     return out
 
 
@@ -608,6 +730,18 @@ def render_index(cards: list[tuple[BehaviorConfig, dict, list[Grain]]]) -> str:
                 moved = f"<span class='{'up' if points > 0 else 'down' if points < 0 else ''}'>{points:+.1f} pp</span>"
             tiles.append(_tile("stickiness (DAU/MAU)", stickiness, f"<span class='change'>{moved}</span>",
                                engagement["dau_mau"].fillna(0)))
+        ahead = numbers.get("forecast")
+        if ahead is not None and engagement is not None:
+            rows = ahead["projections"][ahead["projections"]["scenario"] == "baseline"]
+            projected = float(rows["dau"].iloc[-1])
+            today = float(engagement["dau"].iloc[-1])
+            lever, gained = ahead["levers"][0]
+            tiles.append(_tile(f"DAU in {ahead['horizon']} days (forecast of {ahead['day']})", f"{projected:,.0f}",
+                               _change(projected, today) + " <span class='change'>vs today</span>",
+                               pd.concat([engagement["dau"], rows["dau"]], ignore_index=True)))
+            tiles.append(f"<div class='tile'><div class='label'>biggest lever</div>"
+                         f"<div class='value'>{html.escape(LEVER_LABELS[lever])}</div>"
+                         f"<div class='change'>{gained:+,.0f} DAU in {ahead['horizon']} days</div></div>")
         for grain, growth in numbers["grains"].items():
             last = growth.iloc[-1]
             period = pd.Timestamp(last.period_start).date()
