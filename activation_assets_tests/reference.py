@@ -395,3 +395,100 @@ def segment_engagement(rows: list[tuple], spec: Spec, name: str, values: list[st
             entry[state] = sum(1 for r in users if r["engagement_state"] == state)
         out.append(entry)
     return out
+
+
+# --- the growth model, from the engagement tables (the contract's "Growth model") --------------------
+
+ENGAGEMENT_STATES = ["new", "current", "reactivated", "resurrected", "at_risk_wau", "at_risk_mau", "dormant"]
+ACTIVE_ENGAGEMENT = ENGAGEMENT_STATES[:4]
+RATE_OF = {"nurr": "new", "curr": "current", "rurr": "reactivated", "surr": "resurrected",
+           "iwaurr": "at_risk_wau", "imaurr": "at_risk_mau", "drr": "dormant"}
+# The contract's active next state of each state.
+ACTIVE_NEXT = {"new": "current", "current": "current", "reactivated": "current", "resurrected": "current",
+               "at_risk_wau": "current", "at_risk_mau": "reactivated", "dormant": "resurrected"}
+# The project's rule (docs/contract.md) for a state without users in the window: its users stay
+# inactive, as one more day away leaves them: the active ones and at_risk_wau at risk of WAU,
+# at_risk_mau and dormant where they are.
+NO_USERS_NEXT = {"new": "at_risk_wau", "current": "at_risk_wau", "reactivated": "at_risk_wau",
+                 "resurrected": "at_risk_wau", "at_risk_wau": "at_risk_wau", "at_risk_mau": "at_risk_mau",
+                 "dormant": "dormant"}
+
+
+def growth_rates(transitions: list[dict], day: dt.date, window: int) -> dict[str, dict[str, float]]:
+    """p(s -> t) over the transitions of days day-window+1 .. day (entries into new excluded)."""
+    first = day - dt.timedelta(days=window - 1)
+    users: dict[str, Counter] = {s: Counter() for s in ENGAGEMENT_STATES}
+    for row in transitions:
+        if first <= row["period_start"] <= day and row["from_state"] is not None:
+            users[row["from_state"]][row["to_state"]] += row["users"]
+    rates = {}
+    for s in ENGAGEMENT_STATES:
+        total = sum(users[s].values())
+        rates[s] = {t: n / total for t, n in users[s].items() if n} if total else {NO_USERS_NEXT[s]: 1.0}
+    return rates
+
+
+def changed_rates(rates: dict, rate: str, delta: float) -> dict:
+    """The contract's scenario rule for one RATE: DELTA moves share from the inactive next states
+    (in proportion) to the active next one, at most what the side it comes from holds."""
+    state = RATE_OF[rate]
+    row = dict(rates[state])
+    active = ACTIVE_NEXT[state]
+    away = {t: p for t, p in row.items() if t not in ACTIVE_ENGAGEMENT}
+    if delta > 0:
+        moved = min(delta, sum(away.values()))
+        for t, p in away.items():
+            row[t] = p * (1 - moved / sum(away.values()))
+    else:
+        moved = max(delta, -row.get(active, 0.0))
+        back = away or {NO_USERS_NEXT[state]: 1.0}
+        for t, p in back.items():
+            row[t] = row.get(t, 0.0) + (-moved) * p / sum(back.values())
+    row[active] = row.get(active, 0.0) + moved
+    return {**rates, state: row}
+
+
+def growth_forecasts(engagement: list[dict], transitions: list[dict], start_date: dt.date, window: int,
+                     horizon: int, scenarios: dict[str, dict[str, float]]) -> tuple[list[dict], list[dict]]:
+    """The forecast rows and rate rows of every day with a full window, from the two engagement tables."""
+    by_day = {row["period_start"]: row for row in engagement}
+    forecast_rows, rate_rows = [], []
+    for day in sorted(d for d in by_day if d >= start_date + dt.timedelta(days=window)):
+        rates = growth_rates(transitions, day, window)
+        inflow = sum(by_day[day - dt.timedelta(days=i)]["new"] for i in range(window)) / window
+        rate_rows += [{"period_start": day, "from_state": s, "to_state": t, "rate": p}
+                      for s in ENGAGEMENT_STATES for t, p in rates[s].items() if p > 0]
+        rate_rows.append({"period_start": day, "from_state": None, "to_state": "new", "rate": inflow})
+        for name, changes in {"baseline": {}, **scenarios}.items():
+            moved = rates
+            for rate, delta in changes.items():
+                if rate != "new_users":
+                    moved = changed_rates(moved, rate, delta)
+            counts = {s: float(by_day[day][s]) for s in ENGAGEMENT_STATES}
+            for k in range(1, horizon + 1):
+                following = dict.fromkeys(ENGAGEMENT_STATES, 0.0)
+                for s in ENGAGEMENT_STATES:
+                    for t, p in moved[s].items():
+                        following[t] += counts[s] * p
+                following["new"] += inflow * changes.get("new_users", 1.0)
+                counts = following
+                dau = sum(counts[s] for s in ACTIVE_ENGAGEMENT)
+                forecast_rows.append({"period_start": day, "scenario": name, "horizon": k,
+                                      "day": day + dt.timedelta(days=k), **counts, "dau": dau,
+                                      "wau": dau + counts["at_risk_wau"],
+                                      "mau": dau + counts["at_risk_wau"] + counts["at_risk_mau"]})
+    return forecast_rows, rate_rows
+
+
+def growth_accuracy(forecast_rows: list[dict], engagement: list[dict]) -> list[dict]:
+    by_day = {row["period_start"]: row for row in engagement}
+    rows = []
+    for f in forecast_rows:
+        if f["scenario"] == "baseline" and f["horizon"] in (1, 7, 28) and f["day"] in by_day:
+            for measure in ("dau", "wau", "mau"):
+                actual = by_day[f["day"]][measure]
+                error = f[measure] - actual
+                rows.append({"period_start": f["day"], "horizon": f["horizon"], "measure": measure,
+                             "forecast": f[measure], "actual": actual, "error": error,
+                             "relative_error": error / actual if actual else None})
+    return rows

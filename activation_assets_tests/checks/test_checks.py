@@ -162,19 +162,61 @@ CORRUPTIONS = {
         " users_ever = users_ever + 1 WHERE rowid = (SELECT min(rowid) FROM visited_segment_engagement_daily"
         " WHERE period_start = DATE '{period}')",
         "sums_to_engagement", "do not add up to the engagement table"),
+    # The growth model (G1-G3).
+    "G1 a rate doubled": (
+        "forecast_rates", Grain.daily, DAY,
+        "UPDATE visited_forecast_rates_daily SET rate = rate * 2 WHERE rowid = (SELECT min(rowid)"
+        " FROM visited_forecast_rates_daily WHERE period_start = DATE '{period}' AND from_state = 'current')",
+        "rates_are_shares", "1 states whose rates do not add up to 1"),
+    "G1 a rate above 1": (
+        "forecast_rates", Grain.daily, DAY,
+        "UPDATE visited_forecast_rates_daily SET rate = 1.5 WHERE rowid = (SELECT min(rowid)"
+        " FROM visited_forecast_rates_daily WHERE period_start = DATE '{period}' AND from_state = 'dormant')",
+        "rates_are_shares", "1 rates outside (0, 1]"),
+    "G1 the inflow's row lost": (
+        "forecast_rates", Grain.daily, DAY,
+        "DELETE FROM visited_forecast_rates_daily WHERE period_start = DATE '{period}' AND from_state IS NULL",
+        "rates_are_shares", "0 inflow rows"),
+    "G2 a projected state off by one": (
+        "forecast", Grain.daily, DAY,
+        "UPDATE visited_forecast_daily SET dormant = dormant + 1 WHERE period_start = DATE '{period}'"
+        " AND scenario = 'lift' AND horizon = 3",
+        "states_add_up", "1 rows do not add up"),
+    "G2 a horizon missing": (
+        "forecast", Grain.daily, DAY,
+        "DELETE FROM visited_forecast_daily WHERE period_start = DATE '{period}' AND scenario = 'baseline'"
+        " AND horizon = 9",
+        "states_add_up", "1 scenarios without each horizon"),
+    "G2 dau not the active states": (
+        "forecast", Grain.daily, DAY,
+        "UPDATE visited_forecast_daily SET dau = dau + 1 WHERE period_start = DATE '{period}'"
+        " AND scenario = 'baseline' AND horizon = 1",
+        "states_add_up", "1 rows do not add up"),
+    "G3 an accuracy row against another actual": (
+        "forecast_accuracy", Grain.daily, DAY,
+        "UPDATE visited_forecast_accuracy_daily SET actual = actual + 1, error = error - 1"
+        " WHERE period_start = DATE '{period}' AND horizon = 7 AND measure = 'mau'",
+        "equals_forecasts_against_actuals", "1 accuracy rows missing, extra or unequal"),
+    "G3 an accuracy row lost": (
+        "forecast_accuracy", Grain.daily, DAY,
+        "DELETE FROM visited_forecast_accuracy_daily WHERE period_start = DATE '{period}' AND horizon = 1"
+        " AND measure = 'dau'",
+        "equals_forecasts_against_actuals", "1 accuracy rows missing, extra or unequal"),
 }
 CHECKS = {"activation": inv.ACTIVATION_CHECKS, "firstlast": inv.FIRSTLAST_CHECKS + inv.SEGMENT_STATE_CHECKS,
           "transitions": inv.TRANSITIONS_CHECKS, "engagement": inv.ENGAGEMENT_CHECKS,
           "engagement_transitions": inv.ENGAGEMENT_TRANSITIONS_CHECKS, "stickiness": inv.STICKINESS_CHECKS,
           "segment_transitions": inv.SEGMENT_TRANSITIONS_CHECKS, "segment_growth": inv.SEGMENT_GROWTH_CHECKS,
-          "segment_engagement": inv.SEGMENT_ENGAGEMENT_CHECKS}
+          "segment_engagement": inv.SEGMENT_ENGAGEMENT_CHECKS, "forecast": inv.FORECAST_CHECKS,
+          "forecast_rates": inv.FORECAST_RATES_CHECKS, "forecast_accuracy": inv.FORECAST_ACCURACY_CHECKS}
 
 
 @pytest.fixture(scope="module")
 def clean(tmp_path_factory):
     directory = tmp_path_factory.mktemp("checks")
     config = small_behavior(directory, SPEC, edge_events(SPEC, seed=31, users=list(range(1, 40))),
-                            segments=[{"column": "platform"}])
+                            segments=[{"column": "platform"}],
+                            growth_model={"window_days": 7, "horizon_days": 30, "scenarios": {"lift": {"curr": 0.1}}})
     assert run_graph(config) == 0  # a clean run: every check of every partition passes
     return load_config(config)
 
@@ -215,7 +257,8 @@ def test_the_clean_graph_passes_every_check(clean):
                                      ("engagement", Grain.daily, DAY), ("engagement_transitions", Grain.daily, DAY),
                                      ("stickiness", Grain.daily, DAY), ("segment_transitions", Grain.daily, DAY),
                                      ("segment_transitions", Grain.weekly, WEEK), ("segment_growth", Grain.daily, DAY),
-                                     ("segment_engagement", Grain.daily, DAY)]:
+                                     ("segment_engagement", Grain.daily, DAY), ("forecast", Grain.daily, DAY),
+                                     ("forecast_rates", Grain.daily, DAY), ("forecast_accuracy", Grain.daily, DAY)]:
             outcomes = _evaluate(conn, clean, table, grain, period)
             assert outcomes and all(o.passed for o in outcomes.values()), outcomes
 
@@ -235,7 +278,7 @@ def test_corruption_is_caught(clean, tmp_path, case):
     assert outcome.violations >= 1
     assert words in outcome.summary()
     assert str(period) in outcome.summary()
-    if case.startswith(("S1", "S2", "S3 a move")):  # these keep what the table's other checks compare
+    if case.startswith(("S1", "S2", "S3 a move", "G")):  # these keep what the table's other checks compare
         assert [name for name, o in outcomes.items() if not o.passed] == [check_name]
 
 

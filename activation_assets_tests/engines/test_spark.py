@@ -26,7 +26,7 @@ from activation_assets.pipeline import plan as planning
 from activation_assets.cli import runner
 from activation_assets.pipeline import steps
 from activation_assets.config import Grain, load_config
-from activation_assets.tables import grain_tables
+from activation_assets.tables import forecast_tables, grain_tables
 from activation_assets.periods import existing_periods
 from activation_assets.models.sql import PARTITION_LOG, activation_view, fact_table
 from activation_assets.engines import ActivationError, open_warehouse
@@ -49,7 +49,9 @@ def _behavior(source: Path) -> dict:
     return {"name": "visited", "source": {"parquet": str(source), "where": "event_name = 'visit'"},
             "user_column": "uid", "time_column": "ts", "start_date": SPEC.start_date, "end_date": SPEC.end_date,
             "timezone": SPEC.timezone, "week_start": SPEC.week_start,
-            "segments": [{"column": "platform"}, {"name": "device", "column": "platform", "values": ["ios"]}]}
+            "segments": [{"column": "platform"}, {"name": "device", "column": "platform", "values": ["ios"]}],
+            "growth_model": {"window_days": 7, "horizon_days": 30,
+                             "scenarios": {"lift": {"curr": 0.05, "drr": -0.5, "new_users": 1.5}}}}
 
 
 def _spark_config(directory: Path, warehouse_dir: Path, database: str, source: Path) -> Path:
@@ -69,7 +71,7 @@ ENGINE_SPECIFIC = ("written_at", "source_hash")
 
 
 def _tables() -> list[str]:
-    return [fact_table("visited")] + [t for g in GRAINS for t in grain_tables("visited", g)]
+    return [fact_table("visited")] + [t for g in GRAINS for t in grain_tables("visited", g)] + forecast_tables("visited")
 
 
 def _rows(names: list[str], rows: list[tuple]) -> list[tuple]:
@@ -487,6 +489,9 @@ def test_every_relation_spark_creates_has_the_columns_of_its_schema(engines):
                 extra = tables.segment_columns(behavior.segments, relation)
                 expected = {c.name: source.get(c.type, c.type) for c in (*relation.columns_for(grain), *extra)}
                 assert warehouse.table_column_types(name) == expected, name
+        for relation in tables.FORECAST_RELATIONS:
+            expected = {c.name: c.type for c in relation.columns}
+            assert warehouse.table_column_types(relation.table(behavior.name)) == expected, relation.table(behavior.name)
         for record in tables.RECORDS:
             expected = {c.name: c.type for c in record.columns}
             assert warehouse.table_column_types(record.table()) == expected, record.table()

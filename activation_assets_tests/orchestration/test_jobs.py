@@ -128,3 +128,37 @@ def test_materialize_waits_for_the_runs_and_backfills_in_flight_that_write_its_a
         assert time.monotonic() - began >= 0.3
     said = capsys.readouterr().out
     assert said.count("waiting for 2 run(s) or backfill(s) of this instance that write these assets") == 1, said
+
+
+def test_the_growth_model_has_its_own_job_partitions_and_sensor_requests(tmp_path):
+    """Forecasts start at start_date + L (03-08 with L = 7), run as `visited_forecast` once the days
+    of the daily grain they read are written, and follow a rebuilt daily grain in the CLI's plan."""
+    from activation_assets.pipeline import plan as planning
+    from activation_assets.tables import forecast_tables
+
+    config = load_config(small_behavior(tmp_path, SPEC, edge_events(SPEC, seed=3, users=list(range(1, 8))),
+                                        grains=["daily"], growth_model={"window_days": 7, "horizon_days": 10}))
+    b = config.behaviors[0]
+    defs = build_defs(config)
+    job = defs.resolve_job_def("visited_forecast")
+    assert {k.to_user_string() for k in job.asset_layer.executable_asset_keys} == set(forecast_tables(b))
+    assert job.partitions_def.get_partition_keys(current_time=NOW) == days("2025-03-08", "2025-04-09")
+    daily, engagement = grain_tables(b, Grain.daily), forecast_tables(b)
+    done = {"fact_visited": days("2025-03-01", "2025-04-09")} | {t: days("2025-03-01", "2025-04-05") for t in daily}
+    # The daily grain misses 04-06..04-09: the forecasts of those days wait; the earlier ones go.
+    assert set(requests(b, done)) == {("visited_daily", "2025-04-06", "2025-04-09"),
+                                      ("visited_forecast", "2025-03-08", "2025-04-05")}
+    done |= {t: days("2025-03-01", "2025-04-09") for t in daily} | {t: days("2025-03-08", "2025-04-09") for t in engagement}
+    assert requests(b, done) == {}
+    # The plan: after the daily grain, from its first rebuilt day (not before 03-08), or from the first
+    # forecast day missing.
+    written = {k: {dt.date.fromisoformat(d) for d in v} for k, v in done.items()}
+    runs = planning.plan(config, [b], None, None, None, lambda t: written.get(t, set()),
+                         today=dt.date(2025, 4, 10), rebuilt_from={("visited", Grain.daily): dt.date(2025, 4, 2)})
+    assert [(r.job, r.periods[0], r.periods[-1]) for r in runs] == [
+        ("visited_daily", dt.date(2025, 4, 2), dt.date(2025, 4, 9)),
+        ("visited_forecast", dt.date(2025, 4, 2), dt.date(2025, 4, 9))]
+    written[engagement[2]].discard(dt.date(2025, 3, 20))
+    runs = planning.plan(config, [b], None, None, None, lambda t: written.get(t, set()), today=dt.date(2025, 4, 10))
+    assert [(r.job, r.periods[0], r.periods[-1]) for r in runs] == [
+        ("visited_forecast", dt.date(2025, 3, 20), dt.date(2025, 4, 9))]

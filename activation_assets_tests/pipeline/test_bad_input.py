@@ -75,6 +75,20 @@ def _config(tmp_path, document) -> Path:
      ["behaviors[0] (visited) segments[0].max_values"]),
     ({"behaviors": [{**GOOD, "segments": [{"column": "plan", "values": ["free", "other"]}]}]},
      ["segment 'plan': `values:` lists 'other'"]),
+    ({"behaviors": [{**GOOD, "growth_model": {"scenarios": {"x": {"nur": 0.1}}}}]},
+     ["behaviors[0] (visited) growth_model", "scenario 'x': 'nur' is no rate; use one of nurr, curr"]),
+    ({"behaviors": [{**GOOD, "growth_model": {"scenarios": {"x": {"curr": 5}}}}]},
+     ["scenario 'x': curr 5", "use a number in [-1, 1]"]),
+    ({"behaviors": [{**GOOD, "growth_model": {"scenarios": {"x": {"new_users": -1}}}}]},
+     ["scenario 'x': new_users is a factor on the inflow and cannot be negative"]),
+    ({"behaviors": [{**GOOD, "growth_model": {"scenarios": {"baseline": {"curr": 0.1}}}}]},
+     ["scenario 'baseline'", "other than 'baseline'"]),
+    ({"behaviors": [{**GOOD, "grains": ["weekly"], "growth_model": {}}]},
+     ["behaviors[0] (visited)", "growth_model needs the daily grain"]),
+    ({"behaviors": [{**GOOD, "end_date": "2025-01-20", "growth_model": {}}]},
+     ["growth_model window_days 28 needs a day with 28 days of engagement behind it", "shorten window_days"]),
+    ({"behaviors": [{**GOOD, "growth_model": {"window_days": 0}}]},
+     ["behaviors[0] (visited) growth_model.window_days"]),
 ])
 def test_config_errors_are_readable(tmp_path, document, words):
     with pytest.raises(ConfigError) as error:
