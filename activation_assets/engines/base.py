@@ -107,6 +107,11 @@ class Warehouse:
     def drop_stage(self, name: str) -> None:
         raise NotImplementedError
 
+    def stage_rows(self, name: str, columns: Sequence[tables.Column], rows: Sequence[tuple]) -> None:
+        """Keep rows computed in Python (a few thousand at most) as a temporary relation `name` of
+        `columns`, for a SELECT to write them: handed over as data, not parsed as SQL literals."""
+        raise NotImplementedError
+
     def drop_table(self, table: str) -> None:
         """Drop a table written by an earlier version whose columns the current one cannot carry on."""
         raise NotImplementedError

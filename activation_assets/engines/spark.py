@@ -231,6 +231,10 @@ class SparkWarehouse(Warehouse):
     def drop_stage(self, name: str) -> None:
         self.session.catalog.dropTempView(name)
 
+    def stage_rows(self, name: str, columns: Sequence[tables.Column], rows: Sequence[tuple]) -> None:
+        schema = ", ".join(f"`{c.name}` {'STRING' if c.type == 'VARCHAR' else c.type}" for c in columns)
+        self.session.createDataFrame(list(rows), schema=schema).createOrReplaceTempView(name)
+
     def drop_table(self, table: str) -> None:
         self.session.sql(f"DROP TABLE IF EXISTS {_quote(table)}")
 

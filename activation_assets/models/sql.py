@@ -932,21 +932,6 @@ def double_lit(value: float) -> str:
     return text if "e" in text else f"{text}e0"
 
 
-def rows_select(columns: Sequence[Column], rows: Sequence[tuple]) -> str:
-    """Rows computed in Python (a few thousand numbers) as a SELECT of the relation's columns."""
-    def lit(value, column: Column) -> str:
-        if value is None:
-            return f"CAST(NULL AS {column.type})"
-        return double_lit(value) if column.type == "DOUBLE" else value_lit(value)
-
-    names = ", ".join(ident(c.name) for c in columns)
-    if not rows:
-        return f"SELECT {', '.join(f'CAST(NULL AS {c.type}) AS {ident(c.name)}' for c in columns)} WHERE FALSE"
-    values = ", ".join("(" + ", ".join(lit(v, c) for v, c in zip(row, columns)) + ")" for row in rows)
-    casts = ", ".join(f"CAST({ident(c.name)} AS {c.type}) AS {ident(c.name)}" for c in columns)
-    return f"SELECT {casts} FROM (VALUES {values}) AS computed({names})"
-
-
 def accuracy_select(forecast: str, engagement: str, periods: Sequence[dt.date],
                     horizons: Sequence[int] = tables.ACCURACY_HORIZONS) -> str:
     """For each day d of `periods` and horizon h whose baseline forecast made on d - h is stored:

@@ -831,9 +831,11 @@ def materialize_forecasts(
             rate_rows += [(day, s, t, p) for s in relations.ENGAGEMENT_STATES for t, p in matrix[s].items() if p > 0]
             rate_rows.append((day, None, "new", seen.inflow))
         if forecast in chosen:
-            out[forecast] = sql.rows_select(relations.FORECAST.columns, forecast_rows)
+            wh.stage_rows(FORECAST_STAGE, relations.FORECAST.columns, forecast_rows)
+            out[forecast] = f"SELECT * FROM {sql.ident(FORECAST_STAGE)}"
         if rates in chosen:
-            out[rates] = sql.rows_select(relations.FORECAST_RATES.columns, rate_rows)
+            wh.stage_rows(RATES_STAGE, relations.FORECAST_RATES.columns, rate_rows)
+            out[rates] = f"SELECT * FROM {sql.ident(RATES_STAGE)}"
         if accuracy in chosen:
             out[accuracy] = sql.accuracy_select(forecast, engagement, chunk)
         return out
@@ -842,6 +844,8 @@ def materialize_forecasts(
         wh.create_table(table, {forecast: relations.FORECAST, rates: relations.FORECAST_RATES,
                                 accuracy: relations.FORECAST_ACCURACY}[table].columns)
     _replace_together(wh, selects, periods, progress)
+    for stage in (FORECAST_STAGE, RATES_STAGE) if projected else ():
+        wh.drop_stage(stage)
     numbers = {forecast: lambda: _forecast_numbers(wh, forecast, periods, horizon),
                rates: lambda: _rate_numbers(wh, rates, periods),
                accuracy: lambda: _accuracy_numbers(wh, accuracy, periods)}
@@ -849,6 +853,7 @@ def materialize_forecasts(
 
 
 FORECAST_PLOTTED = ("dau", "mau")
+FORECAST_STAGE, RATES_STAGE = "_forecast_rows", "_forecast_rate_rows"
 
 
 def _forecast_numbers(wh: Warehouse, table: str, periods: Sequence[dt.date], horizon: int) -> dict[dt.date, dict]:
