@@ -1061,7 +1061,7 @@ FORECAST_ACCURACY_CHECKS = (
             WITH expected AS ({sql.accuracy_select(sql.forecast_tables(c.behavior.name)[0],
                                                    sql.engagement_table(c.behavior.name), [c.start])}),
                  got AS (SELECT * FROM {c.forecast_accuracy} WHERE period_start = {c.p}),
-                 paired AS (
+                 compared AS (
                     SELECT expected.horizon AS e_horizon, got.horizon AS g_horizon,
                            expected.forecast AS e_forecast, got.forecast AS g_forecast,
                            expected.actual AS e_actual, got.actual AS g_actual, got.error AS g_error,
@@ -1069,7 +1069,7 @@ FORECAST_ACCURACY_CHECKS = (
                     FROM expected FULL OUTER JOIN got
                       ON got.horizon = expected.horizon AND got.measure = expected.measure)
             SELECT count(*), count(*) || ' accuracy rows missing, extra or unequal to the stored forecasts'
-            FROM paired
+            FROM compared
             WHERE e_horizon IS NULL OR g_horizon IS NULL OR g_actual <> e_actual
                OR {_off("g_forecast", "e_forecast")} OR {_off("g_error", "e_forecast - e_actual")}
                OR (g_relative IS NULL) <> (e_relative IS NULL)
