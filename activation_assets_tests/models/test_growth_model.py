@@ -175,8 +175,9 @@ def test_the_report_shows_forecast_levers_and_error(graph, tmp_path):
     assert {r["scenario"] for r in _csv(page, "forecast")} == {"baseline", *SCENARIOS}
 
     def dau_at_horizon(changes: dict) -> float:
-        rows, _ = reference.growth_forecasts([r for r in engagement if r["period_start"] <= END], transitions, START,
-                                             WINDOW, HORIZON, {"lever": changes})
+        window = [r for r in engagement if END - dt.timedelta(days=WINDOW) < r["period_start"] <= END]
+        rows, _ = reference.growth_forecasts(window, transitions, END - dt.timedelta(days=WINDOW), WINDOW, HORIZON,
+                                             {"lever": changes})  # the forecast of END alone
         return next(r["dau"] for r in rows if r["period_start"] == END and r["scenario"] == "lever"
                     and r["horizon"] == HORIZON)
 
@@ -198,3 +199,31 @@ def test_the_report_shows_forecast_levers_and_error(graph, tmp_path):
     top = max(expected, key=expected.get)
     label = "+10 % new users" if top == "new_users" else f"+1 pp {top.upper()}"
     assert f"biggest lever</div><div class='value'>{label}" in landing
+
+
+def test_a_forecast_written_before_what_it_reads_is_outdated(graph, tmp_path):
+    """An engagement day written again outdates the forecasts whose window holds it; a forecast
+    written again, the accuracy of the days it was made for."""
+    import shutil
+
+    import duckdb
+
+    from activation_assets.config import load_config
+    from activation_assets.pipeline.changes import outdated_forecasts
+
+    copy = tmp_path / "copy.duckdb"
+    shutil.copy(graph["db"], copy)
+    behavior = load_config(graph["db"].parent / "activation.yaml").behavior("stable")
+    engagement_day, forecast_day = dt.date(2025, 3, 3), dt.date(2025, 4, 10)
+    with duckdb.connect(str(copy)) as conn:
+        assert outdated_forecasts(conn, behavior, END).rebuilt_inputs == {}
+        conn.execute("UPDATE _activation_partitions SET written_at = written_at + INTERVAL 1 DAY"
+                     " WHERE (table_name = 'stable_engagement_daily' AND period_start = ?)"
+                     " OR (table_name = 'stable_forecast_daily' AND period_start = ?)", [engagement_day, forecast_day])
+        outdated = outdated_forecasts(conn, behavior, END)
+    window = {engagement_day + dt.timedelta(days=i) for i in range(WINDOW)}
+    accuracy = {forecast_day + dt.timedelta(days=h) for h in (1, 7, 28) if forecast_day + dt.timedelta(days=h) <= END}
+    assert set(outdated.rebuilt_inputs) == window | accuracy
+    assert "stable_engagement_daily 2025-03-03 was written after stable_forecast_daily 2025-03-03" in \
+        outdated.rebuilt_inputs[engagement_day]
+    assert outdated.missing == []

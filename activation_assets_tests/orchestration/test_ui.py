@@ -34,7 +34,7 @@ def _behaviors(directory: Path) -> list[dict]:
     return [
         {"name": "visited", "source": {"parquet": "events/*.parquet", "where": "event_name = 'visit'"},
          "user_column": "uid", "time_column": "ts", "start_date": SEOUL.start_date, "end_date": SEOUL.end_date,
-         "timezone": SEOUL.timezone},
+         "timezone": SEOUL.timezone, "growth_model": {"window_days": 7, "horizon_days": 14}},
         {"name": "posted", "source": {"csv": "posts.csv"}, "user_column": "author", "time_column": "created",
          "start_date": UTC.start_date, "end_date": UTC.end_date, "timezone": UTC.timezone},
         {"name": "corrected", "source": {"parquet": "corrected/*.parquet", "where": "event_name = 'visit'"},
