@@ -103,6 +103,8 @@ def day_of_the_grain(conn, behavior: BehaviorConfig, day: dt.date, parts: dict[s
         timed(step.__name__.removeprefix("materialize_"), lambda step=step: step(conn, behavior, grain, days))
     checked = 0
     for table, checks in inv.checks_by_table(behavior, grain).items():
+        if table in sql.forecast_tables(behavior.name):  # the growth model's: not a step of the grain's day
+            continue
         outcomes: dict = {}
         timed(f"checks of {table.removeprefix(behavior.name + '_')}",
               lambda checks=checks, outcomes=outcomes: inv.evaluate(conn, checks, behavior, grain, day, outcomes))
