@@ -23,6 +23,7 @@ import yaml
 
 from activation_assets.checks import invariants as inv
 from activation_assets.config import Grain, load_config
+from activation_assets.engines import as_warehouse
 from activation_assets.models import sql
 from activation_assets.periods import existing_periods
 from activation_assets.pipeline import steps
@@ -84,6 +85,7 @@ def run(users: int, days: int, reps: int, workdir: Path, report: Path | None) ->
                     f"{result['wall']:.1f} s", f"peak RSS {result['peak_rss_gb']:.2f} GB")
     with duckdb.connect(str(database), config={"memory_limit": MEMORY_LIMIT}) as conn:
         conn.execute("SET TimeZone = 'UTC'")
+        as_warehouse(conn).ensure_partition_log()  # a database from before the growth model: its records' new columns
         forecast_days = [d for d in existing_periods(behavior, Grain.daily) if d >= behavior.forecast_start]
         began = time.perf_counter()
         checked = forecast_day(conn, behavior, forecast_days)
