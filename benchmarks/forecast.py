@@ -116,7 +116,8 @@ def run(users: int, days: int, reps: int, workdir: Path, report: Path | None) ->
             f" `growth_model: {GROWTH_MODEL}` (the bundled config's: L = 28, H = 90, two scenarios). Day times"
             " are medians of the repetitions, the two measurements in turns, each after a CHECKPOINT; both are"
             " in-process, without Dagster's run around them (a run of the forecast job adds Dagster's own"
-            " bookkeeping of three asset partitions, see [bookkeeping](bookkeeping.md)).", "",
+            " bookkeeping of three asset partitions, see [Against the same layer in"
+            " dbt](../performance.md#against-the-same-layer-in-dbt)).", "",
             "| measure | value | note |", "| --- | ---: | --- |",
             *[f"| {m} | {v} | {n} |" for m, v, n in results.rows], ""]))
         print(f"report written to {report}", flush=True)
