@@ -804,6 +804,9 @@ def materialize_forecasts(
                           and (forecast not in chosen or d - dt.timedelta(days=h) < periods[0])})
         if earlier:
             _require_input(wh, forecast, accuracy, earlier)
+        elif forecast not in chosen and not wh.table_exists(forecast):
+            raise ActivationError(f"cannot materialize {accuracy}: it compares the forecasts of {forecast}, which"
+                                  " has never been materialized; materialize it first.")
     moves: dict[dt.date, list] = {}
     states: dict[dt.date, dict] = {}
     if projected:

@@ -227,3 +227,25 @@ def test_a_forecast_written_before_what_it_reads_is_outdated(graph, tmp_path):
     assert "stable_engagement_daily 2025-03-03 was written after stable_forecast_daily 2025-03-03" in \
         outdated.rebuilt_inputs[engagement_day]
     assert outdated.missing == []
+
+
+def test_the_accuracy_alone_without_forecasts_says_what_to_materialize(graph, tmp_path):
+    import shutil
+
+    import duckdb
+
+    from activation_assets.config import load_config
+    from activation_assets.engines import ActivationError
+    from activation_assets.pipeline.steps import materialize_forecasts
+
+    copy = tmp_path / "copy.duckdb"
+    shutil.copy(graph["db"], copy)
+    behavior = load_config(graph["db"].parent / "activation.yaml").behavior("stable")
+    with duckdb.connect(str(copy)) as conn:
+        conn.execute("DROP TABLE stable_forecast_daily")
+        with pytest.raises(ActivationError, match="stable_forecast_daily, which has never been materialized"):
+            materialize_forecasts(conn, behavior, [behavior.forecast_start], ["stable_forecast_accuracy_daily"])
+        # With earlier days, it names the first of them that is missing.
+        conn.execute("DELETE FROM _activation_partitions WHERE table_name = 'stable_forecast_daily'")
+        with pytest.raises(ActivationError, match="it is computed from stable_forecast_daily"):
+            materialize_forecasts(conn, behavior, [END], ["stable_forecast_accuracy_daily"])

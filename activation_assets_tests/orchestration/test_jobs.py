@@ -88,10 +88,9 @@ def test_the_plots_last_partitions_end_at_the_definitions_end(tmp_path):
     assert last[0] == "2025-04-12"
 
 
-def test_materialize_waits_for_the_runs_and_backfills_in_flight_that_write_its_assets(tmp_path, capsys):
+def test_materialize_waits_for_the_runs_and_backfills_in_flight_that_write_its_assets(tmp_path, capsys, monkeypatch):
     """A run of the UI (started) and a backfill (requested) that write this behavior's assets are
     named, and the command waits until they are over; a run of other assets is not its business."""
-    import threading
     import time
 
     from dagster._core.execution.backfill import BulkActionStatus, PartitionBackfill
@@ -117,15 +116,19 @@ def test_materialize_waits_for_the_runs_and_backfills_in_flight_that_write_its_a
             f"run {run.run_id[:8]} (visited_daily 2025-03-01..2025-03-09, started)",
             "backfill bfwait (1 of its assets are this command's)"]
 
-        def finish():
-            time.sleep(0.3)
-            instance.report_run_failed(run)
-            instance.update_backfill(backfill.with_status(BulkActionStatus.COMPLETED_SUCCESS))
+        # They finish while the command waits: in its first pause, in this thread (a second thread
+        # writing the instance's SQLite while this one polls it can meet "database table is locked").
+        pauses: list[float] = []
 
-        threading.Thread(target=finish).start()
-        began = time.monotonic()
+        def pause(seconds: float) -> None:
+            if not pauses:
+                instance.report_run_failed(run)
+                instance.update_backfill(backfill.with_status(BulkActionStatus.COMPLETED_SUCCESS))
+            pauses.append(seconds)
+
+        monkeypatch.setattr(runner.time, "sleep", pause)
         runner.wait_for_in_flight(instance, keys, poll_seconds=0.1)
-        assert time.monotonic() - began >= 0.3
+        assert pauses == [0.1]  # it waited once, then saw both over
     said = capsys.readouterr().out
     assert said.count("waiting for 2 run(s) or backfill(s) of this instance that write these assets") == 1, said
 

@@ -362,7 +362,9 @@ def test_the_lineage_runs_from_the_raw_files_through_dbt_into_the_activation_gra
     try:
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-            page = browser.new_page(viewport={"width": 3000, "height": 2700})
+            # Tall enough for the three groups expanded (the visited_app group alone is 38 assets), each
+            # node drawn with its name.
+            page = browser.new_page(viewport={"width": 3600, "height": 4800})
             try:
                 page.goto(f"{dev.url}/asset-groups")
                 _dismiss_popups(page)
@@ -370,7 +372,7 @@ def test_the_lineage_runs_from_the_raw_files_through_dbt_into_the_activation_gra
                 page.keyboard.type('group:"raw" or group:"dbt" or group:"visited_app"')
                 page.keyboard.press("Enter")
                 page.wait_for_timeout(2000)
-                page.mouse.click(1500, 2640)  # focus the graph, then its shortcut: expand all groups
+                page.mouse.click(1800, 4740)  # focus the graph, then its shortcut: expand all groups
                 page.keyboard.press("Alt+KeyE")
                 page.get_by_text("fct_app_opens", exact=True).first.wait_for(timeout=60_000)
                 page.wait_for_timeout(2000)
