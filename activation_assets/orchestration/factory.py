@@ -25,7 +25,7 @@ from activation_assets.checks import invariants as inv
 from activation_assets.models import sql
 from activation_assets.pipeline import steps
 from activation_assets.config import BehaviorConfig, Grain
-from activation_assets.orchestration.partitions import fact_partitions_def, forecast_partitions_def, partitions_def
+from activation_assets.orchestration.partitions import fact_partitions_def, forecast_partitions_def, in_view, partitions_def
 from activation_assets.orchestration.resources import RESOURCE, warehouse_of
 
 SINGLE_RUN = dg.BackfillPolicy.single_run()
@@ -187,7 +187,7 @@ def _checked_asset(
     """One asset and its checks, subsettable: a run of the asset writes its partitions (`write`
     returns their metadata and the last partition's) and evaluates its checks; a run of checks alone
     (*Execute* in the UI, for chosen partitions) evaluates them without writing anything."""
-    key, partitions = dg.AssetKey(name), partitions_def(behavior, grain)
+    key, partitions = dg.AssetKey(name), in_view(partitions_def(behavior, grain))
     spec = dg.AssetSpec(key, deps=deps, description=description, metadata=metadata,
                         **{k: common[k] for k in ("group_name", "kinds", "owners", "tags", "automation_condition")})
 
@@ -259,7 +259,7 @@ def fact_asset(
     @dg.asset(
         name=name,
         deps=upstream_dep(behavior, upstream),
-        partitions_def=fact_partitions_def(behavior),
+        partitions_def=in_view(fact_partitions_def(behavior)),
         description=(
             f"Valid `{behavior.name}` events, one row each, partitioned by local date in {behavior.timezone}.\n\n"
             f"Source: `{behavior.source.describe()}`; `{behavior.user_column}` -> `user_id`,"
@@ -493,7 +493,7 @@ def _multi_asset(
         for part in parts
     ]
 
-    partitions = partitions or partitions_def(behavior, grain)
+    partitions = partitions or in_view(partitions_def(behavior, grain))
 
     @dg.multi_asset(
         name=name,
@@ -637,7 +637,7 @@ def forecast_asset(behavior: BehaviorConfig, engine: str = "duckdb") -> dg.Asset
         behavior, Grain.daily, f"{behavior.name}_growth_model_daily", parts, common,
         lambda conn, behavior, grain, periods, chosen, progress: steps.materialize_forecasts(
             conn, behavior, periods, chosen, progress),
-        partitions=forecast_partitions_def(behavior))
+        partitions=in_view(forecast_partitions_def(behavior)))
 
 
 GRAIN_ASSETS: tuple[Callable[[BehaviorConfig, Grain, str], dg.AssetsDefinition], ...] = (

@@ -22,7 +22,7 @@ import dagster as dg
 from activation_assets.config import ActivationConfig, BehaviorConfig
 from activation_assets.models import sql
 from activation_assets.orchestration.partitions import (
-    PARTITION_FORMAT, fact_partitions_def, forecast_partitions_def, partitions_def,
+    PARTITION_FORMAT, fact_partitions_def, forecast_partitions_def, in_view, partitions_def,
 )
 from activation_assets.pipeline.steps import fact_days
 from activation_assets.tables import FORECAST_JOB, forecast_tables, grain_tables, job_name
@@ -35,18 +35,18 @@ def behavior_jobs(behavior: BehaviorConfig) -> list[dg.UnresolvedAssetJobDefinit
     fact = sql.fact_table(behavior.name)
     jobs = [dg.define_asset_job(
         job_name(behavior.name, None), selection=dg.AssetSelection.assets(fact),
-        partitions_def=fact_partitions_def(behavior),
+        partitions_def=in_view(fact_partitions_def(behavior)),
         description=f"{behavior.name}: the fact's days from the source, and the check that they still match it.")]
     for grain in behavior.grains:
         jobs.append(dg.define_asset_job(
             job_name(behavior.name, grain), selection=dg.AssetSelection.assets(*grain_tables(behavior, grain)),
-            partitions_def=partitions_def(behavior, grain),
+            partitions_def=in_view(partitions_def(behavior, grain)),
             description=f"{behavior.name}, {grain.value}: FirstLast, activation and every model read off it,"
             " with their checks."))
     if behavior.growth_model:
         jobs.append(dg.define_asset_job(
             job_name(behavior.name, FORECAST_JOB), selection=dg.AssetSelection.assets(*forecast_tables(behavior)),
-            partitions_def=forecast_partitions_def(behavior),
+            partitions_def=in_view(forecast_partitions_def(behavior)),
             description=f"{behavior.name}: the growth model's forecasts, rates and accuracy, with their checks."))
     return jobs
 

@@ -287,6 +287,25 @@ def _open(page, url: str, wait_for: str) -> None:
     page.wait_for_timeout(1500)  # let the graph layout and charts settle before a screenshot
 
 
+def _record_plot_queries(page) -> dict:
+    """The answers of the two queries the Plots tab draws from, by operation: which partition keys
+    it charts (`LatestAssetPartitionsQuery`), and their materializations (`AssetPartitionEventsQuery`)."""
+    import json
+
+    answers: dict = {}
+
+    def record(response):
+        request = response.request
+        if "/graphql" not in request.url or request.method != "POST":
+            return
+        operation = json.loads(request.post_data or "{}").get("operationName")
+        if operation in ("LatestAssetPartitionsQuery", "AssetPartitionEventsQuery"):
+            answers[operation] = response.json()["data"]["assetNodeOrError"]
+
+    page.on("response", record)
+    return answers
+
+
 def _shown(name: str):
     """A node's label: the graph shortens long names in the middle (visited_enga…_transitions_daily)."""
     import re
@@ -340,17 +359,27 @@ def test_lineage_partitions_checks_and_plots_in_a_browser(ui):
             assert body.count("Succeeded") >= 8 and "Failed" not in body
             page.screenshot(path=str(shots / "activation_checks.png"))
 
-            # ... and the overview's plots chart the per-state counts over partitions.
-            _open(page, f"{url}/assets/{key}", "Description")
-            page.screenshot(path=str(shots / "activation_overview.png"))
-            page.get_by_role("button", name="Plots").click()
-            page.wait_for_timeout(3000)
-            page.locator("canvas").first.scroll_into_view_if_needed()  # the overview scrolls inside a pane
-            body = page.inner_text("body")
-            for series in ("new", "retained", "reactivated", "inactive", "churned"):
-                assert series in body, series
-            assert page.locator("canvas").count() >= 5
-            page.screenshot(path=str(shots / "activation_plots.png"))
+            # ... and the overview's plots chart the per-state counts over the last partitions, daily
+            # and weekly: a point for each (up to 120), none after the last one.
+            answers = _record_plot_queries(page)
+            for key, grain in [(key, "weekly"), ("visited_activation_daily", "daily")]:
+                answers.clear()
+                _open(page, f"{url}/assets/{key}", "Description")
+                if grain == "weekly":
+                    page.screenshot(path=str(shots / "activation_overview.png"))
+                page.get_by_role("button", name="Plots").click()
+                page.wait_for_timeout(3000)
+                page.locator("canvas").first.scroll_into_view_if_needed()  # the overview scrolls inside a pane
+                body = page.inner_text("body")
+                for series in ("new", "retained", "reactivated", "inactive", "churned"):
+                    assert series in body, (key, series)
+                assert page.locator("canvas").count() >= 5, key
+                periods = [p.isoformat() for p in reference.periods(SEOUL, grain)]
+                plotted = answers["LatestAssetPartitionsQuery"]["partitionKeyConnection"]["results"]
+                assert plotted == periods[::-1][:120], (key, plotted[:3], periods[-3:])
+                points = answers["AssetPartitionEventsQuery"]["latestMaterializationByPartition"]
+                assert sorted(m["partition"] for m in points if m) == sorted(plotted), key
+                page.screenshot(path=str(shots / f"activation_plots_{grain}.png"))
 
         finally:
             browser.close()
