@@ -90,12 +90,13 @@ def _periods(context: dg.AssetExecutionContext) -> list[dt.date]:
 
 
 def _progress(context: dg.AssetExecutionContext, label: str, every_seconds: float = 5.0) -> steps.Progress:
-    """Log the first partition, then at most every few seconds, then the last."""
+    """For a range: log the first partition, then at most every few seconds, then the last. A
+    one-partition run says nothing its step's end does not (each line is an event in the run's log)."""
     last_report = [0.0]
 
     def report(done: int, total: int, period: dt.date) -> None:
         now = time.monotonic()
-        if done in (1, total) or now - last_report[0] >= every_seconds:
+        if total > 1 and (done in (1, total) or now - last_report[0] >= every_seconds):
             last_report[0] = now
             message = f"{label}: {done}/{total} partitions done (through {period})"
             context.log.info(message)
@@ -111,8 +112,13 @@ def _progress(context: dg.AssetExecutionContext, label: str, every_seconds: floa
 # no record of its own as "Skipped", which would say that checks which passed did not run.
 def _check_evaluations(
     behavior: BehaviorConfig, grain: Grain, conn, checks: Sequence[inv.Check], periods: Sequence[dt.date],
-    asset_key: dg.AssetKey, blocking: bool,
-) -> list[dg.AssetCheckEvaluation]:
+    asset_key: dg.AssetKey, written: bool,
+) -> list[dg.AssetCheckResult | dg.AssetCheckEvaluation]:
+    """A result per check where the step wrote the asset, as Dagster expects of the step's check
+    outputs (a blocking check's failure fails the step, so nothing downstream runs on it; an
+    evaluation event instead leaves Dagster warning that the outputs are missing). Checks run alone
+    are logged as evaluations: there Dagster 1.13's AssetCheckResult fails looking up its target
+    materialization through a partition mapping, and nothing downstream waits on them."""
     outcomes: dict[str, inv.CheckOutcome] = {}
     inv.evaluate_range(conn, checks, behavior, grain, periods, outcomes)
     evaluations = []
@@ -128,9 +134,9 @@ def _check_evaluations(
             metadata["failing_partitions"] = dg.MetadataValue.json([str(p) for p in list(outcome.failing)[:50]])
         if outcome.examples:
             metadata["examples"] = dg.MetadataValue.md(_markdown(outcome.examples))
-        evaluations.append(dg.AssetCheckEvaluation(
+        evaluations.append((dg.AssetCheckResult if written else dg.AssetCheckEvaluation)(
             asset_key=asset_key, check_name=outcome.check.name, passed=outcome.passed, metadata=metadata,
-            severity=dg.AssetCheckSeverity.ERROR, description=outcome.summary(), blocking=blocking))
+            severity=dg.AssetCheckSeverity.ERROR, description=outcome.summary()))
     return evaluations
 
 
@@ -203,7 +209,7 @@ def _checked_asset(
             if key in context.selected_asset_keys:
                 written = write(context, conn, _periods(context))
             periods = _checked_periods(context, conn, name)
-            evaluations = (_check_evaluations(behavior, grain, conn, chosen, periods, key, blocking)
+            evaluations = (_check_evaluations(behavior, grain, conn, chosen, periods, key, written is not None)
                            if chosen and periods else [])
         if written is not None:
             _record_metadata(context, *written, asset_key=key)
@@ -519,7 +525,7 @@ def _multi_asset(
                 checks = [c for c in part.checks if dg.AssetCheckKey(key, c.name) in context.selected_asset_check_keys]
                 checked = periods or _checked_periods(context, conn, part.table)
                 if checks and checked:
-                    evaluations += _check_evaluations(behavior, grain, conn, checks, checked, key, blocking=False)
+                    evaluations += _check_evaluations(behavior, grain, conn, checks, checked, key, part in chosen)
         for part, last in written:
             _record_metadata(context, {period: part.partition_metadata(value)
                                        for period, value in numbers[part.table].items()},

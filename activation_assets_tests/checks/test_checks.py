@@ -332,6 +332,27 @@ def test_a_failing_check_reports_and_blocks_downstream(tmp_path):
         e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
 
 
+def test_a_passing_run_records_each_check_as_its_result_without_warnings(tmp_path, caplog):
+    """The checks are the steps' check outputs: Dagster neither warns that a step left its outputs
+    out nor that a blocking check gated nothing, and a one-partition run logs no progress lines."""
+    import logging
+
+    config = small_behavior(tmp_path, SPEC, edge_events(SPEC, seed=34, users=list(range(1, 12))))
+    keys = ["visited_firstlast_daily", "visited_activation_daily", "visited_transitions_daily"]
+    instance = dg.DagsterInstance.ephemeral()
+    assert materialize(config, ["fact_visited"], "2025-03-03", "2025-03-05", instance).success
+    caplog.set_level(logging.WARNING)
+    for first, last in [("2025-03-03", "2025-03-04"), ("2025-03-05", "2025-03-05")]:
+        result = materialize(config, keys, first, last, instance)
+        assert result.success
+        evaluations = result.get_asset_check_evaluations()
+        assert evaluations and all(e.passed for e in evaluations)
+        messages = [entry.user_message for entry in instance.all_logs(result.run_id) if not entry.is_dagster_event]
+        assert not [m for m in messages if "did not yield" in m], messages
+        assert not [r.getMessage() for r in caplog.records if "Blocking asset check" in r.getMessage()]
+        assert bool([m for m in messages if "partitions done" in m]) == (first != last), messages
+
+
 @pytest.mark.parametrize("case", sorted(c for c, v in CORRUPTIONS.items()
                                         if v[0] in ("activation", "firstlast", "transitions", "engagement_transitions")))
 def test_a_range_of_partitions_is_judged_as_each_partition_alone(clean, tmp_path, case):
