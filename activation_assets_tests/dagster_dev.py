@@ -87,6 +87,13 @@ class DagsterDev:
                 return
             time.sleep(0.5)
 
+    def reload_location(self, name: str = "activation_assets", timeout: float = 120) -> None:
+        """*Reload* in the UI: the definitions are loaded again, now (a definition whose window has
+        ended is shifted for the plots as of its load: `partitions.in_view`)."""
+        self.graphql("mutation($name: String!) { reloadRepositoryLocation(repositoryLocationName: $name)"
+                     " { __typename } }", {"name": name})
+        self._wait_for_location(time.monotonic() + timeout)
+
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:
             return
