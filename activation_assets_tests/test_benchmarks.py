@@ -41,3 +41,18 @@ def test_bookkeeping_benchmark_smoke(tmp_path):
     assert measures == ["SQLite, unbatched", "SQLite, DAGSTER_EVENT_BATCH_SIZE=100", "SQLite: batched / unbatched",
                         "Postgres, unbatched", "Postgres, DAGSTER_EVENT_BATCH_SIZE=100", "Postgres: batched / unbatched"]
     assert "36 asset partitions" in report.read_text()
+
+
+@pytest.mark.slow
+def test_dbt_layer_benchmark_smoke(tmp_path):
+    """The comparison with the same layer written in dbt runs end to end (the child that times
+    `activation materialize` included), and the two layers' rows agree after the backfill and the day."""
+    from benchmarks import dbt_layer
+
+    report = tmp_path / "dbt.md"
+    rows = dbt_layer.run(users=1500, days=14, reps=1, day_reps=1, workdir=tmp_path / "work", report=report)
+    measured = {measure: value for measure, value, _ in rows}
+    assert measured["rows of dbt's relations that differ from this project's"] == "0"
+    assert measured["rows that differ after the day"] == "0"
+    text = report.read_text()
+    assert "of which Dagster's bookkeeping" in text and "peak RSS, dbt run" in text

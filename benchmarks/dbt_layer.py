@@ -75,9 +75,9 @@ for name in ("preflight", "reconcile", "find_outdated", "plan"):
 from activation_assets.cli import runner
 timed(runner, "execute", "runs")
 planned = runner._execute
-def counted(config, runs, *args, **kwargs):
+def counted(runs, *args, **kwargs):
     parts["asset_partitions"] = parts.get("asset_partitions", 0) + sum(len(r.periods) * len(r.keys) for r in runs)
-    return planned(config, runs, *args, **kwargs)
+    return planned(runs, *args, **kwargs)
 runner._execute = counted
 from activation_assets.cli.main import main
 code = main(["materialize", "--config", sys.argv[1]])
