@@ -90,6 +90,11 @@ def ui_shots(url: str) -> None:
             page.screenshot(path=str(IMG / "activation_checks.png"))
             settle(page, f"{url}/assets/{key}", "Description")
             page.screenshot(path=str(IMG / "activation_overview.png"))
+            settle(page, f"{url}/assets/{BEHAVIOR}_engagement_daily", "Description")
+            page.get_by_role("button", name="Plots").click()
+            page.wait_for_timeout(3000)
+            page.locator("canvas").first.scroll_into_view_if_needed()  # the overview scrolls inside a pane
+            page.screenshot(path=str(IMG / "engagement_plots.png"))
         finally:
             browser.close()
 
