@@ -247,6 +247,17 @@ class DuckDBWarehouse(Warehouse):
     def stage(self, name: str, select: str) -> None:
         self.conn.execute(f"CREATE OR REPLACE TEMP TABLE {ident(name)} AS {select}")
 
+    def end_step(self) -> None:
+        """What a step leaves on a connection the next step reuses: an open transaction (a failed
+        step's) is rolled back, and its staged tables are dropped (their memory too)."""
+        try:
+            self.conn.execute("ROLLBACK")
+        except duckdb.TransactionException:  # none open: the step committed or never began one
+            pass
+        staged = self.conn.execute("SELECT table_name FROM duckdb_tables() WHERE temporary").fetchall()
+        for (name,) in staged:
+            self.conn.execute(f"DROP TABLE temp.main.{ident(name)}")
+
     def drop_stage(self, name: str) -> None:
         self.conn.execute(f"DROP TABLE IF EXISTS {ident(name)}")
 

@@ -278,6 +278,57 @@ def test_a_step_that_meets_a_held_database_fails_with_the_sentence(tmp_path, mon
     assert f"PID {holder.pid}" in failure.value.description
 
 
+def test_a_run_opens_the_database_once_and_each_step_starts_clean(tmp_path):
+    """The warehouse resource keeps one connection for the run: a step that failed mid-write leaves
+    the next one neither its open transaction nor its staged tables, and the run's end releases the
+    database's lock."""
+    from activation_assets.engines.base import ActivationError
+    from activation_assets.engines.duckdb import database_lock
+    from activation_assets.orchestration import resources
+
+    resource = resources.RunDuckDBResource(database=str(tmp_path / "run.duckdb"))
+    with pytest.raises(RuntimeError), resources.connect(resource) as first:
+        first.conn.execute("CREATE TABLE kept (x INTEGER)")
+        first.stage("staged", "SELECT 1 AS x")
+        first.conn.execute("BEGIN")
+        first.conn.execute("INSERT INTO kept VALUES (1)")
+        raise RuntimeError("the step failed mid-write")
+    with resources.connect(resource) as second:
+        assert second is first
+        assert second.conn.execute("SELECT count(*) FROM kept").fetchone()[0] == 0
+        assert second.conn.execute("SELECT count(*) FROM duckdb_tables() WHERE temporary").fetchone()[0] == 0
+    with pytest.raises(ActivationError), database_lock(resource.database, timeout=0.2):
+        pass  # held by the run ...
+    resource.teardown_after_execution(None)
+    with database_lock(resource.database, timeout=0.2):
+        pass  # ... until it ends
+
+
+def test_a_dagster_run_connects_once_for_all_its_steps(tmp_path, monkeypatch):
+    import dagster as dg
+    from dagster_duckdb import DuckDBResource
+
+    from ..conftest import materialize
+
+    opened = []
+    get_connection = DuckDBResource.get_connection
+
+    def counted(self):
+        opened.append(self.database)
+        return get_connection(self)
+
+    monkeypatch.setattr(DuckDBResource, "get_connection", counted)
+    spec = reference.Spec("UTC", dt.date(2025, 3, 1), dt.date(2025, 3, 10), "monday")
+    config = small_behavior(tmp_path, spec, edge_events(spec, seed=5, users=list(range(1, 9))))
+    instance = dg.DagsterInstance.ephemeral()
+    keys = ["visited_firstlast_daily", "visited_activation_daily", "visited_transitions_daily", "visited_growth_daily"]
+    assert materialize(config, ["fact_visited"], "2025-03-01", "2025-03-10", instance).success
+    opened.clear()
+    result = materialize(config, keys, "2025-03-01", "2025-03-10", instance)
+    assert result.success and len(result.get_asset_materialization_events()) == 4 * 10
+    assert len(opened) == 1
+
+
 @pytest.mark.parametrize("kind", ["csv", "parquet"])
 def test_validate_reads_the_whole_time_column_and_names_the_lines_that_do_not_parse(tmp_path, kind):
     """One bad value among good ones, far down the file (not in a sample): validate says how many,
