@@ -84,14 +84,6 @@ def connect(resource: Any, lock_timeout: float = LOCK_TIMEOUT_SECONDS) -> Iterat
         finally:
             warehouse.end_step()
         return
-    if isinstance(resource, DuckDBResource):
-        duckdb = engine("duckdb")
-        with duckdb.database_lock(resource.database, lock_timeout), ExitStack() as stack:
-            with duckdb.opened(resource.database):  # DuckDBResource retries for a while first
-                conn = stack.enter_context(resource.get_connection())
-            with duckdb.session(conn) as warehouse:
-                yield warehouse
-        return
     with engine("spark").connect(resource.spark_session, resource.database, resource.lock_file) as warehouse:
         yield warehouse
 

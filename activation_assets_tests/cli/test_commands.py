@@ -247,8 +247,8 @@ def test_a_database_held_by_another_process_is_one_sentence_from_every_command(t
 
 
 def test_a_step_that_meets_a_held_database_fails_with_the_sentence(tmp_path, monkeypatch):
-    """The step's connection (Dagster's DuckDBResource, its retries cut short here) fails the step
-    with the same sentence as a `dagster.Failure`, not DuckDB's stack."""
+    """The step's connection (the bound resource, Dagster's DuckDBResource, its retries cut short
+    here) fails the step with the same sentence as a `dagster.Failure`, not DuckDB's stack."""
     import contextlib
 
     import dagster as dg
@@ -264,14 +264,15 @@ def test_a_step_that_meets_a_held_database_fails_with_the_sentence(tmp_path, mon
 
     monkeypatch.setattr(DuckDBResource, "get_connection", no_retries)
     database = str(tmp_path / "held.duckdb")
-    context = dg.build_asset_context(resources={resources.RESOURCE: DuckDBResource(database=database)})
     holder = subprocess.Popen([sys.executable, "-c", "import duckdb, sys; c = duckdb.connect(sys.argv[1]);"
                                " print('open', flush=True); sys.stdin.read()", database],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "open"
-        with pytest.raises(dg.Failure) as failure, resources.warehouse_of(context):
-            pass
+        bound = {resources.RESOURCE: resources.RunDuckDBResource(database=database)}
+        with dg.build_asset_context(resources=bound) as context:
+            with pytest.raises(dg.Failure) as failure, resources.warehouse_of(context):
+                pass
     finally:
         holder.communicate("", timeout=30)
     assert failure.value.description.startswith(f"the DuckDB database {database} is open in another process (")
