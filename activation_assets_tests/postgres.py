@@ -10,6 +10,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import yaml
+
 from .dagster_dev import free_port
 
 
@@ -55,6 +57,9 @@ class Postgres:
         self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
 
     def instance_yaml(self) -> str:
-        """The shipped instance settings (one slot per pool, run monitoring) over this cluster."""
+        """The shipped instance settings (one slot per pool, run monitoring) over this cluster, as
+        docs/production.md has them: Postgres's storage instead of the SQLite event log."""
         shipped = (Path(__file__).resolve().parent.parent / "activation_assets" / "instance" / "dagster.yaml").read_text()
-        return shipped + f"storage:\n  postgres:\n    postgres_url: {self.url}\n"
+        settings = yaml.safe_load(shipped)
+        del settings["event_log_storage"]
+        return yaml.safe_dump({**settings, "storage": {"postgres": {"postgres_url": self.url}}}, sort_keys=False)

@@ -1,0 +1,124 @@
+"""The project's SQLite event log (orchestration/event_log.py): Dagster's files and tables, its
+connections kept between writes."""
+
+import shutil
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import sqlalchemy
+import yaml
+from dagster._core.storage.event_log import SqliteEventLogStorage
+
+from activation_assets.orchestration.event_log import OPEN_RUN_DATABASES, PooledSqliteEventLogStorage
+
+SHIPPED = Path(__file__).resolve().parents[2] / "activation_assets" / "instance" / "dagster.yaml"
+DAYS = dg.DailyPartitionsDefinition(start_date="2025-03-01", end_date="2025-03-11")
+
+
+@dg.asset(partitions_def=DAYS, backfill_policy=dg.BackfillPolicy.single_run())
+def counted(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+    for key in context.partition_keys:
+        context.add_asset_metadata({"rows": 1}, partition_key=key)
+    return dg.MaterializeResult()
+
+
+@dg.asset
+def plain() -> None:
+    return None
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch) -> Path:
+    shutil.copy(SHIPPED, tmp_path / "dagster.yaml")
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    return tmp_path
+
+
+def dagsters_own(home: Path) -> dg.DagsterInstance:
+    """An instance of the shipped settings on Dagster's own SQLite event log."""
+    home.mkdir(parents=True, exist_ok=True)
+    settings = yaml.safe_load(SHIPPED.read_text())
+    del settings["event_log_storage"]
+    (home / "dagster.yaml").write_text(yaml.safe_dump(settings))
+    instance = dg.DagsterInstance.from_config(str(home))
+    assert type(instance.event_log_storage) is SqliteEventLogStorage
+    return instance
+
+
+@pytest.fixture
+def opened(monkeypatch) -> list[str]:
+    """The SQLite files of the event log that connections were opened to, one entry per open."""
+    files: list[str] = []
+
+    def on_connect(dbapi_connection, _record):
+        path = dbapi_connection.execute("PRAGMA database_list").fetchone()[2]
+        if "/history/runs/" in path:
+            files.append(path)
+
+    sqlalchemy.event.listen(sqlalchemy.engine.Engine, "connect", on_connect)
+    yield files
+    sqlalchemy.event.remove(sqlalchemy.engine.Engine, "connect", on_connect)
+
+
+def _range_run(instance) -> dg.ExecuteInProcessResult:
+    result = dg.materialize([counted], instance=instance, tags={"dagster/asset_partition_range_start": "2025-03-01",
+                                                               "dagster/asset_partition_range_end": "2025-03-10"})
+    assert result.success
+    return result
+
+
+def _materialized(storage) -> set[str]:
+    return set(storage.get_materialized_partitions(counted.key))
+
+
+def test_the_shipped_instance_keeps_the_event_logs_connections_between_writes(home, opened):
+    with dg.DagsterInstance.get() as instance:
+        assert isinstance(instance.event_log_storage, PooledSqliteEventLogStorage)
+        opened.clear()
+        result = _range_run(instance)
+    events = len(result.all_events)
+    assert events >= 20 and len(result.get_asset_materialization_events()) == 10
+    # one connection to the index and one to the run's own file, not one per statement
+    assert len(opened) <= 4, f"{len(opened)} connections opened for {events} events"
+
+
+def test_dagsters_own_storage_opens_a_connection_per_statement(home, opened):
+    """What the storage above saves: the same run on Dagster's storage (so the test above means it)."""
+    with dagsters_own(home / "plain") as instance:
+        opened.clear()
+        result = _range_run(instance)
+    assert len(opened) > len(result.get_asset_materialization_events()) * 2
+
+
+def test_the_events_are_where_and_as_dagster_keeps_them(home):
+    with dg.DagsterInstance.get() as instance:
+        _range_run(instance)
+    days = {f"2025-03-{d:02d}" for d in range(1, 11)}
+    assert _materialized(SqliteEventLogStorage(str(home / "history" / "runs"))) == days
+    # and an instance written by Dagster's own storage is read by this one
+    before = home / "before"
+    with dagsters_own(before) as instance:
+        _range_run(instance)
+    assert _materialized(PooledSqliteEventLogStorage(str(before))) == days
+
+
+def test_a_long_lived_process_keeps_few_run_files_open(home):
+    with dg.DagsterInstance.get() as instance:
+        for _ in range(OPEN_RUN_DATABASES + 4):
+            assert dg.materialize([plain], instance=instance).success
+        storage = instance.event_log_storage
+        runs = [shard for shard in storage._engines if shard != "index"]  # noqa: SLF001
+        assert len(runs) == OPEN_RUN_DATABASES
+        assert len(storage.get_event_records(dg.EventRecordsFilter(dg.DagsterEventType.ASSET_MATERIALIZATION,
+                                                                   asset_key=plain.key))) == OPEN_RUN_DATABASES + 4
+
+
+def test_a_wiped_instance_writes_to_its_new_files(home):
+    with dg.DagsterInstance.get() as instance:
+        run = dg.materialize([plain], instance=instance).dagster_run
+        instance.wipe()  # deletes the run's file of events
+        instance.report_engine_event("after the wipe", run)
+    # read from the files by a storage of its own: the event did not go to the deleted file
+    logs = PooledSqliteEventLogStorage(str(home)).get_logs_for_run(run.run_id)
+    assert [log.message for log in logs] == ["after the wipe"]
