@@ -2,6 +2,7 @@
 connections kept between writes."""
 
 import shutil
+import sqlite3
 from pathlib import Path
 
 import dagster as dg
@@ -9,6 +10,7 @@ import pytest
 import sqlalchemy
 import yaml
 from dagster._core.storage.event_log import SqliteEventLogStorage
+from dagster_shared.serdes import deserialize_value
 
 from activation_assets.orchestration.event_log import OPEN_RUN_DATABASES, PooledSqliteEventLogStorage
 
@@ -16,11 +18,13 @@ SHIPPED = Path(__file__).resolve().parents[2] / "activation_assets" / "instance"
 DAYS = dg.DailyPartitionsDefinition(start_date="2025-03-01", end_date="2025-03-11")
 
 
-@dg.asset(partitions_def=DAYS, backfill_policy=dg.BackfillPolicy.single_run())
-def counted(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+@dg.asset(partitions_def=DAYS, backfill_policy=dg.BackfillPolicy.single_run(),
+          check_specs=[dg.AssetCheckSpec("holds", asset="counted")])
+def counted(context: dg.AssetExecutionContext):
     for key in context.partition_keys:
-        context.add_asset_metadata({"rows": 1}, partition_key=key)
-    return dg.MaterializeResult()
+        context.add_asset_metadata({"rows": int(key[-2:])}, partition_key=key)
+    yield dg.MaterializeResult()
+    yield dg.AssetCheckResult(passed=True)
 
 
 @dg.asset
@@ -101,6 +105,37 @@ def test_the_events_are_where_and_as_dagster_keeps_them(home):
     with dagsters_own(before) as instance:
         _range_run(instance)
     assert _materialized(PooledSqliteEventLogStorage(str(before))) == days
+
+
+def _rows(home: Path) -> dict[str, list[tuple]]:
+    """What the event log holds, without ids, timestamps and run ids."""
+    runs = home / "history" / "runs"
+    shard = next(p for p in runs.glob("*.db") if p.name != "index.db")
+    with sqlite3.connect(runs / "index.db") as index, sqlite3.connect(shard) as run:
+        return {
+            "run's events": sorted(run.execute("SELECT dagster_event_type, asset_key, partition, step_key"
+                                               " FROM event_logs").fetchall(), key=str),
+            "index's events": sorted(index.execute("SELECT dagster_event_type, asset_key, partition, step_key"
+                                                   " FROM event_logs").fetchall(), key=str),
+            # a data version is derived from the run's id: the tag is compared, not its value
+            "asset tags": sorted(index.execute("SELECT asset_key, key, CASE WHEN key = 'dagster/data_version'"
+                                               " THEN 'a version' ELSE value END FROM asset_event_tags").fetchall()),
+            "asset entries": [(key, deserialize_value(last).event_log_entry.dagster_event.partition)
+                              for key, last in index.execute("SELECT asset_key, last_materialization FROM asset_keys")],
+            "check rows": sorted(index.execute("SELECT asset_key, check_name, partition, execution_status"
+                                               " FROM asset_check_executions").fetchall(), key=str),
+        }
+
+
+def test_a_batch_of_events_is_stored_as_dagster_stores_each(home, monkeypatch):
+    monkeypatch.setenv("DAGSTER_EVENT_BATCH_SIZE", "100")  # as `activation materialize` sets it
+    with dg.DagsterInstance.get() as instance:
+        _range_run(instance)
+    with dagsters_own(home / "own") as instance:
+        _range_run(instance)
+    ours, theirs = _rows(home), _rows(home / "own")
+    assert len(ours["asset tags"]) >= 10 and len(ours["check rows"]) >= 10
+    assert ours == theirs
 
 
 def test_a_long_lived_process_keeps_few_run_files_open(home):
