@@ -144,6 +144,10 @@ class Warehouse:
         (where a step's SQL puts the smaller side); an engine that does not tell leaves it to its planner."""
         yield
 
+    def checkpoint(self) -> None:
+        """Write what was committed into the database's own files, where the engine otherwise holds it
+        in memory (DuckDB until a checkpoint); nothing to do elsewhere."""
+
     @contextmanager
     def partition_writes(self, tables: Sequence[str], periods: Sequence[dt.date]) -> Iterator[None]:
         """Around a step's loop of `replace_partition` calls over `periods` of `tables` (an engine

@@ -249,7 +249,9 @@ class DuckDBWarehouse(Warehouse):
 
     def end_step(self) -> None:
         """What a step leaves on a connection the next step reuses: an open transaction (a failed
-        step's) is rolled back, and its staged tables are dropped (their memory too)."""
+        step's) is rolled back, its staged tables are dropped (their memory too), and what it wrote
+        is checkpointed (as closing the connection after each step did: left to the run's end, the
+        checkpoint of all its steps' writes at once was the run's peak of memory)."""
         try:
             self.conn.execute("ROLLBACK")
         except duckdb.TransactionException:  # none open: the step committed or never began one
@@ -257,6 +259,10 @@ class DuckDBWarehouse(Warehouse):
         staged = self.conn.execute("SELECT table_name FROM duckdb_tables() WHERE temporary").fetchall()
         for (name,) in staged:
             self.conn.execute(f"DROP TABLE temp.main.{ident(name)}")
+        self.checkpoint()
+
+    def checkpoint(self) -> None:
+        self.conn.execute("CHECKPOINT")
 
     def drop_stage(self, name: str) -> None:
         self.conn.execute(f"DROP TABLE IF EXISTS {ident(name)}")

@@ -281,8 +281,8 @@ def test_a_step_that_meets_a_held_database_fails_with_the_sentence(tmp_path, mon
 
 def test_a_run_opens_the_database_once_and_each_step_starts_clean(tmp_path):
     """The warehouse resource keeps one connection for the run: a step that failed mid-write leaves
-    the next one neither its open transaction nor its staged tables, and the run's end releases the
-    database's lock."""
+    the next one neither its open transaction nor its staged tables, what a step wrote is
+    checkpointed when it ends, and the run's end releases the database's lock."""
     from activation_assets.engines.base import ActivationError
     from activation_assets.engines.duckdb import database_lock
     from activation_assets.orchestration import resources
@@ -298,6 +298,10 @@ def test_a_run_opens_the_database_once_and_each_step_starts_clean(tmp_path):
         assert second is first
         assert second.conn.execute("SELECT count(*) FROM kept").fetchone()[0] == 0
         assert second.conn.execute("SELECT count(*) FROM duckdb_tables() WHERE temporary").fetchone()[0] == 0
+        second.conn.execute("INSERT INTO kept SELECT range FROM range(100000)")
+        assert (tmp_path / "run.duckdb.wal").stat().st_size > 0
+    # what the step wrote is checkpointed when it ends, not held (in memory) until the run's end
+    assert not (tmp_path / "run.duckdb.wal").exists() or (tmp_path / "run.duckdb.wal").stat().st_size == 0
     with pytest.raises(ActivationError), database_lock(resource.database, timeout=0.2):
         pass  # held by the run ...
     resource.teardown_after_execution(None)
