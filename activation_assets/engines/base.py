@@ -33,6 +33,8 @@ class Warehouse:
     """What the steps need of an engine. Statements are DuckDB SQL; `run`/`query` render them."""
 
     engine = "abstract"
+    # Fact days a range run stages at once (None: the whole range), where a stage is held in memory.
+    staged_days: int | None = None
     errors: tuple[type[BaseException], ...] = ()
 
     # --- queries ---

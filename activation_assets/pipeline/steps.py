@@ -24,10 +24,6 @@ from activation_assets.models import forecast as growth
 Progress = Callable[[int, int, dt.date], None]
 CONTRACT_COLUMNS = relations.FACT.names()
 STAGE = "fact_stage"
-# A range of fact days is staged and written this many days at a time: the fact step of 112 days
-# of 500,000 users' events peaked at 0.74-0.80 GB staged at once, 0.41 GB four weeks at a time
-# (0.27 GB two weeks at a time, slower: each chunk is a transaction and a scan of its days).
-STAGED_DAYS = 28
 # A chain of partitions is checkpointed this many partitions at a time: DuckDB holds what is
 # committed in memory until a checkpoint, and FirstLast's 112 days at 500k users checkpointed at
 # once took 0.9 GB, four at a time 0.6 GB, in the same time.
@@ -297,8 +293,9 @@ def materialize_fact(conn: Warehouse, behavior: BehaviorConfig, days: Sequence[d
     A day costs a day: the source is read through the time bound (and, laid out in Hive-style day
     directories, only the files of those days), once. Only a run over every existing day, or a
     source whose time column is text (which cannot be bounded), reads the whole source, and counts,
-    source-wide, the rows that can never be activity. A range is staged and written `STAGED_DAYS` at
-    a time, each in one transaction (four weeks of events in memory, not the range's).
+    source-wide, the rows that can never be activity. On an engine that holds a stage in memory
+    (`Warehouse.staged_days`), a range is staged and written that many days at a time, each in one
+    transaction.
     """
     wh = as_warehouse(conn)
     reconcile_definition(wh, behavior)
@@ -316,7 +313,8 @@ def materialize_fact(conn: Warehouse, behavior: BehaviorConfig, days: Sequence[d
     others = [c for c in columns if c not in (behavior.user_column, behavior.time_column)]
     window = (behavior.start_date, behavior.end_date) if whole else None
     bounded = sql.time_bound(behavior.time_column, time_type, first_day, last_day) is not None
-    chunks = [days[i:i + STAGED_DAYS] for i in range(0, len(days), STAGED_DAYS)] if bounded else [days]
+    size = wh.staged_days if bounded and wh.staged_days else len(days)
+    chunks = [days[i:i + size] for i in range(0, len(days), size)]
 
     def stage_select(first: dt.date, last: dt.date, window) -> str:
         return sql.stage_select(relation, behavior.user_column, behavior.time_column, others, time_type,

@@ -213,14 +213,14 @@ def test_a_days_run_reads_only_the_files_of_its_days(tmp_path):
 def test_a_range_staged_a_few_days_at_a_time_is_the_range_staged_at_once(tmp_path, monkeypatch, staged_days):
     """A backfill's fact days are staged and written a few weeks at a time (memory); the fact, each
     day's counts and the source-wide counts of rows that are never activity are what one stage gives."""
-    from activation_assets.pipeline import steps
+    from activation_assets.engines.duckdb import DuckDBWarehouse
 
     spec = reference.Spec("Asia/Seoul", dt.date(2025, 3, 1), dt.date(2025, 3, 20), "monday")
     rows = edge_events(spec, seed=3, users=list(range(1, 40)))
     kept = ("preview", "dagster/column_schema")  # the same rows shown either way; not compared as objects
 
     def fact_of(directory, staged):
-        monkeypatch.setattr(steps, "STAGED_DAYS", staged)
+        monkeypatch.setattr(DuckDBWarehouse, "staged_days", staged)
         config = small_behavior(directory, spec, rows)
         result = materialize(config, ["fact_visited"], "2025-03-01", "2025-03-20")
         assert result.success, failure_message(result)
@@ -229,6 +229,11 @@ def test_a_range_staged_a_few_days_at_a_time_is_the_range_staged_at_once(tmp_pat
         return metadata, as_set(table_rows(directory / "warehouse.duckdb", "fact_visited"),
                                 ["user_id", "activity_date", "occurred_at", "period_start"])
 
-    chunked, whole = fact_of(tmp_path / "chunked", staged_days), fact_of(tmp_path / "whole", 1000)
+    stages = []
+    stage = DuckDBWarehouse.stage
+    monkeypatch.setattr(DuckDBWarehouse, "stage", lambda self, *a: (stages.append(a[0]), stage(self, *a))[1])
+    chunked = fact_of(tmp_path / "chunked", staged_days)
+    assert len(stages) == -(-20 // staged_days)  # the 20 days were staged that many at a time
+    whole = fact_of(tmp_path / "whole", 1000)
     assert len(whole[1]) > 100 and whole[0]["2025-03-20"]["source_before_start_date"] == 2
     assert chunked == whole
