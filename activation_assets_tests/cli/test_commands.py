@@ -25,7 +25,7 @@ def run(args: list[str], cwd: Path, **env) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.slow
-def test_activation_materialize_end_to_end(tmp_path):
+def test_activation_materialize_end_to_end(tmp_path, monkeypatch):
     rows = edge_events(SPEC, seed=21, users=list(range(1, 30)))
     config = small_behavior(tmp_path, SPEC, rows)
     first = run([str(BIN / "activation"), "materialize", "--config", str(config)], cwd=tmp_path)
@@ -59,6 +59,8 @@ def test_activation_materialize_end_to_end(tmp_path):
     # Every run is named after what it wrote: the behavior's fact job, then one per grain.
     import dagster as dg
 
+    # The shipped event log is found through DAGSTER_HOME, as Dagster's own `DagsterInstance.get()` loads it.
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
     with dg.DagsterInstance.from_config(str(home)) as instance:
         names = sorted(r.job_name for r in instance.get_runs())
         # The latest materialization carries the columns with the warehouse's types: the user id's
