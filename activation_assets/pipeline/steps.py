@@ -307,12 +307,11 @@ def materialize_fact(conn: Warehouse, behavior: BehaviorConfig, days: Sequence[d
     time_type = check_source_columns(behavior, columns)
     source = behavior.source
     existing = existing_periods(behavior, Grain.daily)
-    whole = sql.time_bound(behavior.time_column, time_type, first_day, last_day) is None or (
-        bool(existing) and first_day <= existing[0] and last_day >= existing[-1])
+    bounded = sql.time_bound(behavior.time_column, time_type, first_day, last_day) is not None
+    whole = not bounded or (bool(existing) and first_day <= existing[0] and last_day >= existing[-1])
 
     others = [c for c in columns if c not in (behavior.user_column, behavior.time_column)]
     window = (behavior.start_date, behavior.end_date) if whole else None
-    bounded = sql.time_bound(behavior.time_column, time_type, first_day, last_day) is not None
     size = wh.staged_days if bounded and wh.staged_days else len(days)
     chunks = [days[i:i + size] for i in range(0, len(days), size)]
 
@@ -331,8 +330,6 @@ def materialize_fact(conn: Warehouse, behavior: BehaviorConfig, days: Sequence[d
     # One chunk: the stage of its days serves the source-wide counts too (one scan). Several: the
     # counts are a scan of their own, and each chunk stages only its days.
     profiled = f"({stage_select(first_day, last_day, window)}) AS whole_source" if len(chunks) > 1 else STAGE
-    if len(chunks) > 1 and not wh.query(f"SELECT 1 FROM {relation} LIMIT 1"):
-        raise _empty_source(behavior)
     profile, read, written = {}, {}, {}
     for number, chunk in enumerate(chunks):
         try:
@@ -352,7 +349,7 @@ def materialize_fact(conn: Warehouse, behavior: BehaviorConfig, days: Sequence[d
             )
         read.update({row[0]: {"rows_read": row[1], "null_user_id": row[2], "fingerprint": row[3]}
                      for row in wh.query(sql.stage_day_counts(chunk[0], chunk[-1], others, STAGE))})
-        if not read and len(chunks) == 1 and not wh.query(f"SELECT 1 FROM {relation} LIMIT 1"):
+        if number == 0 and not read and not wh.query(f"SELECT 1 FROM {relation} LIMIT 1"):
             raise _empty_source(behavior)  # an empty day is fine, an empty source is a mistake
         chunk_written, staged = _write_fact_days(wh, behavior, table, chunk, read)
         written.update(chunk_written)
