@@ -58,8 +58,7 @@ class Postgres:
 
     def instance_yaml(self) -> str:
         """The shipped instance settings (one slot per pool, run monitoring) over this cluster, as
-        docs/production.md has them: Postgres's storage instead of the SQLite event log."""
+        docs/production.md has them: Postgres's storage instead of the instance's SQLite default."""
         shipped = (Path(__file__).resolve().parent.parent / "activation_assets" / "instance" / "dagster.yaml").read_text()
         settings = yaml.safe_load(shipped)
-        del settings["event_log_storage"]
         return yaml.safe_dump({**settings, "storage": {"postgres": {"postgres_url": self.url}}}, sort_keys=False)

@@ -114,8 +114,25 @@ def ensure_dagster_home(config: ActivationConfig) -> Path:
     home.mkdir(parents=True, exist_ok=True)
     if not explicit and not (home / "dagster.yaml").exists():
         shutil.copy(INSTANCE_TEMPLATE, home / "dagster.yaml")
+    elif not explicit:
+        _upgrade_event_log_block(home / "dagster.yaml")
     os.environ["DAGSTER_HOME"] = str(home.resolve())
     return home
+
+
+def _upgrade_event_log_block(settings_file: Path) -> None:
+    """A home copied from the template of 3f55b51..d8d4284 named the pooled event log with its files
+    found through DAGSTER_HOME; the same log is now the default of the template's instance class,
+    which finds them in the instance's own folder (the same files, so the history stays)."""
+    import yaml
+
+    settings = yaml.safe_load(settings_file.read_text()) or {}
+    block = settings.get("event_log_storage") or {}
+    if block.get("module") != "activation_assets.orchestration.event_log":
+        return
+    del settings["event_log_storage"]
+    settings["instance_class"] = yaml.safe_load(INSTANCE_TEMPLATE.read_text())["instance_class"]
+    settings_file.write_text(yaml.safe_dump(settings, sort_keys=False))
 
 
 # --- running -------------------------------------------------------------------------------------

@@ -7,9 +7,13 @@ statements are cached per engine. At 500,000 users a backfill's asset partitions
 such bookkeeping each; with the engines kept, 5-6 ms (docs/performance.md). This storage keeps one
 engine per database file: the index and the few runs last written or read, so a long-lived webserver
 holds a handful of files open, not one per run it ever showed. The files, tables and the rest of
-the storage's behaviour are Dagster's own; the project's dagster.yaml names this class, with
-`dagster_home` the instance's home, so the events stay where Dagster keeps them
-(`<home>/history/runs`) and an existing instance keeps its history.
+the storage's behaviour are Dagster's own.
+
+The project's dagster.yaml names `ActivationInstance`: Dagster's instance, whose default storage
+(used when the file configures none) is Dagster's SQLite storage with this event log in it. Dagster
+hands an instance class's defaults the folder the instance is loaded from, so the events stay where
+Dagster keeps them (`<folder>/history/runs`, an existing instance keeps its history) whichever way the
+instance is loaded, and a `storage:` block (Postgres) replaces them as it replaces Dagster's own.
 """
 
 from __future__ import annotations
@@ -19,13 +23,18 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import yaml
 from dagster._config import StringSource
 from dagster._core.events import DagsterEventType
+from dagster._core.instance import DagsterInstance
+from dagster._core.instance.ref import InstanceRef
 from dagster._core.storage.event_log import SqliteEventLogStorage
 from dagster._core.storage.event_log.schema import AssetCheckExecutionsTable
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import INDEX_SHARD_NAME
 from dagster._core.storage.sqlalchemy_compat import db_result
 from dagster._core.storage.sqlite import SQLITE_BUSY_TIMEOUT_SECONDS
+from dagster._core.storage.sqlite_storage import DagsterSqliteStorage, _event_logs_directory
+from dagster._serdes import ConfigurableClassData
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 from dagster_shared.serdes import serialize_value
 from sqlalchemy import create_engine
@@ -40,15 +49,11 @@ OPEN_RUN_DATABASES = 8
 class PooledSqliteEventLogStorage(SqliteEventLogStorage):
     """`SqliteEventLogStorage` that keeps one engine, with its pooled connections, per database file."""
 
-    def __init__(self, dagster_home: str, inst_data=None):
+    def __init__(self, base_dir: str, inst_data=None):
         self._engines: OrderedDict[str, Engine] = OrderedDict()
         self._engines_pid = os.getpid()
         self._tables_seen: set[str] = set()
-        super().__init__(os.path.join(dagster_home, "history", "runs"), inst_data=inst_data)
-
-    @classmethod
-    def config_type(cls):
-        return {"dagster_home": StringSource}
+        super().__init__(base_dir, inst_data=inst_data)
 
     @classmethod
     def from_config_value(cls, inst_data, config_value):
@@ -132,3 +137,42 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
     def dispose(self) -> None:
         self._dispose_engines()
         super().dispose()
+
+
+class PooledSqliteStorage(DagsterSqliteStorage):
+    """Dagster's SQLite storage (runs, events, schedules under one folder) with the pooled event log."""
+
+    def __init__(self, base_dir: str, inst_data=None):
+        super().__init__(base_dir, inst_data=inst_data)
+        self._event_log_storage = PooledSqliteEventLogStorage(_event_logs_directory(base_dir))
+
+    @classmethod
+    def config_type(cls):
+        return {"base_dir": StringSource}
+
+    @classmethod
+    def from_config_value(cls, inst_data, config_value):
+        return cls.from_local(inst_data=inst_data, **config_value)
+
+    @property
+    def event_storage_data(self) -> ConfigurableClassData:
+        return _configured(PooledSqliteEventLogStorage, _event_logs_directory(self.base_dir))
+
+
+class ActivationInstance(DagsterInstance):
+    """Dagster's instance; where its dagster.yaml configures no storage, the pooled SQLite storage in
+    the instance's own folder instead of Dagster's SQLite storage there."""
+
+    @classmethod
+    def config_schema(cls) -> dict:
+        return {}
+
+    @staticmethod
+    def config_defaults(base_dir: str):
+        return {**InstanceRef.config_defaults(base_dir),
+                "storage": _configured(PooledSqliteStorage, base_dir),
+                "event_log_storage": _configured(PooledSqliteEventLogStorage, _event_logs_directory(base_dir))}
+
+
+def _configured(cls: type, base_dir: str) -> ConfigurableClassData:
+    return ConfigurableClassData(cls.__module__, cls.__name__, yaml.dump({"base_dir": base_dir}))

@@ -25,7 +25,7 @@ def run(args: list[str], cwd: Path, **env) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.slow
-def test_activation_materialize_end_to_end(tmp_path, monkeypatch):
+def test_activation_materialize_end_to_end(tmp_path):
     rows = edge_events(SPEC, seed=21, users=list(range(1, 30)))
     config = small_behavior(tmp_path, SPEC, rows)
     first = run([str(BIN / "activation"), "materialize", "--config", str(config)], cwd=tmp_path)
@@ -59,8 +59,6 @@ def test_activation_materialize_end_to_end(tmp_path, monkeypatch):
     # Every run is named after what it wrote: the behavior's fact job, then one per grain.
     import dagster as dg
 
-    # The shipped event log is found through DAGSTER_HOME, as Dagster's own `DagsterInstance.get()` loads it.
-    monkeypatch.setenv("DAGSTER_HOME", str(home))
     with dg.DagsterInstance.from_config(str(home)) as instance:
         names = sorted(r.job_name for r in instance.get_runs())
         # The latest materialization carries the columns with the warehouse's types: the user id's
@@ -374,3 +372,30 @@ def test_validate_reads_the_whole_time_column_and_names_the_lines_that_do_not_pa
     assert said.count("fact_visited failed: behavior 'visited'") == 1, said
     assert ("CSV Error on Line: 25002" if kind == "csv" else "do not parse as timestamps") in said, said
     assert "Traceback" not in said and 'File "' not in said and "dagster._core" not in said, said
+
+
+def test_a_home_from_the_earlier_template_is_upgraded_keeping_its_settings(tmp_path, monkeypatch):
+    """Homes copied from the template of 3f55b51..d8d4284 named the pooled event log through
+    DAGSTER_HOME, a config the log no longer takes; the block becomes the template's instance class."""
+    import types
+
+    import dagster as dg
+    import yaml
+
+    from activation_assets.cli import runner
+    from activation_assets.orchestration.event_log import PooledSqliteEventLogStorage
+
+    home = tmp_path / ".dagster_home"
+    home.mkdir()
+    earlier = {"run_monitoring": {"enabled": False},
+               "event_log_storage": {"module": "activation_assets.orchestration.event_log",
+                                     "class": "PooledSqliteEventLogStorage",
+                                     "config": {"dagster_home": {"env": "DAGSTER_HOME"}}}}
+    (home / "dagster.yaml").write_text(yaml.safe_dump(earlier))
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    runner.ensure_dagster_home(types.SimpleNamespace(engine="duckdb", base_dir=tmp_path))
+    settings = yaml.safe_load((home / "dagster.yaml").read_text())
+    assert settings["run_monitoring"] == {"enabled": False} and "event_log_storage" not in settings
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        assert isinstance(instance.event_log_storage, PooledSqliteEventLogStorage)
+        assert instance.event_log_storage._base_dir == str(home / "history" / "runs")  # noqa: SLF001

@@ -43,7 +43,7 @@ def dagsters_own(home: Path) -> dg.DagsterInstance:
     """An instance of the shipped settings on Dagster's own SQLite event log."""
     home.mkdir(parents=True, exist_ok=True)
     settings = yaml.safe_load(SHIPPED.read_text())
-    del settings["event_log_storage"]
+    del settings["instance_class"]
     (home / "dagster.yaml").write_text(yaml.safe_dump(settings))
     instance = dg.DagsterInstance.from_config(str(home))
     assert type(instance.event_log_storage) is SqliteEventLogStorage
@@ -79,12 +79,13 @@ def _materialized(storage) -> set[str]:
 def test_the_shipped_instance_keeps_the_event_logs_connections_between_writes(home, opened):
     with dg.DagsterInstance.get() as instance:
         assert isinstance(instance.event_log_storage, PooledSqliteEventLogStorage)
+        assert dg.materialize([plain], instance=instance).success  # the index's connections, opened once
         opened.clear()
         result = _range_run(instance)
     events = len(result.all_events)
     assert events >= 20 and len(result.get_asset_materialization_events()) == 10
-    # one connection to the index and one to the run's own file, not one per statement
-    assert len(opened) <= 4, f"{len(opened)} connections opened for {events} events"
+    # the run's own file (created, then pooled), the index's kept: not one per statement
+    assert len(opened) <= 3, f"{len(opened)} connections opened for {events} events"
 
 
 def test_dagsters_own_storage_opens_a_connection_per_statement(home, opened):
@@ -104,7 +105,21 @@ def test_the_events_are_where_and_as_dagster_keeps_them(home):
     before = home / "before"
     with dagsters_own(before) as instance:
         _range_run(instance)
-    assert _materialized(PooledSqliteEventLogStorage(str(before))) == days
+    assert _materialized(PooledSqliteEventLogStorage(str(before / "history" / "runs"))) == days
+
+
+def test_an_instance_loaded_from_its_folder_keeps_its_events_there(home, tmp_path, monkeypatch):
+    """Whatever DAGSTER_HOME says: a script's `from_config(folder)` reads and writes that folder's."""
+    elsewhere = tmp_path / "elsewhere"
+    shutil.copytree(home, elsewhere, ignore=shutil.ignore_patterns("history", "elsewhere"))
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    with dg.DagsterInstance.from_config(str(elsewhere)) as instance:
+        assert isinstance(instance.event_log_storage, PooledSqliteEventLogStorage)
+        _range_run(instance)
+    assert _materialized(SqliteEventLogStorage(str(elsewhere / "history" / "runs"))) == {
+        f"2025-03-{d:02d}" for d in range(1, 11)}
+    with dg.DagsterInstance.get() as instance:  # the home DAGSTER_HOME names saw none of it
+        assert not instance.get_materialized_partitions(counted.key)
 
 
 def _rows(home: Path) -> dict[str, list[tuple]]:
@@ -155,5 +170,5 @@ def test_a_wiped_instance_writes_to_its_new_files(home):
         instance.wipe()  # deletes the run's file of events
         instance.report_engine_event("after the wipe", run)
     # read from the files by a storage of its own: the event did not go to the deleted file
-    logs = PooledSqliteEventLogStorage(str(home)).get_logs_for_run(run.run_id)
+    logs = PooledSqliteEventLogStorage(str(home / "history" / "runs")).get_logs_for_run(run.run_id)
     assert [log.message for log in logs] == ["after the wipe"]
