@@ -146,10 +146,15 @@ class Period:
 
     def window_start(self, days: int) -> str:
         """The first day of the rolling window of `days` days that ends on this (daily) period."""
-        return date_lit(self.start - dt.timedelta(days=days - 1))
+        return date_lit(window_first_day(self.start, days))
 
 
 SqlFor = Callable[[Period], str]
+
+
+def window_first_day(day: dt.date, days: int) -> dt.date:
+    """The first day of the rolling window of `days` days that ends on `day`."""
+    return day - dt.timedelta(days=days - 1)
 
 
 @dataclass(frozen=True)
@@ -370,6 +375,17 @@ def _carried_over(now: str, before: str) -> str:
             FROM now FULL OUTER JOIN before ON now.s = before.s"""
 
 
+def _carried_over_span(now: str, before: str) -> str:
+    """`_carried_over` per period of a span: `now` and `before` are rows (p, s, n)."""
+    return f"""
+            WITH now AS ({now}), before AS ({before})
+            SELECT coalesce(now.p, before.p), sum(abs(coalesce(now.n, 0) - coalesce(before.n, 0))),
+                   coalesce(string_agg(coalesce(now.s, before.s) || ': ' || coalesce(now.n, 0) || ' vs '
+                            || coalesce(before.n, 0), ', ') FILTER (WHERE now.n IS DISTINCT FROM before.n), 'ok')
+            FROM now FULL OUTER JOIN before ON now.p = before.p AND now.s = before.s
+            GROUP BY coalesce(now.p, before.p)"""
+
+
 def _active_count(table: str, period: str) -> str:
     return f"(SELECT count(*) FROM {table} WHERE period_start = {period} AND state IN {ACTIVE})"
 
@@ -388,6 +404,15 @@ _COLUMN_RULES = """
 
 def _ACTIVE_OF(counts: str) -> str:  # noqa: N802 (reads like the column it stands for)
     return f"coalesce({counts}.new + {counts}.retained + {counts}.reactivated, 0)"
+
+
+def _RETURNING_OF(counts: str) -> str:  # noqa: N802
+    return f"coalesce({counts}.retained + {counts}.reactivated, 0)"
+
+
+def _count(column: str) -> str:
+    """A count of `activation_counts`, 0 for a period it has no row for (a period without rows)."""
+    return f"coalesce({column}, 0)"
 
 
 def _counted(c: Span, column: str, what: str) -> str:
@@ -660,6 +685,18 @@ GROWTH_CHECKS = (
                    || any_value(retained) || ' + ' || any_value(reactivated) || '; active_prev '
                    || any_value(active_prev) || ' = ' || any_value(retained) || ' + ' || any_value(churned)
             FROM {c.growth} WHERE period_start = {c.p}""",
+        over_span=lambda c: f"""
+            SELECT span.p,
+                   coalesce(sum(
+                       abs(g.active - g.new - g.retained - g.reactivated) + abs(g.active_prev - g.retained - g.churned)
+                       + abs(g.users_ever - g.active - g.churned - g.dormant)
+                       + abs(g.active_change - g.active + g.active_prev)), 0)
+                   + abs(count(g.period_start) - 1),
+                   count(g.period_start) || ' row(s); active ' || any_value(g.active) || ' = ' || any_value(g.new)
+                   || ' + ' || any_value(g.retained) || ' + ' || any_value(g.reactivated) || '; active_prev '
+                   || any_value(g.active_prev) || ' = ' || any_value(g.retained) || ' + ' || any_value(g.churned)
+            FROM span LEFT JOIN ({_in_span(c, c.growth)}) AS g ON g.period_start = span.p
+            GROUP BY span.p""",
     ),
     Check(
         "active_prev_is_previous_active",
@@ -669,6 +706,13 @@ GROWTH_CHECKS = (
                    'active_prev ' || g.active_prev || ' vs ' || {_active_count(c.activation, c.q)}
                    || ' active users in the previous period'
             FROM {c.growth} AS g WHERE period_start = {c.p}""",
+        over_span=lambda c: f"""
+            SELECT span.p, abs(g.active_prev - {_ACTIVE_OF('before')}),
+                   'active_prev ' || g.active_prev || ' vs ' || {_ACTIVE_OF('before')}
+                   || ' active users in the previous period'
+            FROM span JOIN ({_in_span(c, c.growth)}) AS g ON g.period_start = span.p
+            LEFT JOIN activation_counts AS before ON before.period = span.q""",
+        shared=("activation_counts",),
     ),
 )
 
@@ -687,6 +731,21 @@ COHORTS_CHECKS = (
             SELECT changed.n + abs(total.d),
                    changed.n || ' cohorts changed size; sizes minus users: ' || total.d
             FROM changed, total""",
+        over_span=lambda c: f"""
+            WITH cohorts AS (SELECT period_start, cohort, cohort_size FROM {c.cohorts}
+                             WHERE period_start BETWEEN {c.lowest} AND {c.last}),
+                 changed AS (SELECT span.p, count(*) AS n
+                             FROM span JOIN cohorts AS before ON before.period_start = span.q
+                             LEFT JOIN cohorts AS now ON now.period_start = span.p AND now.cohort = before.cohort
+                             WHERE now.cohort_size IS DISTINCT FROM before.cohort_size
+                             GROUP BY span.p),
+                 sizes AS (SELECT period_start AS p, sum(cohort_size) AS size FROM cohorts GROUP BY period_start)
+            SELECT span.p, coalesce(changed.n, 0) + abs(coalesce(sizes.size, 0) - {_count('a.n')}),
+                   coalesce(changed.n, 0) || ' cohorts changed size; sizes minus users: '
+                   || (coalesce(sizes.size, 0) - {_count('a.n')})
+            FROM span LEFT JOIN changed ON changed.p = span.p LEFT JOIN sizes ON sizes.p = span.p
+            LEFT JOIN activation_counts AS a ON a.period = span.p""",
+        shared=("activation_counts",),
     ),
 )
 
@@ -711,6 +770,53 @@ def _text(value: str) -> str:
     return f"coalesce(CAST({value} AS VARCHAR), 'none')"
 
 
+def _window_users_over_span(c: Span) -> str:
+    """Per day p of the span, rows (p, week_from, month_from, week, month): the distinct users of the
+    fact in the week and the month ending on p. Each user of the days read is one row with a bit per
+    day it was active (`seen`); a window is a run of bits. The span's days are read in groups whose
+    days, from the first window's first day on, fit in one BIGINT's 62 bits (every group, for
+    consecutive days)."""
+    week, month = c.behavior.engagement.week_days, c.behavior.engagement.month_days
+    groups: list[list[dt.date]] = []
+    for period in c.periods:
+        if groups and (period - window_first_day(groups[-1][0], month)).days < 62:
+            groups[-1].append(period)
+        else:
+            groups.append([period])
+    selects = []
+    for group in groups:
+        lowest = window_first_day(group[0], month)
+        def mask(period: dt.date, days: int) -> str:
+            return f"CAST({((1 << days) - 1) << (window_first_day(period, days) - lowest).days} AS BIGINT)"
+        windows = ", ".join(
+            f"({date_lit(p)}, {mask(p, week)}, {mask(p, month)}, {literal(str(window_first_day(p, week)))},"
+            f" {literal(str(window_first_day(p, month)))})" for p in group)
+        days = ", ".join(f"({date_lit(lowest + dt.timedelta(days=i))}, CAST({1 << i} AS BIGINT))"
+                         for i in range((group[-1] - lowest).days + 1))
+        selects.append(f"""
+            SELECT w.p, w.week_from, w.month_from,
+                   count(*) FILTER (WHERE u.seen & w.week_mask <> 0) AS week,
+                   count(*) FILTER (WHERE u.seen & w.month_mask <> 0) AS month
+            FROM (VALUES {windows}) AS w(p, week_mask, month_mask, week_from, month_from)
+            LEFT JOIN (SELECT fact.user_id, bit_or(days.bit) AS seen
+                       FROM {c.fact} AS fact JOIN (VALUES {days}) AS days(day, bit) ON fact.period_start = days.day
+                       GROUP BY fact.user_id) AS u ON TRUE
+            GROUP BY w.p, w.week_from, w.month_from""")
+    return "\nUNION ALL\n".join(selects)
+
+
+def _in_span(c: Span, table: str) -> str:
+    """The rows of `table` in the span's periods (and the days between them)."""
+    return f"SELECT * FROM {table} WHERE period_start BETWEEN {c.first} AND {c.last}"
+
+
+E3_COLUMNS = 'dau, at_risk_wau, at_risk_mau, dormant, users_ever, "new", "current", reactivated, resurrected, wau, mau'
+
+
+def _engagement_in_span(c: Span, columns: str) -> str:
+    return f"SELECT period_start, {columns} FROM {c.engagement} WHERE period_start BETWEEN {c.first} AND {c.last}"
+
+
 ENGAGEMENT_CHECKS = (
     Check(
         "agrees_with_activation",
@@ -728,6 +834,15 @@ ENGAGEMENT_CHECKS = (
                    || ' vs retained + reactivated ' || a.returning
             FROM a LEFT JOIN e ON TRUE""",
         grains=DAILY,
+        over_span=lambda c: f"""
+            SELECT span.p, coalesce(abs(e.new - {_count('a.new')}) + abs(e.returning - {_RETURNING_OF('a')}), 1),
+                   'engagement new ' || {_text('e.new')} || ' vs activation new ' || {_count('a.new')}
+                   || '; current + reactivated + resurrected ' || {_text('e.returning')}
+                   || ' vs retained + reactivated ' || {_RETURNING_OF('a')}
+            FROM span LEFT JOIN activation_counts AS a ON a.period = span.p
+            LEFT JOIN ({_engagement_in_span(c, '"new" AS new, "current" + "reactivated" + "resurrected" AS returning')})
+                AS e ON e.period_start = span.p""",
+        shared=("activation_counts",),
     ),
     Check(
         "windows_match_fact",
@@ -737,10 +852,17 @@ ENGAGEMENT_CHECKS = (
                  f AS ({_window_users(c)})
             SELECT coalesce(abs(e.wau - f.week) + abs(e.mau - f.month), 1),
                    'wau ' || {_text('e.wau')} || ' vs ' || f.week || ' users in the fact from '
-                   || {literal(c.window_start(c.behavior.engagement.week_days))} || '; mau ' || {_text('e.mau')}
-                   || ' vs ' || f.month || ' from ' || {literal(c.window_start(c.behavior.engagement.month_days))}
+                   || {literal(str(window_first_day(c.start, c.behavior.engagement.week_days)))}
+                   || '; mau ' || {_text('e.mau')} || ' vs ' || f.month || ' from '
+                   || {literal(str(window_first_day(c.start, c.behavior.engagement.month_days)))}
             FROM f LEFT JOIN e ON TRUE""",
         grains=DAILY,
+        over_span=lambda c: f"""
+            SELECT f.p, coalesce(abs(e.wau - f.week) + abs(e.mau - f.month), 1),
+                   'wau ' || {_text('e.wau')} || ' vs ' || f.week || ' users in the fact from ' || f.week_from
+                   || '; mau ' || {_text('e.mau')} || ' vs ' || f.month || ' from ' || f.month_from
+            FROM ({_window_users_over_span(c)}) AS f
+            LEFT JOIN ({_engagement_in_span(c, 'wau, mau')}) AS e ON e.period_start = f.p""",
     ),
     Check(
         "states_add_up",
@@ -759,6 +881,21 @@ ENGAGEMENT_CHECKS = (
                    || {_text('any_value(users_ever)')} || ' and ' || any_value(a.rows) || ' activation rows'
             FROM a CROSS JOIN n LEFT JOIN e ON TRUE""",
         grains=DAILY,
+        over_span=lambda c: f"""
+            SELECT span.p,
+                   coalesce(sum(abs(e.dau + e.at_risk_wau + e.at_risk_mau + e.dormant - e.users_ever)
+                       + abs(e.users_ever - {_count('a.n')})
+                       + abs(e.dau - e."new" - e."current" - e.reactivated - e.resurrected)
+                       + abs(e.wau - e.dau - e.at_risk_wau) + abs(e.mau - e.wau - e.at_risk_mau)), 0)
+                       + abs(count(e.period_start) - 1),
+                   count(e.period_start) || ' row(s); dau ' || {_text('any_value(e.dau)')} || ' + at_risk_wau '
+                   || {_text('any_value(e.at_risk_wau)')} || ' + at_risk_mau ' || {_text('any_value(e.at_risk_mau)')}
+                   || ' + dormant ' || {_text('any_value(e.dormant)')} || ' vs users_ever '
+                   || {_text('any_value(e.users_ever)')} || ' and ' || any_value({_count('a.n')}) || ' activation rows'
+            FROM span LEFT JOIN activation_counts AS a ON a.period = span.p
+            LEFT JOIN ({_engagement_in_span(c, E3_COLUMNS)}) AS e ON e.period_start = span.p
+            GROUP BY span.p""",
+        shared=("activation_counts",),
     ),
 )
 
@@ -772,12 +909,34 @@ ENGAGEMENT_TRANSITIONS_CHECKS = (
             f"SELECT to_state AS s, sum(users) AS n FROM {c.engagement_transitions}"
             f" WHERE period_start = {c.q} GROUP BY 1"),
         grains=DAILY,
+        over_span=lambda c: _carried_over_span(
+            f"SELECT span.p, t.from_state AS s, sum(t.users) AS n FROM span JOIN {c.engagement_transitions} AS t"
+            f" ON t.period_start = span.p WHERE t.from_state IS NOT NULL GROUP BY 1, 2",
+            f"SELECT span.p, t.to_state AS s, sum(t.users) AS n FROM span JOIN {c.engagement_transitions} AS t"
+            f" ON t.period_start = span.q GROUP BY 1, 2"),
     ),
     _equals_grouped_activation(
         "The engagement transitions equal the daily activation rows grouped by (prev_engagement_state,"
         " engagement_state); their users add up to the day's activation rows.",
         "engagement_transitions", "prev_engagement_state", "engagement_state", DAILY),
 )
+
+def _stickiness_sums(c: Period | Span) -> str:
+    """The stickiness rows' users per window, and the rows out of range."""
+    engagement = c.behavior.engagement
+    return f"""coalesce(sum(users) FILTER (WHERE "window" = 'week'), 0) AS week,
+               coalesce(sum(users) FILTER (WHERE "window" = 'month'), 0) AS month,
+               count(*) FILTER (WHERE users <= 0 OR NOT coalesce(active_days BETWEEN 1 AND CASE "window"
+                   WHEN 'week' THEN {engagement.week_days} WHEN 'month' THEN {engagement.month_days} END, FALSE))
+                   AS bad"""
+
+
+def _users_in_windows(c: Period | Span) -> str:
+    """The activation rows with an active day in the week and in the month (the days' bits)."""
+    engagement = c.behavior.engagement
+    return f"""count(*) FILTER (WHERE days_seen_bits & {sql.window_mask(engagement.week_days)} <> 0) AS week,
+               count(*) FILTER (WHERE days_seen_bits & {sql.window_mask(engagement.month_days)} <> 0) AS month"""
+
 
 STICKINESS_CHECKS = (
     Check(
@@ -786,23 +945,24 @@ STICKINESS_CHECKS = (
         " active day in the window; windows_match_fact ties those to the fact); active_days lies in 1..W"
         " (week) or 1..M (month); users > 0.",
         lambda c: f"""
-            WITH s AS (
-                SELECT coalesce(sum(users) FILTER (WHERE "window" = 'week'), 0) AS week,
-                       coalesce(sum(users) FILTER (WHERE "window" = 'month'), 0) AS month,
-                       count(*) FILTER (WHERE users <= 0 OR NOT coalesce(active_days BETWEEN 1 AND CASE "window"
-                           WHEN 'week' THEN {c.behavior.engagement.week_days}
-                           WHEN 'month' THEN {c.behavior.engagement.month_days} END, FALSE)) AS bad
-                FROM {c.stickiness} WHERE period_start = {c.p}),
-                 f AS (
-                SELECT count(*) FILTER (WHERE days_seen_bits & {sql.window_mask(c.behavior.engagement.week_days)} <> 0)
-                           AS week,
-                       count(*) FILTER (WHERE days_seen_bits & {sql.window_mask(c.behavior.engagement.month_days)} <> 0)
-                           AS month
-                FROM {c.activation} WHERE period_start = {c.p})
+            WITH s AS (SELECT {_stickiness_sums(c)} FROM {c.stickiness} WHERE period_start = {c.p}),
+                 f AS (SELECT {_users_in_windows(c)} FROM {c.activation} WHERE period_start = {c.p})
             SELECT abs(s.week - f.week) + abs(s.month - f.month) + s.bad,
                    'week rows add up to ' || s.week || ' for ' || f.week || ' active users; month rows to '
                    || s.month || ' for ' || f.month || '; ' || s.bad || ' rows out of range'
             FROM s, f""",
+        over_span=lambda c: f"""
+            WITH s AS (SELECT period_start AS p, {_stickiness_sums(c)} FROM {c.stickiness}
+                       WHERE period_start BETWEEN {c.first} AND {c.last} GROUP BY period_start),
+                 f AS (SELECT period_start AS p, {_users_in_windows(c)} FROM {c.activation}
+                       WHERE period_start BETWEEN {c.first} AND {c.last} GROUP BY period_start)
+            SELECT span.p,
+                   abs({_count('s.week')} - {_count('f.week')}) + abs({_count('s.month')} - {_count('f.month')})
+                   + {_count('s.bad')},
+                   'week rows add up to ' || {_count('s.week')} || ' for ' || {_count('f.week')}
+                   || ' active users; month rows to ' || {_count('s.month')} || ' for ' || {_count('f.month')}
+                   || '; ' || {_count('s.bad')} || ' rows out of range'
+            FROM span LEFT JOIN s ON s.p = span.p LEFT JOIN f ON f.p = span.p""",
         grains=DAILY,
     ),
 )

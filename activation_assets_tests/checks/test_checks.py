@@ -87,6 +87,20 @@ CORRUPTIONS = {
         "firstlast", Grain.daily, DAY,
         "UPDATE visited_firstlast_daily SET last_active_period = DATE '2030-01-01' WHERE {one_fl}",
         "periods_in_order", "out of order"),
+    # Growth accounting and cohorts.
+    "growth: active_prev off by one": (
+        "growth", Grain.daily, DAY,
+        "UPDATE visited_growth_daily SET active_prev = active_prev + 1 WHERE period_start = DATE '{period}'",
+        "active_prev_is_previous_active", "active users in the previous period"),
+    "growth: a day's row twice": (
+        "growth", Grain.daily, DAY,
+        "INSERT INTO visited_growth_daily SELECT * FROM visited_growth_daily WHERE period_start = DATE '{period}'",
+        "identities", "2 row(s)"),
+    "cohorts: a cohort grew": (
+        "cohorts", Grain.daily, DAY,
+        "UPDATE visited_cohorts_daily SET cohort_size = cohort_size + 1 WHERE period_start = DATE '{period}'"
+        " AND cohort = (SELECT min(cohort) FROM visited_cohorts_daily WHERE period_start = DATE '{period}')",
+        "cohort_sizes_stable", "1 cohorts changed size"),
     # Rolling engagement (E1-E5 of the contract) and the engagement transitions' own check.
     "E1 engagement new disagrees with activation new": (
         "engagement", Grain.daily, DAY,
@@ -204,7 +218,8 @@ CORRUPTIONS = {
         "equals_forecasts_against_actuals", "1 accuracy rows missing, extra or unequal"),
 }
 CHECKS = {"activation": inv.ACTIVATION_CHECKS, "firstlast": inv.FIRSTLAST_CHECKS + inv.SEGMENT_STATE_CHECKS,
-          "transitions": inv.TRANSITIONS_CHECKS, "engagement": inv.ENGAGEMENT_CHECKS,
+          "transitions": inv.TRANSITIONS_CHECKS, "growth": inv.GROWTH_CHECKS, "cohorts": inv.COHORTS_CHECKS,
+          "engagement": inv.ENGAGEMENT_CHECKS,
           "engagement_transitions": inv.ENGAGEMENT_TRANSITIONS_CHECKS, "stickiness": inv.STICKINESS_CHECKS,
           "segment_transitions": inv.SEGMENT_TRANSITIONS_CHECKS, "segment_growth": inv.SEGMENT_GROWTH_CHECKS,
           "segment_engagement": inv.SEGMENT_ENGAGEMENT_CHECKS, "forecast": inv.FORECAST_CHECKS,
@@ -253,7 +268,8 @@ def _as_table(conn, name: str) -> None:
 def test_the_clean_graph_passes_every_check(clean):
     with duckdb.connect(clean.database, read_only=True) as conn:
         for table, grain, period in [("activation", Grain.daily, DAY), ("firstlast", Grain.daily, DAY),
-                                     ("transitions", Grain.daily, DAY), ("activation", Grain.weekly, WEEK),
+                                     ("transitions", Grain.daily, DAY), ("growth", Grain.daily, DAY),
+                                     ("cohorts", Grain.daily, DAY), ("activation", Grain.weekly, WEEK),
                                      ("engagement", Grain.daily, DAY), ("engagement_transitions", Grain.daily, DAY),
                                      ("stickiness", Grain.daily, DAY), ("segment_transitions", Grain.daily, DAY),
                                      ("segment_transitions", Grain.weekly, WEEK), ("segment_growth", Grain.daily, DAY),
@@ -354,7 +370,8 @@ def test_a_passing_run_records_each_check_as_its_result_without_warnings(tmp_pat
 
 
 @pytest.mark.parametrize("case", sorted(c for c, v in CORRUPTIONS.items()
-                                        if v[0] in ("activation", "firstlast", "transitions", "engagement_transitions")))
+                                        if v[0] in ("activation", "firstlast", "transitions", "growth", "cohorts",
+                                                    "engagement", "engagement_transitions", "stickiness")))
 def test_a_range_of_partitions_is_judged_as_each_partition_alone(clean, tmp_path, case):
     """A run checks its whole range in one pass per check family: every partition must get the
     verdict and the words it gets checked alone, each check by its own query (the corruption is in one partition, and the
@@ -383,6 +400,33 @@ def test_a_range_of_partitions_is_judged_as_each_partition_alone(clean, tmp_path
 
     assert verdicts(together) == verdicts(alone)
     assert period in together[check_name].failing
+
+
+@pytest.mark.parametrize("every", [1, 4])
+def test_the_windows_over_a_long_span_judge_as_each_day_alone(clean, tmp_path, monkeypatch, every):
+    """windows_match_fact reads a span's days as bits of one BIGINT: a span whose days and windows
+    do not fit in 62 bits (all 42 days in one span; every 4th day) is read in several groups."""
+    from activation_assets.periods import existing_periods
+
+    monkeypatch.setattr(inv, "SPAN_PARTITIONS", 100)
+    behavior = clean.behaviors[0]
+    days = existing_periods(behavior, Grain.daily)[::every]
+    assert (days[-1] - days[0]).days + behavior.engagement.month_days > 62
+    copy = tmp_path / "corrupt.duckdb"
+    shutil.copy(clean.database, copy)
+    with duckdb.connect(str(copy)) as conn:
+        conn.execute("SET TimeZone = 'UTC'")
+        # a user more in the fact on one late day: its windows, in the later group(s), disagree
+        conn.execute(_fill(CORRUPTIONS["E2 the fact has one more user in the week"][3], days[-2]))
+        checks = [c for c in inv.ENGAGEMENT_CHECKS if c.name == "windows_match_fact"]
+        together: dict[str, inv.CheckOutcome] = {}
+        inv.evaluate_range(conn, checks, behavior, Grain.daily, days, together)
+        alone: dict[str, inv.CheckOutcome] = {}
+        for day in days:
+            inv.evaluate(conn, checks, behavior, Grain.daily, day, alone)
+    assert {n: (o.partitions, o.failing) for n, o in together.items()} == \
+           {n: (o.partitions, o.failing) for n, o in alone.items()}
+    assert len(alone["windows_match_fact"].failing) >= 2
 
 
 SET_CHECKS = ("one_row_per_user", "nobody_disappears")
