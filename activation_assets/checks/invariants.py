@@ -411,7 +411,7 @@ def _RETURNING_OF(counts: str) -> str:  # noqa: N802
 
 
 def _count(column: str) -> str:
-    """A count of `activation_counts`, 0 for a period it has no row for (a period without rows)."""
+    """A count of a per-period relation joined to the span, 0 for a period it has no row for."""
     return f"coalesce({column}, 0)"
 
 
@@ -805,16 +805,9 @@ def _window_users_over_span(c: Span) -> str:
     return "\nUNION ALL\n".join(selects)
 
 
-def _in_span(c: Span, table: str) -> str:
+def _in_span(c: Span, table: str, columns: str = "*") -> str:
     """The rows of `table` in the span's periods (and the days between them)."""
-    return f"SELECT * FROM {table} WHERE period_start BETWEEN {c.first} AND {c.last}"
-
-
-E3_COLUMNS = 'dau, at_risk_wau, at_risk_mau, dormant, users_ever, "new", "current", reactivated, resurrected, wau, mau'
-
-
-def _engagement_in_span(c: Span, columns: str) -> str:
-    return f"SELECT period_start, {columns} FROM {c.engagement} WHERE period_start BETWEEN {c.first} AND {c.last}"
+    return f"SELECT {columns} FROM {table} WHERE period_start BETWEEN {c.first} AND {c.last}"
 
 
 ENGAGEMENT_CHECKS = (
@@ -840,7 +833,8 @@ ENGAGEMENT_CHECKS = (
                    || '; current + reactivated + resurrected ' || {_text('e.returning')}
                    || ' vs retained + reactivated ' || {_RETURNING_OF('a')}
             FROM span LEFT JOIN activation_counts AS a ON a.period = span.p
-            LEFT JOIN ({_engagement_in_span(c, '"new" AS new, "current" + "reactivated" + "resurrected" AS returning')})
+            LEFT JOIN ({_in_span(c, c.engagement, 'period_start, "new" AS new,'
+                                 ' "current" + "reactivated" + "resurrected" AS returning')})
                 AS e ON e.period_start = span.p""",
         shared=("activation_counts",),
     ),
@@ -862,7 +856,7 @@ ENGAGEMENT_CHECKS = (
                    'wau ' || {_text('e.wau')} || ' vs ' || f.week || ' users in the fact from ' || f.week_from
                    || '; mau ' || {_text('e.mau')} || ' vs ' || f.month || ' from ' || f.month_from
             FROM ({_window_users_over_span(c)}) AS f
-            LEFT JOIN ({_engagement_in_span(c, 'wau, mau')}) AS e ON e.period_start = f.p""",
+            LEFT JOIN ({_in_span(c, c.engagement, 'period_start, wau, mau')}) AS e ON e.period_start = f.p""",
     ),
     Check(
         "states_add_up",
@@ -893,7 +887,7 @@ ENGAGEMENT_CHECKS = (
                    || ' + dormant ' || {_text('any_value(e.dormant)')} || ' vs users_ever '
                    || {_text('any_value(e.users_ever)')} || ' and ' || any_value({_count('a.n')}) || ' activation rows'
             FROM span LEFT JOIN activation_counts AS a ON a.period = span.p
-            LEFT JOIN ({_engagement_in_span(c, E3_COLUMNS)}) AS e ON e.period_start = span.p
+            LEFT JOIN ({_in_span(c, c.engagement)}) AS e ON e.period_start = span.p
             GROUP BY span.p""",
         shared=("activation_counts",),
     ),

@@ -24,7 +24,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import yaml
-from dagster._config import StringSource
 from dagster._core.events import DagsterEventType
 from dagster._core.instance import DagsterInstance
 from dagster._core.instance.ref import InstanceRef
@@ -145,10 +144,6 @@ class PooledSqliteStorage(DagsterSqliteStorage):
     def __init__(self, base_dir: str, inst_data=None):
         super().__init__(base_dir, inst_data=inst_data)
         self._event_log_storage = PooledSqliteEventLogStorage(_event_logs_directory(base_dir))
-
-    @classmethod
-    def config_type(cls):
-        return {"base_dir": StringSource}
 
     @classmethod
     def from_config_value(cls, inst_data, config_value):
