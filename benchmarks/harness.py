@@ -476,9 +476,8 @@ def run(users: int, days: int, reps: int, workdir: Path, report: Path | None) ->
                 daily_step(conn, calendar, day)
 
         def rest_of_the_grain():
-            steps.materialize_growth(conn, behavior, Grain.daily, [day])
-            steps.materialize_cohorts(conn, behavior, Grain.daily, [day])
-            steps.materialize_distributions(conn, behavior, Grain.daily, [day])
+            steps.materialize_summaries(conn, behavior, Grain.daily, [day],
+                                        sql.summary_tables(behavior.name, Grain.daily)[1:])
 
         def engagement():  # the three assets' one step (a multi-asset)
             steps.materialize_rolling_engagement(conn, behavior, Grain.daily, [day])

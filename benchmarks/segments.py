@@ -97,8 +97,7 @@ def day_of_the_grain(conn, behavior: BehaviorConfig, day: dt.date, parts: dict[s
         parts[name] = parts.get(name, 0.0) + time.perf_counter() - began
 
     timed("fact", lambda: steps.materialize_fact(conn, behavior, days))
-    for step in (steps.materialize_firstlast, steps.materialize_activation, steps.materialize_transitions,
-                 steps.materialize_growth, steps.materialize_cohorts, steps.materialize_distributions,
+    for step in (steps.materialize_firstlast, steps.materialize_activation, steps.materialize_summaries,
                  steps.materialize_rolling_engagement) + ((steps.materialize_segments,) if behavior.segments else ()):
         timed(step.__name__.removeprefix("materialize_"), lambda step=step: step(conn, behavior, grain, days))
     checked = 0
@@ -130,8 +129,7 @@ with duckdb.connect(config.database, config={"memory_limit": config.memory_limit
     conn.execute("SET TimeZone = 'UTC'")
     conn.execute("CHECKPOINT")
     began = time.perf_counter()
-    for step in (steps.materialize_firstlast, steps.materialize_activation, steps.materialize_transitions,
-                 steps.materialize_growth, steps.materialize_cohorts, steps.materialize_distributions,
+    for step in (steps.materialize_firstlast, steps.materialize_activation, steps.materialize_summaries,
                  steps.materialize_rolling_engagement):
         step(conn, behavior, grain, days)
     try:

@@ -529,11 +529,36 @@ def periods_relation(periods: Sequence[dt.date]) -> str:
     return f"SELECT * FROM (VALUES {rows}) AS periods(period_start)"
 
 
-def transitions_select(activation: str, periods: Sequence[dt.date]) -> str:
+def summary_tables(behavior: str, grain: Grain) -> list[str]:
+    """The tables summed off a period's summary profile (`summary_profile_select`), written together."""
+    return [transitions_table(behavior, grain), growth_table(behavior, grain), cohorts_table(behavior, grain),
+            distributions_table(behavior, grain)]
+
+
+def summary_profile_select(activation: str, periods: Sequence[dt.date]) -> str:
+    """Each period's activation rows counted per (prev_state, state, cohort, streak bucket, return-gap
+    bucket): a few thousand rows a period for any number of users, off which its transitions, growth,
+    cohorts and distributions are all summed, so the period's activation rows are read once for the four."""
     return f"""
-        SELECT period_start, prev_state AS from_state, state AS to_state, count(*) AS users
+        SELECT period_start, prev_state, state, first_active_period,
+               {_bucket("streak")[0]} AS streak_bucket, {_bucket("return_gap")[0]} AS return_gap_bucket,
+               count(*) AS users
         FROM {ident(activation)}
         WHERE {in_periods(periods)}
+        GROUP BY ALL
+    """
+
+
+def _users(where: str = "TRUE") -> str:
+    """The users of a summary profile's rows for which `where` holds (0 if none)."""
+    return f"CAST(coalesce(sum(users) FILTER (WHERE {where}), 0) AS BIGINT)"
+
+
+def transitions_select(profile: str) -> str:
+    """Users per (prev_state, state) of each period: the activation rows grouped by the pair."""
+    return f"""
+        SELECT period_start, prev_state AS from_state, state AS to_state, {_users()} AS users
+        FROM {ident(profile)}
         GROUP BY period_start, prev_state, state
         ORDER BY period_start, from_state NULLS FIRST, to_state
     """
@@ -556,7 +581,7 @@ def distributions_table(behavior: str, grain: Grain | str) -> str:
     return tables.DISTRIBUTIONS.table(behavior, grain)
 
 
-def growth_select(activation: str, periods: Sequence[dt.date]) -> str:
+def growth_select(profile: str, periods: Sequence[dt.date]) -> str:
     """Growth accounting of each period: active(p) = new + retained + reactivated, and
     active(p-1) = retained + churned, read off prev_state (every user of p-1 is still a row in p).
     Every period has its row, zeros before its first user."""
@@ -570,8 +595,8 @@ def growth_select(activation: str, periods: Sequence[dt.date]) -> str:
     return f"""
         WITH counts AS (
             SELECT period_start,
-                   {", ".join(f"count(*) FILTER (WHERE {when}) AS {name}" for name, when in counts.items())}
-            FROM {ident(activation)} WHERE {in_periods(periods)}
+                   {", ".join(f"{_users(when)} AS {name}" for name, when in counts.items())}
+            FROM {ident(profile)}
             GROUP BY period_start
         ),
         filled AS (
@@ -587,41 +612,40 @@ def growth_select(activation: str, periods: Sequence[dt.date]) -> str:
     """
 
 
-def cohorts_select(activation: str, grain: Grain, periods: Sequence[dt.date]) -> str:
+def cohorts_select(profile: str, grain: Grain) -> str:
     """One row per cohort (first active period) at its age in p: the diagonal of the retention
     triangle that period p adds. Cohort sizes never shrink: users are never dropped."""
-    active = ACTIVE_LIST
     return f"""
         SELECT period_start, first_active_period AS cohort,
                CAST({periods_between(grain, 'first_active_period', 'period_start')} AS INTEGER) AS age,
-               count(*) AS cohort_size,
-               count(*) FILTER (WHERE state IN {active}) AS active_users,
-               count(*) FILTER (WHERE state IN {active}) / count(*) AS retention
-        FROM {ident(activation)} WHERE {in_periods(periods)}
+               {_users()} AS cohort_size,
+               {_users(f"state IN {ACTIVE_LIST}")} AS active_users,
+               {_users(f"state IN {ACTIVE_LIST}")} / {_users()} AS retention
+        FROM {ident(profile)}
         GROUP BY period_start, first_active_period
         ORDER BY period_start, cohort
     """
 
 
 def _bucket(column: str) -> tuple[str, str]:
+    """The start of `column`'s bucket and its label (null below the first bucket)."""
     starts = [start for start, _ in BUCKETS]
     start = "CASE " + " ".join(f"WHEN {column} >= {s} THEN {s}" for s in reversed(starts)) + " END"
     label = "CASE " + " ".join(f"WHEN {column} >= {s} THEN {literal(name)}" for s, name in reversed(BUCKETS)) + " END"
     return start, label
 
 
-def distributions_select(activation: str, periods: Sequence[dt.date]) -> str:
-    """Bucketed return gaps of each period's reactivated users and streaks of its active users."""
-    gap_start, gap_label = _bucket("return_gap")
-    streak_start, streak_label = _bucket("streak")
-    within = in_periods(periods)
+def distributions_select(profile: str) -> str:
+    """Bucketed return gaps of each period's reactivated users and streaks of its active users
+    (streak >= 1: the profile's streak bucket, null for a streak of 0); a bucket's label is read off
+    its start."""
     return f"""
-        SELECT period_start, 'return_gap' AS measure, {gap_label} AS bucket, {gap_start} AS bucket_start,
-               count(*) AS users
-        FROM {ident(activation)} WHERE {within} AND state = 'reactivated' GROUP BY ALL
+        SELECT period_start, 'return_gap' AS measure, {_bucket("return_gap_bucket")[1]} AS bucket,
+               return_gap_bucket AS bucket_start, {_users()} AS users
+        FROM {ident(profile)} WHERE state = 'reactivated' GROUP BY ALL
         UNION ALL
-        SELECT period_start, 'streak', {streak_label}, {streak_start}, count(*)
-        FROM {ident(activation)} WHERE {within} AND streak >= 1 GROUP BY ALL
+        SELECT period_start, 'streak', {_bucket("streak_bucket")[1]}, streak_bucket, {_users()}
+        FROM {ident(profile)} WHERE streak_bucket IS NOT NULL GROUP BY ALL
         ORDER BY 1, 2, 4
     """
 

@@ -348,88 +348,9 @@ def activation_asset(behavior: BehaviorConfig, grain: Grain, engine: str = "duck
     )
 
 
-def _derived_asset(
-    behavior: BehaviorConfig, grain: Grain, name: str, layer: str, description: str,
-    relation: tables.Relation, step: Callable, checks: Sequence[inv.Check], order: str,
-    partition_metadata: Callable[[object], dict], engine: str,
-) -> dg.AssetsDefinition:
-    """An asset computed from the same period's partition of activation alone."""
-
-    def write(context, conn, periods):
-        numbers = step(conn, behavior, grain, periods, _progress(context, name))
-        return ({period: partition_metadata(value) for period, value in numbers.items()},
-                {"preview": _preview(conn, name, periods[-1], order), **_columns(conn, name)})
-
-    return _checked_asset(
-        behavior, grain, name, _common(behavior, layer, grain, engine),
-        deps=[dg.AssetDep(sql.reads(behavior.name, grain, name))], description=description,
-        metadata=_schema(relation, grain), checks=checks, blocking=False, write=write,
-    )
-
-
-def _numbers(values: dict) -> dict:
-    return {k: v for k, v in values.items() if v is not None}
-
-
-def transitions_asset(behavior: BehaviorConfig, grain: Grain, engine: str = "duckdb") -> dg.AssetsDefinition:
-    return _derived_asset(
-        behavior, grain, sql.transitions_table(behavior.name, grain), "transitions",
-        f"How `{behavior.name}` users moved into each {grain.value} period: users per"
-        " (from_state, to_state) pair, the activation table grouped by (prev_state, state).",
-        tables.TRANSITIONS_RELATION, steps.materialize_transitions, inv.TRANSITIONS_CHECKS,
-        "from_state NULLS FIRST, to_state",
-        lambda pairs: {"dagster/row_count": sum(1 for v in pairs.values() if v), **pairs},
-        engine,
-    )
-
-
-def growth_asset(behavior: BehaviorConfig, grain: Grain, engine: str = "duckdb") -> dg.AssetsDefinition:
-    return _derived_asset(
-        behavior, grain, sql.growth_table(behavior.name, grain), "growth",
-        f"Growth accounting of `{behavior.name}` per {grain.value} period: active = new + retained +"
-        " reactivated, active_prev = retained + churned, with dormant users, retention rate and quick"
-        " ratio. One row per period; the UI plots each number over partitions.",
-        tables.GROWTH, steps.materialize_growth, inv.GROWTH_CHECKS, "period_start",
-        lambda row: {"dagster/row_count": 1, **_numbers(row)},
-        engine,
-    )
-
-
-def cohorts_asset(behavior: BehaviorConfig, grain: Grain, engine: str = "duckdb") -> dg.AssetsDefinition:
-    return _derived_asset(
-        behavior, grain, sql.cohorts_table(behavior.name, grain), "cohorts",
-        f"Retention by cohort for `{behavior.name}` at the {grain.value} grain: for each cohort (first"
-        " active period) its size and the users active at the age this period is for it — the data"
-        " behind the retention triangle, one diagonal per partition.",
-        tables.COHORTS, steps.materialize_cohorts, inv.COHORTS_CHECKS, "cohort DESC",
-        lambda rows: {"dagster/row_count": rows},
-        engine,
-    )
-
-
-def distributions_asset(behavior: BehaviorConfig, grain: Grain, engine: str = "duckdb") -> dg.AssetsDefinition:
-    return _derived_asset(
-        behavior, grain, sql.distributions_table(behavior.name, grain), "distributions",
-        f"Bucketed distributions of `{behavior.name}` per {grain.value} period: the return gap of"
-        " reactivated users and the streak of active users, in periods.",
-        tables.DISTRIBUTIONS, steps.materialize_distributions, (), "measure, bucket_start",
-        lambda buckets: {"dagster/row_count": sum(1 for v in buckets.values() if v), **buckets},
-        engine,
-    )
-
-
-# --- rolling engagement (daily grain) --------------------------------------------------------------
-
-
-
-def _windows(behavior: BehaviorConfig) -> str:
-    engagement = behavior.engagement
-    return f"W = {engagement.week_days} days, M = {engagement.month_days} days"
-
-
 @dataclass(frozen=True)
 class _Part:
-    """One asset of a multi-asset (the rolling engagement, the segments)."""
+    """One asset of a multi-asset (the summaries, the rolling engagement, the segments, the growth model)."""
     table: str
     layer: str
     description: str
@@ -439,6 +360,66 @@ class _Part:
     partition_metadata: Callable[[dict], dict]
     checked_against: tuple[str, ...] = ()  # tables its checks compare it with: built before it
     deps: tuple[dg.AssetDep, ...] | None = None  # None: the same period of `sql.reads`
+
+
+def _numbers(values: dict) -> dict:
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def _summary_parts(behavior: BehaviorConfig, grain: Grain) -> list[_Part]:
+    """In the order they are written (`sql.summary_tables`)."""
+    transitions, growth, cohorts, distributions = sql.summary_tables(behavior.name, grain)
+    return [
+        _Part(
+            transitions, "transitions",
+            f"How `{behavior.name}` users moved into each {grain.value} period: users per"
+            " (from_state, to_state) pair, the activation table grouped by (prev_state, state).",
+            tables.TRANSITIONS_RELATION, inv.TRANSITIONS_CHECKS, "from_state NULLS FIRST, to_state",
+            lambda pairs: {"dagster/row_count": sum(1 for v in pairs.values() if v), **pairs},
+        ),
+        _Part(
+            growth, "growth",
+            f"Growth accounting of `{behavior.name}` per {grain.value} period: active = new + retained +"
+            " reactivated, active_prev = retained + churned, with dormant users, retention rate and quick"
+            " ratio. One row per period; the UI plots each number over partitions.",
+            tables.GROWTH, inv.GROWTH_CHECKS, "period_start",
+            lambda row: {"dagster/row_count": 1, **_numbers(row)},
+        ),
+        _Part(
+            cohorts, "cohorts",
+            f"Retention by cohort for `{behavior.name}` at the {grain.value} grain: for each cohort (first"
+            " active period) its size and the users active at the age this period is for it — the data"
+            " behind the retention triangle, one diagonal per partition.",
+            tables.COHORTS, inv.COHORTS_CHECKS, "cohort DESC",
+            lambda rows: {"dagster/row_count": rows},
+        ),
+        _Part(
+            distributions, "distributions",
+            f"Bucketed distributions of `{behavior.name}` per {grain.value} period: the return gap of"
+            " reactivated users and the streak of active users, in periods.",
+            tables.DISTRIBUTIONS, (), "measure, bucket_start",
+            lambda buckets: {"dagster/row_count": sum(1 for v in buckets.values() if v), **buckets},
+        ),
+    ]
+
+
+def summaries_asset(behavior: BehaviorConfig, grain: Grain, engine: str = "duckdb") -> dg.AssetsDefinition:
+    """The four summaries of activation (transitions, growth, cohorts, distributions), computed in one
+    step (a multi-asset): each is summed off one pass over the period's activation rows, which four
+    steps would read four times. In the UI each is its own asset, with its partitions, checks,
+    metadata and plots, and each can be materialized alone."""
+    parts, common = _summary_parts(behavior, grain), _common(behavior, "summaries", grain, engine)
+    return _multi_asset(behavior, grain, f"{behavior.name}_summaries_{grain.value}", parts, common,
+                        steps.materialize_summaries)
+
+
+# --- rolling engagement (daily grain) --------------------------------------------------------------
+
+
+
+def _windows(behavior: BehaviorConfig) -> str:
+    engagement = behavior.engagement
+    return f"W = {engagement.week_days} days, M = {engagement.month_days} days"
 
 
 def _engagement_parts(behavior: BehaviorConfig) -> list[_Part]:
@@ -647,7 +628,7 @@ def forecast_asset(behavior: BehaviorConfig, engine: str = "duckdb") -> dg.Asset
 
 
 GRAIN_ASSETS: tuple[Callable[[BehaviorConfig, Grain, str], dg.AssetsDefinition], ...] = (
-    firstlast_asset, activation_asset, transitions_asset, growth_asset, cohorts_asset, distributions_asset,
+    firstlast_asset, activation_asset, summaries_asset,
 )
 DAILY_ASSETS: tuple[Callable[[BehaviorConfig, Grain, str], dg.AssetsDefinition], ...] = (rolling_engagement_asset,)
 

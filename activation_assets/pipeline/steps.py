@@ -536,19 +536,6 @@ def materialize_activation(
     return counts
 
 
-def _from_activation(
-    wh: Warehouse, behavior: BehaviorConfig, grain: Grain, periods: Sequence[dt.date],
-    table: str, columns: tuple[relations.Column, ...], select: Callable[[Sequence[dt.date]], str], progress: Progress,
-) -> dict[dt.date, int]:
-    """Write `table` for each period from that period's partition of activation alone: every period
-    of the run by one statement (`select(periods)`), each period's rows read off its own partition."""
-    periods = sorted(periods)
-    reconcile_definition(wh, behavior)
-    _require_input(wh, sql.reads(behavior.name, grain, table), table, periods)
-    wh.create_table(table, columns)
-    return _replace_together(wh, lambda chunk: {table: select(chunk)}, periods, progress)[table]
-
-
 PERIODS_PER_STATEMENT = 7  # a backfill's hundred days cost 15 plannings, not 100, and the view's join
 # of FirstLast with its previous partition holds a week of rows, not the whole range (at 2M x 180 a
 # statement over all 180 days took the backfill's peak RSS from 2.3 GB to 3.5 GB)
@@ -591,57 +578,64 @@ def _written(wh: Warehouse, table: str, columns: Sequence[str], periods: Sequenc
                     f" WHERE period_start BETWEEN {sql.date_lit(min(periods))} AND {sql.date_lit(max(periods))}")
 
 
+def materialize_summaries(
+    conn: Warehouse, behavior: BehaviorConfig, grain: Grain, periods: Sequence[dt.date],
+    tables: Collection[str] | None = None, progress: Progress = _no_progress,
+) -> dict[str, dict[dt.date, object]]:
+    """The transitions, growth, cohorts and distributions of each period (all of
+    `sql.summary_tables`, or those of them in `tables`), written together: each is summed off the
+    period's summary profile, one pass over its activation rows (`sql.summary_profile_select`), where
+    four steps would read them four times. Returns, per table, each period's numbers for its metadata."""
+    wh, periods = as_warehouse(conn), sorted(periods)
+    transitions, growth, cohorts, distributions = sql.summary_tables(behavior.name, grain)
+    chosen = [table for table in (transitions, growth, cohorts, distributions) if tables is None or table in tables]
+    activation, profile = sql.activation_table(behavior.name, grain), f"_summary_profile_{behavior.name}_{grain.value}"
+    reconcile_definition(wh, behavior)
+    _require_input(wh, activation, ", ".join(chosen), periods)
+    columns = {transitions: relations.TRANSITIONS_RELATION.columns, growth: relations.GROWTH.columns,
+               cohorts: relations.COHORTS.columns, distributions: relations.DISTRIBUTIONS.columns}
+    for table in chosen:
+        wh.create_table(table, columns[table])
+
+    def selects(chunk: Sequence[dt.date]) -> dict[str, str]:
+        select = {transitions: sql.transitions_select(profile), growth: sql.growth_select(profile, chunk),
+                  cohorts: sql.cohorts_select(profile, grain), distributions: sql.distributions_select(profile)}
+        return {table: select[table] for table in chosen}
+
+    written = _replace_together(wh, selects, periods, progress,
+                                stage=lambda chunk: wh.stage(profile, sql.summary_profile_select(activation, chunk)))
+    wh.drop_stage(profile)
+    numbers = {transitions: _transition_numbers, growth: _growth_numbers, cohorts: lambda *_: written[cohorts],
+               distributions: _distribution_numbers}
+    return {table: numbers[table](wh, table, periods) for table in chosen}
+
+
+def _transition_numbers(wh: Warehouse, table: str, periods: Sequence[dt.date]) -> dict[dt.date, dict[str, int]]:
+    # All nine pairs, zeros included, so the UI plots continuous series.
+    out = {period: {transition_label(src, dst): 0 for src, dst in sql.TRANSITIONS} for period in periods}
+    for period, src, dst, users in _written(wh, table, ("from_state", "to_state", "users"), periods):
+        out[period][transition_label(src, dst)] = users
+    return out
+
+
+def _growth_numbers(wh: Warehouse, table: str, periods: Sequence[dt.date]) -> dict[dt.date, dict]:
+    return {row[0]: dict(zip(sql.GROWTH_COLUMNS, row[1:])) for row in _written(wh, table, sql.GROWTH_COLUMNS, periods)}
+
+
+def _distribution_numbers(wh: Warehouse, table: str, periods: Sequence[dt.date]) -> dict[dt.date, dict[str, int]]:
+    out = {p: {f"{m}_{name}": 0 for m in ("return_gap", "streak") for _, name in sql.BUCKETS} for p in periods}
+    for period, measure, bucket, users in _written(wh, table, ("measure", "bucket", "users"), periods):
+        out[period][f"{measure}_{bucket}"] = users
+    return out
+
+
 def materialize_transitions(
     conn: Warehouse, behavior: BehaviorConfig, grain: Grain, periods: Sequence[dt.date],
     progress: Progress = _no_progress,
 ) -> dict[dt.date, dict[str, int]]:
-    wh = as_warehouse(conn)
-    table, activation = sql.transitions_table(behavior.name, grain), sql.activation_table(behavior.name, grain)
-    _from_activation(wh, behavior, grain, periods, table, relations.TRANSITIONS_RELATION.columns,
-                     lambda periods: sql.transitions_select(activation, periods), progress)
-    out: dict[dt.date, dict[str, int]] = {}
-    for period in periods:
-        # All nine pairs, zeros included, so the UI plots continuous series.
-        out[period] = {transition_label(src, dst): 0 for src, dst in sql.TRANSITIONS}
-        for src, dst, users in wh.query(
-                f"SELECT from_state, to_state, users FROM {sql.ident(table)} WHERE period_start = {sql.date_lit(period)}"):
-            out[period][transition_label(src, dst)] = users
-    return out
-
-
-def materialize_growth(
-    conn: Warehouse, behavior: BehaviorConfig, grain: Grain, periods: Sequence[dt.date],
-    progress: Progress = _no_progress,
-) -> dict[dt.date, dict[str, float | int | None]]:
-    wh = as_warehouse(conn)
-    table, activation = sql.growth_table(behavior.name, grain), sql.activation_table(behavior.name, grain)
-    _from_activation(wh, behavior, grain, periods, table, relations.GROWTH.columns,
-                     lambda periods: sql.growth_select(activation, periods), progress)
-    return {row[0]: dict(zip(sql.GROWTH_COLUMNS, row[1:])) for row in _written(wh, table, sql.GROWTH_COLUMNS, periods)}
-
-
-def materialize_cohorts(
-    conn: Warehouse, behavior: BehaviorConfig, grain: Grain, periods: Sequence[dt.date],
-    progress: Progress = _no_progress,
-) -> dict[dt.date, int]:
-    table, activation = sql.cohorts_table(behavior.name, grain), sql.activation_table(behavior.name, grain)
-    return _from_activation(as_warehouse(conn), behavior, grain, periods, table, relations.COHORTS.columns,
-                            lambda periods: sql.cohorts_select(activation, grain, periods), progress)
-
-
-def materialize_distributions(
-    conn: Warehouse, behavior: BehaviorConfig, grain: Grain, periods: Sequence[dt.date],
-    progress: Progress = _no_progress,
-) -> dict[dt.date, dict[str, int]]:
-    wh = as_warehouse(conn)
-    table, activation = sql.distributions_table(behavior.name, grain), sql.activation_table(behavior.name, grain)
-    _from_activation(wh, behavior, grain, periods, table, relations.DISTRIBUTIONS.columns,
-                     lambda periods: sql.distributions_select(activation, periods), progress)
-    out: dict[dt.date, dict[str, int]] = {
-        p: {f"{m}_{name}": 0 for m in ("return_gap", "streak") for _, name in sql.BUCKETS} for p in periods}
-    for period, measure, bucket, users in _written(wh, table, ("measure", "bucket", "users"), periods):
-        out[period][f"{measure}_{bucket}"] = users
-    return out
+    """The transitions alone (the benchmarks time the core tables apart)."""
+    table = sql.transitions_table(behavior.name, grain)
+    return materialize_summaries(conn, behavior, grain, periods, [table], progress)[table]
 
 
 # --- rolling engagement (daily) ---------------------------------------------------------------------

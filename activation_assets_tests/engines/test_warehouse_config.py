@@ -96,9 +96,10 @@ def _model_statements() -> list[str]:
         sql.stage_day_counts(P, NEXT, ["event_name"]),
         sql.fact_select([P, NEXT]),
         sql.firstlast_select("fl", "fact", P, Q, NEXT, is_first=False),
-        sql.transitions_select("a", [Q, P]),
-        sql.growth_select("a", [Q, P]),
-        sql.distributions_select("a", [P]),
+        sql.summary_profile_select("a", [Q, P]),
+        sql.transitions_select("profile"),
+        sql.growth_select("profile", [Q, P]),
+        sql.distributions_select("profile"),
         sql.state_counts_by_period("a", P, P),
         sql.engagement_profile_select("a", [Q, P], 7, 28),
         sql.engagement_transitions_select("profile", 7, 28),
@@ -106,7 +107,7 @@ def _model_statements() -> list[str]:
         sql.engagement_select("t", [Q, P]),
     ]
     for grain in Grain:
-        statements += [sql.activation_view("fl", grain), sql.cohorts_select("a", grain, [Q, P])]
+        statements += [sql.activation_view("fl", grain), sql.cohorts_select("profile", grain)]
     return statements
 
 

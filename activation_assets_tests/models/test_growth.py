@@ -14,7 +14,7 @@ from activation_assets.config import Grain, load_config
 from activation_assets.report.html import write_reports
 
 from .. import reference
-from ..conftest import edge_events, run_graph, small_behavior, table_rows
+from ..conftest import as_set, edge_events, materialize, run_graph, small_behavior, table_rows
 
 SPEC = reference.Spec("Europe/Berlin", dt.date(2025, 2, 12), dt.date(2025, 6, 3), "monday")  # DST in March
 GRAINS = ["daily", "weekly", "monthly"]
@@ -26,7 +26,8 @@ def graph(tmp_path_factory):
     rows = edge_events(SPEC, seed=51, users=list(range(1, 45)))
     config = small_behavior(directory, SPEC, rows)
     assert run_graph(config) == 0
-    return {"config": load_config(config), "rows": rows, "db": directory / "warehouse.duckdb", "dir": directory}
+    return {"config": load_config(config), "path": config, "rows": rows, "db": directory / "warehouse.duckdb",
+            "dir": directory}
 
 
 @pytest.mark.parametrize("grain", GRAINS)
@@ -75,6 +76,34 @@ def test_distributions_bucket_the_activation_columns(graph, grain):
     actual = {(r["period_start"], r["measure"], r["bucket"]): r["users"]
               for r in table_rows(graph["db"], f"visited_distributions_{grain}")}
     assert actual == expected
+
+
+def test_each_summary_materializes_alone(graph):
+    """The four summaries are one step (a multi-asset) but each can be materialized on its own: only
+    it is written, only its checks run, and its rows are what the whole step wrote."""
+    week = dt.date(2025, 4, 7)
+    numbers = {"transitions": "users", "growth": "active", "cohorts": "cohort_size", "distributions": "users"}
+    tables = {name: f"visited_{name}_weekly" for name in numbers}
+    where = f"period_start = DATE '{week}'"
+    written = {}
+    for name, table in tables.items():
+        rows = table_rows(graph["db"], table, where)
+        written[name] = as_set(rows, list(rows[0]))
+    try:
+        for alone in tables:
+            with duckdb.connect(str(graph["db"])) as conn:
+                for name, table in tables.items():
+                    conn.execute(f"UPDATE {table} SET {numbers[name]} = {numbers[name]} + 1000 WHERE {where}")
+            result = materialize(graph["path"], [tables[alone]], week.isoformat())
+            assert result.success
+            assert {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()} == {tables[alone]}
+            checked = {e.asset_key.to_user_string() for e in result.get_asset_check_evaluations()}
+            assert checked == ({tables[alone]} if alone != "distributions" else set())  # distributions: no checks
+            for name, table in tables.items():
+                rows = table_rows(graph["db"], table, where)
+                assert (as_set(rows, list(rows[0])) == written[name]) == (name == alone), (alone, name)
+    finally:  # leave the module's graph as the whole step wrote it
+        assert materialize(graph["path"], list(tables.values()), week.isoformat()).success
 
 
 def test_growth_checks_catch_a_broken_identity(graph, tmp_path):
