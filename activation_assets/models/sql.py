@@ -150,6 +150,13 @@ def local_date_expr(instant: str, timezone: str) -> str:
     return f"CAST(timezone({literal(timezone)}, {instant}) AS DATE)"
 
 
+def _instant_literal(column_type: str, day: dt.date) -> str:
+    """Midnight UTC of `day`, as a literal comparable with a time column of `column_type`."""
+    if column_type == "TIMESTAMP WITH TIME ZONE":
+        return f"TIMESTAMPTZ '{day.isoformat()} 00:00:00+00'"
+    return f"TIMESTAMP '{day.isoformat()} 00:00:00'"
+
+
 def time_bound(column: str, column_type: str, first_day: dt.date, last_day: dt.date) -> str | None:
     """A filter on the raw time column that keeps every row whose local date can fall in
     [first_day, last_day], in any timezone (offsets stay within a day), so that readers skip row
@@ -157,11 +164,20 @@ def time_bound(column: str, column_type: str, first_day: dt.date, last_day: dt.d
     if column_type not in TIMESTAMP_TYPES:
         return None
     low, high = first_day - dt.timedelta(days=1), last_day + dt.timedelta(days=2)
-    if column_type == "TIMESTAMP WITH TIME ZONE":
-        literal_of = lambda day: f"TIMESTAMPTZ '{day.isoformat()} 00:00:00+00'"  # noqa: E731
-    else:
-        literal_of = lambda day: f"TIMESTAMP '{day.isoformat()} 00:00:00'"  # noqa: E731
-    return f"{ident(column)} >= {literal_of(low)} AND {ident(column)} < {literal_of(high)}"
+    return (f"{ident(column)} >= {_instant_literal(column_type, low)}"
+            f" AND {ident(column)} < {_instant_literal(column_type, high)}")
+
+
+def maybe_outside(relation: str, column: str, column_type: str, start: dt.date, end: dt.date | None) -> str:
+    """The rows of `relation` whose local date may fall outside [start, end], or that have no time:
+    all but those at least a day inside it, which no timezone moves out (offsets stay within a day),
+    so that counting the rows outside converts the few near or beyond its edges, not every row. The
+    whole relation for a string column (it cannot be bounded unparsed)."""
+    if column_type not in TIMESTAMP_TYPES:
+        return relation
+    inside = f"{ident(column)} >= {_instant_literal(column_type, start + dt.timedelta(days=1))}" + (
+        f" AND {ident(column)} < {_instant_literal(column_type, end)}" if end else "")
+    return f"(SELECT * FROM {relation} WHERE NOT coalesce({inside}, FALSE))"
 
 
 def stage_select(

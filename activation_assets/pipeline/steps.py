@@ -315,8 +315,8 @@ def materialize_fact(conn: Warehouse, behavior: BehaviorConfig, days: Sequence[d
     size = wh.staged_days if bounded and wh.staged_days else len(days)
     chunks = [days[i:i + size] for i in range(0, len(days), size)]
 
-    def stage_select(first: dt.date, last: dt.date, window) -> str:
-        return sql.stage_select(relation, behavior.user_column, behavior.time_column, others, time_type,
+    def stage_select(first: dt.date, last: dt.date, window, rows: str = relation) -> str:
+        return sql.stage_select(rows, behavior.user_column, behavior.time_column, others, time_type,
                                 behavior.timezone, first, last, window=window)
 
     def failed(exc, first: dt.date, last: dt.date) -> ActivationError:
@@ -328,8 +328,12 @@ def materialize_fact(conn: Warehouse, behavior: BehaviorConfig, days: Sequence[d
         )
 
     # One chunk: the stage of its days serves the source-wide counts too (one scan). Several: the
-    # counts are a scan of their own, and each chunk stages only its days.
-    profiled = f"({stage_select(first_day, last_day, window)}) AS whole_source" if len(chunks) > 1 else STAGE
+    # counts are a scan of their own, of the rows that may be outside the window (converting every
+    # row's time to its local date cost 2.6 s of a 6.7 s fact backfill at 500k users x 112 days), and
+    # each chunk stages only its days.
+    outside = sql.maybe_outside(relation, behavior.time_column, time_type, behavior.start_date, behavior.end_date)
+    profiled = (f"({stage_select(first_day, last_day, window, outside)}) AS whole_source" if len(chunks) > 1
+                else STAGE)
     profile, read, written = {}, {}, {}
     for number, chunk in enumerate(chunks):
         try:

@@ -95,6 +95,7 @@ def _model_statements() -> list[str]:
         sql.unparseable_examples_in(),
         sql.stage_day_counts(P, NEXT, ["event_name"]),
         sql.fact_select([P, NEXT]),
+        sql.maybe_outside("read_parquet('x.parquet')", "ts", "TIMESTAMP WITH TIME ZONE", Q, NEXT),
         sql.firstlast_select("fl", "fact", P, Q, NEXT, is_first=False),
         sql.summary_profile_select("a", [Q, P]),
         sql.transitions_select("profile"),
@@ -146,6 +147,30 @@ def test_local_dates_render_to_spark_functions(time_type, expected):
     """DuckDB's timezone(zone, x): naive x -> the instant (to_utc_timestamp); an instant -> the wall clock."""
     statement = "SELECT " + sql.local_date_expr(sql.instant_expr("ts", time_type), "Asia/Seoul")
     assert render(statement, "spark") == "SELECT " + expected
+
+
+@pytest.mark.parametrize("time_type", ["TIMESTAMP", "TIMESTAMP WITH TIME ZONE"])
+@pytest.mark.parametrize("end", [NEXT, None])
+def test_the_rows_maybe_outside_hold_every_row_outside_the_window(time_type, end):
+    """The fact's source-wide counts convert only `maybe_outside`'s rows: every instant whose local
+    date is outside [start, end] in any timezone (offsets from -12 to +14 hours), or with no time, is
+    among them; and it leaves out the rows well inside, which is what makes it cheap."""
+    zones = ["Etc/GMT+12", "America/Los_Angeles", "UTC", "Asia/Seoul", "Pacific/Kiritimati"]
+    with duckdb.connect() as conn:
+        conn.execute("SET TimeZone = 'UTC'")
+        conn.execute(f"""CREATE TABLE events AS SELECT CAST(ts AS {time_type}) AS ts FROM generate_series(
+            TIMESTAMP '{Q - dt.timedelta(days=3)} 00:00:00', TIMESTAMP '{NEXT + dt.timedelta(days=3)} 00:00:00',
+            INTERVAL 20 MINUTE) AS instants(ts) UNION ALL SELECT NULL""")
+        kept = sql.maybe_outside("events", "ts", time_type, Q, end)
+        for zone in zones:
+            local = sql.local_date_expr(sql.instant_expr("ts", time_type), zone)
+            outside = f"ts IS NULL OR {local} < {sql.date_lit(Q)}" + (f" OR {local} > {sql.date_lit(end)}" if end else "")
+            missed = conn.execute(f"SELECT count(*) FROM (SELECT ts FROM events WHERE {outside}"
+                                  f" EXCEPT ALL SELECT ts FROM {kept})").fetchone()[0]
+            assert missed == 0, zone
+        inside = conn.execute("SELECT count(*) FROM events").fetchone()[0] - conn.execute(
+            f"SELECT count(*) FROM {kept}").fetchone()[0]
+        assert inside > 0 if end is None else inside >= ((NEXT - Q).days - 1) * 72
 
 
 def test_duckdb_runs_the_source_text_unchanged():
