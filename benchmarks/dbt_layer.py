@@ -79,7 +79,7 @@ def counted(runs, *args, **kwargs):
     parts["asset_partitions"] = parts.get("asset_partitions", 0) + sum(len(r.periods) * len(r.keys) for r in runs)
     return planned(runs, *args, **kwargs)
 runner._execute = counted
-from activation_assets.cli.main import main
+from activation_assets.cli.main import leave, main
 code = main(["materialize", "--config", sys.argv[1]])
 import resource
 parts["total"] = time.perf_counter() - began
@@ -87,7 +87,7 @@ parts["first_step"] = first[0] if first else None
 parts["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 / 1024
 with open(sys.argv[2], "w") as out:
     json.dump(parts, out)
-sys.exit(code)
+leave(code)  # as the `activation` command exits
 """
 
 

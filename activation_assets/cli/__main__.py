@@ -1,5 +1,3 @@
-import sys
+from activation_assets.cli.main import run
 
-from activation_assets.cli.main import main
-
-sys.exit(main())
+run()
