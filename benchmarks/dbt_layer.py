@@ -47,6 +47,8 @@ BEHAVIOR = "layer"
 CHILD = """
 import json, sys, time
 began = time.perf_counter()
+from activation_assets.cli.process import leave, pause_collection
+pause_collection()  # as the `activation` command starts (cli.main.run)
 from activation_assets.checks import invariants
 from activation_assets.cli import commands
 from activation_assets.pipeline import steps
@@ -79,7 +81,7 @@ def counted(runs, *args, **kwargs):
     parts["asset_partitions"] = parts.get("asset_partitions", 0) + sum(len(r.periods) * len(r.keys) for r in runs)
     return planned(runs, *args, **kwargs)
 runner._execute = counted
-from activation_assets.cli.main import leave, main
+from activation_assets.cli.main import main
 code = main(["materialize", "--config", sys.argv[1]])
 import resource
 parts["total"] = time.perf_counter() - began

@@ -22,6 +22,7 @@ from activation_assets.orchestration.jobs import RANGE_END, RANGE_START
 from activation_assets.pipeline.plan import Run
 from activation_assets.tables import behavior_tables
 from activation_assets.cli.output import CommandError, say
+from activation_assets.cli.process import resume_collection
 
 INSTANCE_TEMPLATE = Path(__file__).parent.parent / "instance" / "dagster.yaml"
 
@@ -188,6 +189,7 @@ def execute(config: ActivationConfig, runs: list[Run], instance=None) -> int:
 
     defs = build_defs(config, check_files=False)
     instance = instance or dg.DagsterInstance.get()
+    resume_collection()  # the command's start-up ends here (see cli.process)
     failed_checks = 0
     handler = _ProgressHandler()
     progress = logging.getLogger("activation_assets.progress")
@@ -309,6 +311,7 @@ def build_dbt(config: ActivationConfig, instance, downstream: bool = False) -> N
             return
     what = "the models downstream of the layer" if downstream else "the fact models"
     say(f"dbt build of {config.dbt.project_dir} ({what}), as a Dagster run")
+    resume_collection()
     began = time.monotonic()
     result = dg.materialize([*assets], selection=dg.AssetSelection.assets(*chosen), instance=instance,
                             resources=resources, raise_on_error=False, run_config=QUIET)
