@@ -153,6 +153,31 @@ def test_a_batch_of_events_is_stored_as_dagster_stores_each(home, monkeypatch):
     assert ours == theirs
 
 
+def _run_database(home: Path) -> dict:
+    """A run's SQLite file as Dagster reads it: its schema, journal and migration revision."""
+    runs = home / "history" / "runs"
+    shard = next(p for p in runs.glob("*.db") if p.name != "index.db")
+    with sqlite3.connect(shard) as run:
+        return {"schema": sorted(run.execute("SELECT type, name, sql FROM sqlite_master").fetchall(), key=str),
+                "journal": run.execute("PRAGMA journal_mode").fetchone()[0],
+                "revision": run.execute("SELECT version_num FROM alembic_version").fetchall()}
+
+
+def test_a_runs_database_is_made_as_dagster_makes_it(home):
+    """Made through one revision map per process (`_init_run_database`), not two per run."""
+    from alembic.script import ScriptDirectory
+    from dagster._core.storage.event_log.sqlite import sqlite_event_log
+    from dagster._core.storage.sql import get_alembic_config
+
+    with dg.DagsterInstance.get() as instance:
+        assert dg.materialize([plain], instance=instance).success
+    with dagsters_own(home / "own") as instance:
+        assert dg.materialize([plain], instance=instance).success
+    ours, theirs = _run_database(home), _run_database(home / "own")
+    head = ScriptDirectory.from_config(get_alembic_config(sqlite_event_log.__file__)).get_current_head()
+    assert ours == theirs and ours["journal"] == "wal" and ours["revision"] == [(head,)]
+
+
 def test_a_long_lived_process_keeps_few_run_files_open(home):
     with dg.DagsterInstance.get() as instance:
         for _ in range(OPEN_RUN_DATABASES + 4):
