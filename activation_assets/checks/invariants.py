@@ -305,6 +305,24 @@ def _lost_over_span(c: Span, users: str) -> str:
                 GROUP BY bit_pairs.p"""
 
 
+def _users_missing(c: Period, relation: str, new: str) -> str:
+    """One row (n): the users of p-1 with no row in p. Counted only when there can be any: when nobody
+    is missing, p's rows other than its new users (`new`) hold p-1's users, as a multiset, which a
+    count and a sum of hashes of the ids tell in one scan (an EXCEPT builds a set of every user: 0.11 s
+    against 0.03 s for one day at 2M users); when they differ, the set difference counts them."""
+    returning = f"period_start = {c.p} AND NOT coalesce({new}, FALSE)"
+    return f"""
+                SELECT count(*) AS n FROM (
+                    WITH differ AS (
+                        SELECT count(*) FILTER (WHERE period_start = {c.q}) <> count(*) FILTER (WHERE {returning})
+                               OR sum(hash(user_id)) FILTER (WHERE period_start = {c.q})
+                                  IS DISTINCT FROM sum(hash(user_id)) FILTER (WHERE {returning}) AS differ
+                        FROM {relation} WHERE period_start IN ({c.q}, {c.p}))
+                    SELECT user_id FROM {relation} WHERE period_start = {c.q} AND (SELECT differ FROM differ)
+                    EXCEPT SELECT user_id FROM {relation} WHERE period_start = {c.p} AND (SELECT differ FROM differ)
+                ) AS missing"""
+
+
 _IN_ORDER = """coalesce(
     first_active_period <= streak_start_period AND streak_start_period <= last_active_period
     AND last_active_period <= period_start AND active_periods >= 1
@@ -330,9 +348,8 @@ FIRSTLAST_CHECKS = (
         "nobody_disappears",
         "Every user of the previous partition is still there (users are never dropped).",
         lambda c: f"""
-            SELECT count(*), count(*) || ' users of {c.previous} are missing'
-            FROM (SELECT user_id FROM {c.firstlast} WHERE period_start = {c.q}
-                  EXCEPT SELECT user_id FROM {c.firstlast} WHERE period_start = {c.p})""",
+            SELECT n, n || ' users of {c.previous} are missing'
+            FROM ({_users_missing(c, c.firstlast, f"first_active_period = {c.p}")}) AS gone""",
         lambda c: f"""
             SELECT user_id FROM {c.firstlast} WHERE period_start = {c.q}
             EXCEPT SELECT user_id FROM {c.firstlast} WHERE period_start = {c.p} LIMIT {EXAMPLE_ROWS}""",
@@ -506,9 +523,7 @@ ACTIVATION_CHECKS = (
             WITH now AS (SELECT count(*) AS n, count(*) FILTER (WHERE state = 'new') AS new
                          FROM {c.activation} WHERE period_start = {c.p}),
                  before AS (SELECT count(*) AS n FROM {c.activation} WHERE period_start = {c.q}),
-                 gone AS (SELECT count(*) AS n FROM (
-                     SELECT user_id FROM {c.activation} WHERE period_start = {c.q}
-                     EXCEPT SELECT user_id FROM {c.activation} WHERE period_start = {c.p}))
+                 gone AS ({_users_missing(c, c.activation, "state = 'new'")})
             SELECT abs(now.n - before.n - now.new) + gone.n,
                    'rows ' || now.n || ' vs ' || before.n || ' before + ' || now.new || ' new; '
                    || gone.n || ' users of the previous period missing'

@@ -83,6 +83,21 @@ CORRUPTIONS = {
         "firstlast", Grain.daily, DAY,
         "DELETE FROM visited_firstlast_daily WHERE {one_fl}",
         "nobody_disappears", "are missing"),
+    # The same number of rows, one user in place of another: the count of p's returning users still
+    # matches p-1's, their ids do not (nobody_disappears's quick test is a count and a sum of hashes).
+    "firstlast: a user swapped for one never seen": (
+        "firstlast", Grain.daily, DAY,
+        "UPDATE visited_firstlast_daily SET user_id = 987654321 WHERE {one_fl}",
+        "nobody_disappears", "1 users of"),
+    "firstlast: a user swapped for another user's twin": (
+        "firstlast", Grain.daily, DAY,
+        "UPDATE visited_firstlast_daily SET user_id = (SELECT max(user_id) FROM visited_firstlast_daily"
+        " WHERE period_start = DATE '{period}') WHERE {one_fl}",
+        "nobody_disappears", "1 users of"),
+    "a user swapped for one never seen": (
+        "activation", Grain.daily, DAY,
+        "UPDATE visited_activation_daily SET user_id = 987654321 WHERE {one_inactive}",
+        "nobody_disappears", "1 users of the previous period missing"),
     "firstlast last active after the period": (
         "firstlast", Grain.daily, DAY,
         "UPDATE visited_firstlast_daily SET last_active_period = DATE '2030-01-01' WHERE {one_fl}",
@@ -458,7 +473,9 @@ def test_the_set_checks_over_a_span_judge_as_each_partition_alone(clean, monkeyp
         for relation in ("visited_firstlast_daily", "visited_activation_daily"):
             conn.execute(f"CREATE TABLE {relation} (period_start DATE, user_id BIGINT)")
             conn.executemany(f"INSERT INTO {relation} VALUES (?, ?)", rows)
-        # Activation's nobody_disappears also compares row counts with the new users: count none new.
+        # nobody_disappears also reads who is new in p (FirstLast's first_active_period, activation's
+        # state; activation's also compares row counts with the new users): count none new.
+        conn.execute("ALTER TABLE visited_firstlast_daily ADD COLUMN first_active_period DATE")
         for column in ("state VARCHAR DEFAULT 'inactive'", "prev_state VARCHAR DEFAULT 'inactive'",
                        "first_active_period DATE", "last_active_period DATE", "streak INTEGER",
                        "inactive_streak INTEGER", "active_periods INTEGER", "return_gap INTEGER"):
