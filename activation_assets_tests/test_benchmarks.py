@@ -56,3 +56,16 @@ def test_dbt_layer_benchmark_smoke(tmp_path):
     assert measured["rows that differ after the day"] == "0"
     text = report.read_text()
     assert "of which Dagster's bookkeeping" in text and "peak RSS, dbt run" in text
+
+
+def test_daysplit_benchmark_smoke(tmp_path):
+    """A day's steps and checks in turns runs end to end: every check of every daily table passes on
+    the day it rebuilds (the benchmark asserts it), and the report names each table's checks."""
+    from benchmarks import daysplit
+
+    report = tmp_path / "daysplit.md"
+    results = daysplit.run(users=1500, days=20, rounds=2, workdir=tmp_path / "work", report=report)
+    measured = {measure: note for measure, _, note in results.rows}
+    assert "x the steps" in measured["day 20: every check"]
+    assert "windows_match_fact" in measured["day 20: checks of split_engagement_daily"]
+    assert "every check" in report.read_text()
