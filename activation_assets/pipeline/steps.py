@@ -540,9 +540,9 @@ def materialize_activation(
     return counts
 
 
-PERIODS_PER_STATEMENT = 7  # a backfill's hundred days cost 15 plannings, not 100, and the view's join
-# of FirstLast with its previous partition holds a week of rows, not the whole range (at 2M x 180 a
-# statement over all 180 days took the backfill's peak RSS from 2.3 GB to 3.5 GB)
+PERIODS_PER_STATEMENT = 7  # a backfill's hundred days cost 15 plannings, not 100, and a statement (and
+# the profile it stages) holds a week of rows, not the whole range (at 2M x 180, when the view still
+# joined FirstLast with its previous partition, all 180 days at once took the peak RSS from 2.3 to 3.5 GB)
 
 
 def _replace_together(
