@@ -4,7 +4,7 @@ Starting a command that runs Dagster allocates about a million objects that live
 process (Dagster's modules, the definitions, the instance), and each collection they trigger walks
 them again: a third of the start-up's time (0.5 s of a one-day `materialize` here). The collector is
 paused from the process's start until the command's first Dagster run begins (or, for the other
-commands, until their imports are done); the objects made by then are frozen, left out of every
+commands, until they are parsed: `cli.main.STARTS_RUNS`); the objects made by then are frozen, left out of every
 later collection, and collection resumes for the command's own work. At the exit, the interpreter's
 last collection would walk them all once more (0.5-0.6 s): they are frozen instead, and freed with
 the process. Only the command's own process does this; `main()` called in a test process does not.
