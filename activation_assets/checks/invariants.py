@@ -1392,18 +1392,19 @@ def evaluate_range(
     spanned = [(i, check) for i, check in enumerate(applicable) if spans(check)]
     single = [(i, check) for i, check in enumerate(applicable) if not spans(check)]
     time_type = _fact_time_type(wh, behavior) if any(check.reads_time for _, check in single) else ""
-    for start in range(0, len(periods), SPAN_PARTITIONS) if spanned else ():
-        span = Span(behavior, grain, tuple(periods[start:start + SPAN_PARTITIONS]))
-        for index, period, violations, detail in wh.query(span_statement(spanned, span)):
-            results[(index, period)] = (violations, detail)
-    for period in periods if single else ():
-        context = period_context(behavior, grain, period, time_type)
-        union = "\nUNION ALL\n".join(
-            f"SELECT {i} AS check_index, CAST(violations AS BIGINT) AS violations, CAST(detail AS VARCHAR) AS detail"
-            f" FROM ({check.violations(context)}) AS check_{i}(violations, detail)"
-            for i, check in single)
-        for index, violations, detail in wh.query(union):
-            results[(index, period)] = (violations, detail)
+    with wh.grouping_dense_keys_by_index():  # the checks' distinct users, per period and over windows
+        for start in range(0, len(periods), SPAN_PARTITIONS) if spanned else ():
+            span = Span(behavior, grain, tuple(periods[start:start + SPAN_PARTITIONS]))
+            for index, period, violations, detail in wh.query(span_statement(spanned, span)):
+                results[(index, period)] = (violations, detail)
+        for period in periods if single else ():
+            context = period_context(behavior, grain, period, time_type)
+            union = "\nUNION ALL\n".join(
+                f"SELECT {i} AS check_index, CAST(violations AS BIGINT) AS violations, CAST(detail AS VARCHAR) AS detail"
+                f" FROM ({check.violations(context)}) AS check_{i}(violations, detail)"
+                for i, check in single)
+            for index, violations, detail in wh.query(union):
+                results[(index, period)] = (violations, detail)
     for period in periods:
         for i, check in enumerate(applicable):
             outcome = outcomes.setdefault(check.name, CheckOutcome(check))

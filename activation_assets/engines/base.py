@@ -146,6 +146,12 @@ class Warehouse:
         (where a step's SQL puts the smaller side); an engine that does not tell leaves it to its planner."""
         yield
 
+    @contextmanager
+    def grouping_dense_keys_by_index(self) -> Iterator[None]:
+        """Statements inside group integer keys of a small range (user ids 1..N of a few million) in an
+        array indexed by the key rather than a hash table; an engine without such a plan ignores it."""
+        yield
+
     def checkpoint(self) -> None:
         """Write what was committed into the database's own files, where the engine otherwise holds it
         in memory (DuckDB until a checkpoint); nothing to do elsewhere."""

@@ -44,6 +44,10 @@ def database_lock(database: str, timeout: float = LOCK_TIMEOUT_SECONDS) -> Itera
         ) from None
 
 
+# Key ranges up to 2^22 (4M user ids) are grouped in an array of that many slots: a slot holds the key
+# and a check's few aggregate states (tens of bytes), so at most a few hundred MB per thread.
+DENSE_KEY_BITS = 22
+
 _HOLDER = re.compile(r"Conflicting lock is held in (?P<program>.+?) \(PID (?P<pid>\d+)\)")
 
 
@@ -332,6 +336,18 @@ class DuckDBWarehouse(Warehouse):
             yield
         finally:
             self.conn.execute(f"SET disabled_optimizers = {literal(previous)}")
+
+    @contextmanager
+    def grouping_dense_keys_by_index(self) -> Iterator[None]:
+        # DuckDB's perfect hash aggregate: one slot per key of the range its statistics give, which it
+        # uses only up to `perfect_ht_threshold` bits (12 by default). A month of the fact grouped by
+        # 2M dense user ids: 0.41 s in a hash table, 0.14 s in 2^21 slots (day 180 of the benchmark).
+        previous = int(self.conn.execute("SELECT current_setting('perfect_ht_threshold')").fetchone()[0])
+        self.conn.execute(f"SET perfect_ht_threshold = {max(previous, DENSE_KEY_BITS)}")
+        try:
+            yield
+        finally:
+            self.conn.execute(f"SET perfect_ht_threshold = {previous}")
 
     def create_record(self, record: tables.Relation) -> None:
         self.conn.execute(sql.create_table(record.table(), record.columns, key=record.key))

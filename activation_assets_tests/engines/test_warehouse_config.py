@@ -245,6 +245,31 @@ def test_building_on_the_right_leaves_the_connections_settings_as_it_found_them(
     assert setting() == "top_n"
 
 
+def test_checks_group_dense_user_ids_by_index_and_leave_the_setting_as_they_found_it():
+    """Inside `grouping_dense_keys_by_index`, a month of 2M dense user ids is grouped in an array
+    indexed by the id (DuckDB's perfect hash aggregate), not outside it; a user's own threshold
+    comes back, after a failure too, and a higher one is kept."""
+    conn = duckdb.connect()
+    conn.execute("CREATE TABLE fact AS SELECT range AS user_id, DATE '2025-01-01' + CAST(range % 28 AS INTEGER)"
+                 " AS period_start FROM range(1, 2000001)")
+    warehouse = DuckDBWarehouse(conn)
+    plan = lambda: "".join(r[1] for r in conn.execute(  # noqa: E731
+        "EXPLAIN SELECT user_id, max(period_start) FROM fact GROUP BY user_id").fetchall())
+    setting = lambda: int(conn.execute("SELECT current_setting('perfect_ht_threshold')").fetchone()[0])  # noqa: E731
+    conn.execute("SET perfect_ht_threshold = 13")
+    assert "Perfect Hash Group By" not in plan()
+    with warehouse.grouping_dense_keys_by_index():
+        assert "Perfect Hash Group By" in plan()
+    assert setting() == 13
+    with pytest.raises(RuntimeError), warehouse.grouping_dense_keys_by_index():
+        raise RuntimeError("a failed check")
+    assert setting() == 13
+    conn.execute("SET perfect_ht_threshold = 30")
+    with warehouse.grouping_dense_keys_by_index():
+        assert setting() == 30
+    assert setting() == 30
+
+
 def test_writes_together_are_all_or_nothing_with_their_log():
     """The rolling engagement writes its three tables together (`steps._replace_together`: their
     `replace_periods` in one transaction): a failing third write leaves every table's rows and log
