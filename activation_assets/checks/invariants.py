@@ -440,16 +440,29 @@ def _counted(c: Span, column: str, what: str) -> str:
 
 
 def _activation_counts(c: Span) -> str:
-    """Per period of the span (and the first one's predecessor), in one pass over the view: rows,
-    users by state and by previous state, churned users, and rows breaking invariants 6 and 7."""
-    by_state = ", ".join(f"count(*) FILTER (WHERE state = {literal(s)}) AS {s}" for s in sql.STATES)
-    by_previous = ", ".join(f"count(*) FILTER (WHERE prev_state = {literal(s)}) AS prev_{s}" for s in sql.STATES)
+    """Per period of the span, in one pass over the view: rows, users by state and by previous
+    state, churned users, and rows breaking invariants 6 and 7; for the first period's predecessor,
+    only what a comparison with p - 1 reads (rows, users by state). The view's rows are grouped by
+    (state, prev_state) first, so each count is a sum over a few groups, not a filter over every
+    row (a day of 2M users: 0.17 s instead of 0.37 s for both days)."""
+    by_state = ", ".join(f"coalesce(sum(n) FILTER (WHERE state = {literal(s)}), 0) AS {s}" for s in sql.STATES)
+    by_previous = ", ".join(f"coalesce(sum(n) FILTER (WHERE prev_state = {literal(s)}), 0) AS prev_{s}"
+                            for s in sql.STATES)
+    before_by_state = ", ".join(f"count(*) FILTER (WHERE state = {literal(s)}) AS {s}" for s in sql.STATES)
+    not_read = ", ".join(["NULL"] * (len(sql.STATES) + 3))
     return f"""
-        SELECT period_start AS period, count(*) AS n, {by_state}, {by_previous},
-               count(*) FILTER (WHERE state = 'inactive' AND prev_state IN {ACTIVE}) AS churned,
-               count(*) FILTER (WHERE {IMPOSSIBLE_TRANSITION}) AS bad_pairs,
-               count(*) FILTER (WHERE NOT coalesce({_COLUMN_RULES}, FALSE)) AS bad_columns
-        FROM {c.activation} WHERE period_start BETWEEN {c.lowest} AND {c.last}
+        SELECT period_start AS period, sum(n) AS n, {by_state}, {by_previous},
+               coalesce(sum(n) FILTER (WHERE state = 'inactive' AND prev_state IN {ACTIVE}), 0) AS churned,
+               coalesce(sum(n) FILTER (WHERE {IMPOSSIBLE_TRANSITION}), 0) AS bad_pairs,
+               sum(bad_columns) AS bad_columns
+        FROM (SELECT period_start, state, prev_state, count(*) AS n,
+                     count(*) FILTER (WHERE NOT coalesce({_COLUMN_RULES}, FALSE)) AS bad_columns
+              FROM {c.activation} WHERE period_start BETWEEN {c.first} AND {c.last}
+              GROUP BY period_start, state, prev_state) AS pairs
+        GROUP BY period_start
+        UNION ALL
+        SELECT period_start, count(*), {before_by_state}, {not_read}
+        FROM {c.activation} WHERE period_start = {c.lowest} AND {c.lowest} < {c.first}
         GROUP BY period_start"""
 
 
