@@ -8,6 +8,7 @@ covered and which failed.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -1419,7 +1420,10 @@ def evaluate_range(
     spanned = [(i, check) for i, check in enumerate(applicable) if spans(check)]
     single = [(i, check) for i, check in enumerate(applicable) if not spans(check)]
     time_type = _fact_time_type(wh, behavior) if any(check.reads_time for _, check in single) else ""
-    with wh.grouping_dense_keys_by_index():  # the checks' distinct users, per period and over windows
+    # A day's distinct users (E2's month of the fact) in an array indexed by the id. Not over a range:
+    # there the arrays pushed a 2M x 180 backfill's peak RSS from 2.24 GB to 3.54 GB for no time saved.
+    dense = wh.grouping_dense_keys_by_index() if len(periods) == 1 else contextlib.nullcontext()
+    with dense:
         for start in range(0, len(periods), SPAN_PARTITIONS) if spanned else ():
             span = Span(behavior, grain, tuple(periods[start:start + SPAN_PARTITIONS]))
             for index, period, violations, detail in wh.query(span_statement(spanned, span)):
