@@ -440,13 +440,15 @@ def _counted(c: Span, column: str, what: str) -> str:
             FROM span LEFT JOIN activation_pair_counts AS a ON a.period = span.p"""
 
 
+_USERS_BY_STATE = ", ".join(f"count(*) FILTER (WHERE state = {literal(s)}) AS {s}" for s in sql.STATES)
+
+
 def _activation_counts(c: Span) -> str:
     """What the other tables' checks compare with the activation view, per period of the span and
     the first one's predecessor: its rows and users by state, the state computed once per row
     (0.045 s for a day of 2M users, where the activation's own pass costs 0.13 s)."""
-    by_state = ", ".join(f"count(*) FILTER (WHERE state = {literal(s)}) AS {s}" for s in sql.STATES)
     return f"""
-        SELECT period_start AS period, count(*) AS n, {by_state}
+        SELECT period_start AS period, count(*) AS n, {_USERS_BY_STATE}
         FROM (SELECT period_start, state FROM {c.activation}
               WHERE period_start BETWEEN {c.lowest} AND {c.last}) AS activation_rows
         GROUP BY period_start"""
@@ -461,7 +463,6 @@ def _activation_pair_counts(c: Span) -> str:
     by_state = ", ".join(f"coalesce(sum(n) FILTER (WHERE state = {literal(s)}), 0) AS {s}" for s in sql.STATES)
     by_previous = ", ".join(f"coalesce(sum(n) FILTER (WHERE prev_state = {literal(s)}), 0) AS prev_{s}"
                             for s in sql.STATES)
-    before_by_state = ", ".join(f"count(*) FILTER (WHERE state = {literal(s)}) AS {s}" for s in sql.STATES)
     not_read = ", ".join(["NULL"] * (len(sql.STATES) + 3))
     return f"""
         SELECT period_start AS period, sum(n) AS n, {by_state}, {by_previous},
@@ -474,7 +475,7 @@ def _activation_pair_counts(c: Span) -> str:
               GROUP BY period_start, state, prev_state) AS pairs
         GROUP BY period_start
         UNION ALL
-        SELECT period_start, count(*), {before_by_state}, {not_read}
+        SELECT period_start, count(*), {_USERS_BY_STATE}, {not_read}
         FROM {c.activation} WHERE period_start = {c.lowest} AND {c.lowest} < {c.first}
         GROUP BY period_start"""
 
