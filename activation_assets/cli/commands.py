@@ -7,6 +7,7 @@
     activation check       [--config PATH] [--behavior B ...] [--grain G ...] [--from DATE] [--to DATE]
     activation report      [--config PATH] [--behavior B ...] [--grain G ...] [--out DIR] [--png DIR]
     activation ui          [--config PATH] [--port N]
+    activation serve       [--socket PATH]   (cli.main runs it: it serves `main` itself)
 
 `materialize` runs the selected part of the graph in dependency order through Dagster (recorded in
 the project-local instance, so the UI shows every materialization and check). Without --from/--to it

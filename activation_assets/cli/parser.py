@@ -67,4 +67,11 @@ def parser() -> argparse.ArgumentParser:
     u = with_config(commands.add_parser("ui", help="open the Dagster UI (dagster dev) on the project instance"))
     u.add_argument("--port", type=int, default=3000)
     u.set_defaults(handler=cmd_ui)
+
+    sv = commands.add_parser(
+        "serve", help="keep Dagster imported: every other `activation` command of this Python starts here, in"
+                      " a fraction of a second (docs/cli.md)")
+    sv.add_argument("--socket", help="where to listen (default: $ACTIVATION_SERVE_SOCKET, else one path per"
+                                     " Python environment and user in $XDG_RUNTIME_DIR or the temp folder)")
+    sv.set_defaults(handler=None)  # cli.main serves itself
     return top
