@@ -22,6 +22,7 @@ definitions, runs and events).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import os
@@ -43,31 +44,38 @@ DBT_PROJECT = Path(__file__).resolve().parent / "dbt_layer"
 BIN = Path(sys.executable).parent
 BEHAVIOR = "layer"
 
-# `activation materialize` in a child process that times its parts: every step function and the check
-# evaluation are wrapped (the factory calls them through their modules), and the planning functions.
-CHILD = """
-import json, sys, time
-began = time.perf_counter()
-from activation_assets.cli.process import leave, pause_collection
+# What times `activation materialize`'s parts, in the process that runs it: every step function and the
+# check evaluation are wrapped (the factory calls them through their modules), and the planning
+# functions. Times are from BENCH_BEGAN (set just before the process was spawned); the parts are
+# written to BENCH_PARTS when the command's process exits.
+TIMING = """
+import atexit, json, os, sys, time
+from activation_assets.cli.process import pause_collection
 pause_collection()  # as the `activation` command starts (cli.main.run)
 from activation_assets.checks import invariants
 from activation_assets.cli import commands
 from activation_assets.pipeline import steps
-parts = {"steps": 0.0, "checks": 0.0, "planning": 0.0, "runs": 0.0}
-first = []
+parts = {}
+
+def reset():
+    parts.clear()
+    parts.update({"steps": 0.0, "checks": 0.0, "planning": 0.0, "runs": 0.0, "asset_partitions": 0})
+
+def began():
+    return float(os.environ["BENCH_BEGAN"])
 
 def timed(module, name, part):
     fn = getattr(module, name)
     def wrapper(*args, **kwargs):
-        start = time.perf_counter()
-        if part == "steps" and not first:
-            first.append(start - began)
+        start = time.time()
+        if part == "steps":
+            parts.setdefault("first_step", start - began())
         if part == "runs":
-            parts.setdefault("runs_began", start - began)
+            parts.setdefault("runs_began", start - began())
         try:
             return fn(*args, **kwargs)
         finally:
-            parts[part] += time.perf_counter() - start
+            parts[part] += time.time() - start
     setattr(module, name, wrapper)
 
 for name in [n for n in dir(steps) if n.startswith("materialize_")]:
@@ -83,18 +91,37 @@ from activation_assets.cli import runner
 timed(runner, "execute", "runs")
 planned = runner._execute
 def counted(runs, *args, **kwargs):
-    parts["asset_partitions"] = parts.get("asset_partitions", 0) + sum(len(r.periods) * len(r.keys) for r in runs)
+    parts["asset_partitions"] += sum(len(r.periods) * len(r.keys) for r in runs)
     return planned(runs, *args, **kwargs)
 runner._execute = counted
+
+def write_parts():
+    if "BENCH_PARTS" not in os.environ:
+        return  # the server's own exit
+    import resource
+    parts["total"] = time.time() - began()
+    parts["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 / 1024
+    with open(os.environ["BENCH_PARTS"], "w") as out:
+        json.dump(parts, out)
+reset()
+"""
+
+# `activation materialize` in a process of its own, as the `activation` command runs it.
+CHILD = TIMING + """
 from activation_assets.cli.main import main
+from activation_assets.cli.process import leave
 code = main(["materialize", "--config", sys.argv[1]])
-import resource
-parts["total"] = time.perf_counter() - began
-parts["first_step"] = first[0] if first else None
-parts["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 / 1024
-with open(sys.argv[2], "w") as out:
-    json.dump(parts, out)
+write_parts()
 leave(code)  # as the `activation` command exits
+"""
+
+# `activation serve` with the same timing in every fork (each command's parts start from zero, and are
+# written at its exit: the fork runs the exit functions).
+SERVER = TIMING + """
+os.register_at_fork(after_in_child=reset)
+atexit.register(write_parts)
+from activation_assets.cli.main import main
+sys.exit(main(["serve", "--socket", sys.argv[1]]))
 """
 
 
@@ -148,6 +175,7 @@ class Layers:
         self.database = workdir / "layer.duckdb"
         self.home = workdir / "dagster_home"
         self.dbt_database = workdir / "dbt.duckdb"
+        self.socket = workdir / "serve.sock"
         self.dbt_env = {"DBT_LAYER_DUCKDB": str(self.dbt_database), "DBT_LAYER_EVENTS": str(events)}
 
     def write_config(self, last_day: dt.date) -> None:
@@ -164,12 +192,43 @@ class Layers:
         self.home.mkdir()
         shutil.copy(ROOT / "activation_assets" / "instance" / "dagster.yaml", self.home / "dagster.yaml")
 
-    def ours(self) -> tuple[float, float, dict]:
-        """`activation materialize` of the config, in a child that times its parts."""
+    def ours(self, served: bool = False) -> tuple[float, float, dict]:
+        """`activation materialize` of the config, in a child that times its parts; `served`: the
+        `activation` command, handed to the server (`serve`)."""
         report = self.workdir / "parts.json"
-        wall, rss = timed_process([sys.executable, "-c", CHILD, str(self.config),
-                                   str(report)], env={"DAGSTER_HOME": str(self.home)}, cwd=self.workdir)
+        report.unlink(missing_ok=True)
+        command = ([sys.executable, "-m", "activation_assets.cli", "materialize", "--config", str(self.config)]
+                   if served else [sys.executable, "-c", CHILD, str(self.config)])
+        env = {"DAGSTER_HOME": str(self.home), "BENCH_PARTS": str(report), "ACTIVATION_SERVE_SOCKET": str(self.socket)}
+        wall, rss = timed_process(command, env={**env, "BENCH_BEGAN": repr(time.time())}, cwd=self.workdir)
+        if not report.exists():
+            raise SystemExit("the served `activation materialize` ran in its own process, not in the server's fork")
         return wall, rss, json.loads(report.read_text())
+
+    @contextlib.contextmanager
+    def serve(self):
+        """`activation serve` (timing every fork) on the workdir's socket, for as long as the block lasts."""
+        self.socket.unlink(missing_ok=True)
+        server = subprocess.Popen([sys.executable, "-c", SERVER, str(self.socket)], cwd=self.workdir,
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            said = []
+            while not said or "ready" not in said[-1]:
+                said.append(server.stdout.readline())
+                if not said[-1]:
+                    raise SystemExit(f"activation serve did not start: {''.join(said)[-2000:]}")
+            yield
+        finally:
+            server.terminate()
+            server.wait()
+
+    def fresh_ours(self) -> None:
+        """This project's database and Dagster home only (dbt's stays, for the rows' comparison)."""
+        for path in self.workdir.glob("layer.duckdb*"):
+            path.unlink()
+        shutil.rmtree(self.home, ignore_errors=True)
+        self.home.mkdir()
+        shutil.copy(ROOT / "activation_assets" / "instance" / "dagster.yaml", self.home / "dagster.yaml")
 
     def no_op(self, assets: int, first: dt.date, last: dt.date) -> float:
         """Seconds per asset partition of `assets` no-op assets over first..last in one range run."""
@@ -224,19 +283,25 @@ def run(users: int, days: int, reps: int, day_reps: int, workdir: Path, report: 
     subprocess.run([str(BIN / "dbt"), "parse", "--project-dir", str(DBT_PROJECT), "--profiles-dir", str(DBT_PROJECT),
                     "--vars", json.dumps({"start_date": START.isoformat(), "test_day": last.isoformat()}), "--quiet"], env={**os.environ, **layers.dbt_env}, cwd=DBT_PROJECT, check=True)
 
-    backfill = {"dbt": [], "ours": []}
+    backfill = {"dbt": [], "ours": [], "served": []}
     rss = {"dbt": 0.0, "ours": 0.0}
     parts: list[dict] = []
-    for _ in range(reps):
-        layers.fresh()
-        layers.write_config(last)
-        wall, peak = layers.dbt("run", START, last)
-        backfill["dbt"].append(wall)
-        rss["dbt"] = max(rss["dbt"], peak)
-        wall, peak, split = layers.ours()
-        backfill["ours"].append(wall)
-        rss["ours"] = max(rss["ours"], peak)
-        parts.append(split)
+    served_parts: list[dict] = []
+    with layers.serve():
+        for _ in range(reps):
+            layers.fresh()
+            layers.write_config(last)
+            wall, peak = layers.dbt("run", START, last)
+            backfill["dbt"].append(wall)
+            rss["dbt"] = max(rss["dbt"], peak)
+            wall, peak, split = layers.ours()
+            backfill["ours"].append(wall)
+            rss["ours"] = max(rss["ours"], peak)
+            parts.append(split)
+            layers.fresh_ours()
+            wall, _, split = layers.ours(served=True)
+            backfill["served"].append(wall)
+            served_parts.append(split)
     differ = layers.rows_differ()
     dbt_s, ours_s = statistics.median(backfill["dbt"]), statistics.median(backfill["ours"])
     label = f"backfill of days 1-{days}"
@@ -244,22 +309,30 @@ def run(users: int, days: int, reps: int, day_reps: int, workdir: Path, report: 
     add(f"{label}: activation materialize (the daily grain, every asset and check)", f"{ours_s:.1f} s",
         f"{ours_s / dbt_s:.2f}x dbt (target <= 1.0x); runs {', '.join(f'{t:.1f}' for t in backfill['ours'])}")
     split_rows(add, label, parts, layers.no_op(assets_of(parts, days), START, last))
+    served_rows(add, label, backfill["served"], dbt_s, served_parts)
     add(f"{label}: peak RSS, dbt run", f"{rss['dbt']:.2f} GB")
     add(f"{label}: peak RSS, activation materialize", f"{rss['ours']:.2f} GB",
         f"{rss['ours'] / rss['dbt']:.2f}x dbt (target <= 1.5x)")
     add("rows of dbt's relations that differ from this project's", str(sum(differ.values())),
         ", ".join(f"{k} {v}" for k, v in differ.items()))
 
-    one_day = {"dbt": [], "ours": []}
-    parts = []
-    for _ in range(day_reps):
-        layers.write_config(last)  # untimed: the day is forgotten (outside the window), then built again
-        layers.ours()
-        layers.write_config(more)
-        one_day["dbt"].append(layers.dbt("build", more, more)[0])
-        wall, _, split = layers.ours()
-        one_day["ours"].append(wall)
-        parts.append(split)
+    one_day = {"dbt": [], "ours": [], "served": []}
+    parts, served_parts = [], []
+    with layers.serve():
+        for _ in range(day_reps):
+            layers.write_config(last)  # untimed: the day is forgotten (outside the window), then built again
+            layers.ours()
+            layers.write_config(more)
+            one_day["dbt"].append(layers.dbt("build", more, more)[0])
+            wall, _, split = layers.ours()
+            one_day["ours"].append(wall)
+            parts.append(split)
+            layers.write_config(last)
+            layers.ours()
+            layers.write_config(more)
+            wall, _, split = layers.ours(served=True)
+            one_day["served"].append(wall)
+            served_parts.append(split)
     differ = layers.rows_differ()
     dbt_s, ours_s = statistics.median(one_day["dbt"]), statistics.median(one_day["ours"])
     label = f"one more day ({more}), median of {day_reps}"
@@ -267,6 +340,7 @@ def run(users: int, days: int, reps: int, day_reps: int, workdir: Path, report: 
     add(f"{label}: activation materialize (its fact day, every daily asset and check)", f"{ours_s:.2f} s",
         f"{ours_s / dbt_s:.2f}x dbt (target <= 1.0x)")
     split_rows(add, label, parts, statistics.median(layers.no_op(assets_of(parts, 1), more, more) for _ in range(3)))
+    served_rows(add, label, one_day["served"], dbt_s, served_parts)
     add("rows that differ after the day", str(sum(differ.values())), ", ".join(f"{k} {v}" for k, v in differ.items()))
 
     if report:
@@ -305,6 +379,16 @@ def split_rows(add, label: str, parts: list[dict], no_op: float) -> None:
         f" no-op assets' {no_op * 1000:.1f} ms (target <= 1.5x)")
     add(f"{label}: of which the rest (summary, exit)", f"{mean['total'] - mean['runs_began'] - mean['runs']:.2f} s",
         "start-up and bookkeeping overlap: the definitions and the run's start are both")
+
+
+def served_rows(add, label: str, walls: list[float], dbt_s: float, parts: list[dict]) -> None:
+    """The same command handed to a running `activation serve` (Dagster imported once, before)."""
+    wall = statistics.median(walls)
+    add(f"{label}: the same through `activation serve`", f"{wall:.2f} s",
+        f"{wall / dbt_s:.2f}x dbt; runs {', '.join(f'{t:.1f}' for t in walls)}")
+    first = statistics.mean(p["first_step"] for p in parts)
+    add(f"{label}: of which start-up to the first step, served (the `activation` process's start included)",
+        f"{first:.2f} s", f"planning {statistics.mean(p['planning'] for p in parts):.2f} s of it (target <= 1 s)")
 
 
 def main(argv: list[str] | None = None) -> int:
