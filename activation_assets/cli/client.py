@@ -80,23 +80,42 @@ def run_through_server(argv: list[str]) -> int | None:
     except OSError:
         connection.close()
         return None  # a server that has gone, its socket file left behind
-    with connection:
-        send_request(connection, {"argv": argv, "cwd": os.getcwd(), "env": dict(os.environ)}, [0, 1, 2])
-        replies = connection.makefile("rb")
-        started = _next_reply(replies)
-        if started is None or "stale" in started:
-            if started is not None:
-                print(f"note: {started['stale']}", file=sys.stderr, flush=True)
-            return None
-        pid = started["pid"]
-        for signum in FORWARDED:
-            signal.signal(signum, lambda received, _frame: _pass_on(pid, received))
-        finished = _next_reply(replies)
+    running: list[int] = []  # the pid of the fork running the command, once it says it
+    for signum in FORWARDED:
+        signal.signal(signum, lambda received, _frame: _pass_on(running, received))
+    try:
+        with connection:
+            send_request(connection, {"argv": argv, "cwd": os.getcwd(), "env": dict(os.environ),
+                                      "path0": sys.path[0] if sys.path else ""}, [0, 1, 2])
+            replies = connection.makefile("rb")
+            started = _next_reply(replies)
+            if started is None or "stale" in started:
+                if started is not None:
+                    print(f"note: {started['stale']}", file=sys.stderr, flush=True)
+                return None  # the command has not started: it runs here
+            running.append(started["pid"])
+            finished = _next_reply(replies)
+    except _Stopped as stopped:  # before the command started: the fork sees the connection closed
+        return 128 + stopped.signum
     if finished is None:
-        print(f"error: the process that ran this command under `activation serve` (pid {pid}) ended without"
-              " an exit status (killed?); what it printed above is all it did", file=sys.stderr)
+        print(f"error: the process that ran this command under `activation serve` (pid {running[0]}) ended"
+              " without an exit status (killed?); what it printed above is all it did", file=sys.stderr)
         return 1
     return finished["exit"]
+
+
+class _Stopped(Exception):
+    def __init__(self, signum: int):
+        self.signum = signum
+
+
+def _pass_on(running: list[int], signum: int) -> None:
+    if not running:
+        raise _Stopped(signum)
+    try:
+        os.kill(running[0], signum)
+    except ProcessLookupError:
+        pass
 
 
 def _streams_open() -> bool:
@@ -115,10 +134,3 @@ def _next_reply(replies) -> dict | None:
     except OSError:
         return None
     return json.loads(line) if line else None
-
-
-def _pass_on(pid: int, signum: int) -> None:
-    try:
-        os.kill(pid, signum)
-    except ProcessLookupError:
-        pass

@@ -24,6 +24,7 @@ import signal
 import socket
 import struct
 import sys
+import tempfile
 import time
 import traceback
 from pathlib import Path
@@ -110,8 +111,6 @@ def keep_migration_scripts_loaded() -> None:
     0.2 s of a day's command, 0.4 s on a new instance (loaded up to nine times). The scripts are the
     installed Dagster's own (another Dagster changes its modules, and the server starts again), so the
     server reads each folder once, through a throwaway instance, and its forks find them read."""
-    import tempfile
-
     import dagster as dg
     from alembic.script import ScriptDirectory
 
@@ -217,10 +216,14 @@ def _run_command(connection: socket.socket, listener: socket.socket, run_command
         os.chdir(request["cwd"])
         os.environ.clear()
         os.environ.update(request["env"])
+        time.tzset()  # the command's TZ, as its own process would have it
+        tempfile.tempdir = None  # and its TMPDIR
         argv = request["argv"]
         sys.argv = ["activation", *argv]
+        if sys.path:
+            sys.path[0] = request["path0"]  # the command's script folder (or working directory), not the server's
         sys.stdout.reconfigure(line_buffering=sys.stdout.isatty())
-        reply(connection, {"pid": os.getpid()})
+        reply(connection, {"pid": os.getpid()})  # fails when the command was stopped meanwhile: nothing runs
         began = time.monotonic()
         code = _exit_status(run_command, argv)
         with contextlib.suppress(Exception):

@@ -187,3 +187,57 @@ def test_the_server_reads_dagster_s_migration_scripts_once_for_every_fork():
     assert out.returncode == 0, out.stderr
     before, after = map(int, out.stdout.split()[-2:])
     assert before > 50 and after == 0
+
+
+def _client(tmp_path: Path, socket_path: Path) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if k not in ("DAGSTER_HOME", "ACTIVATION_CONFIG")}
+    env[client.SOCKET_ENV] = str(socket_path)
+    return subprocess.Popen([str(Path(sys.executable).parent / "activation"), "validate"], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_ctrl_c_and_kill_reach_the_fork_running_the_command(tmp_path):
+    # A stand-in server: it takes the command and names, as the fork running it, a process of the
+    # test's; the command's SIGTERM must reach that process, and its exit status be the command's.
+    path = tmp_path / "serve.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+        listener.bind(str(path))
+        listener.listen(1)
+        command = _client(tmp_path, path)
+        connection, _ = listener.accept()
+        with connection:
+            request, fds = client.receive_request(connection, 3)
+            for fd in fds:
+                os.close(fd)
+            assert request["argv"] == ["validate"] and request["cwd"] == str(tmp_path)
+            assert request["env"][client.SOCKET_ENV] == str(path)
+            fork = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+            client.reply(connection, {"pid": fork.pid})
+            time.sleep(1)  # the command now waits for the fork's exit status
+            command.send_signal(15)
+            assert fork.wait(timeout=30) == -15
+            client.reply(connection, {"exit": 143})
+        assert command.wait(timeout=30) == 143
+    assert "Traceback" not in command.stderr.read()
+
+
+def test_ctrl_c_before_the_command_started_stops_it_without_a_trace(tmp_path):
+    # A server still warming up (it accepts later): Ctrl-C leaves quietly, with 130, and the
+    # closed connection tells the fork not to run the command.
+    path = tmp_path / "serve.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+        listener.bind(str(path))
+        listener.listen(1)
+        command = _client(tmp_path, path)
+        connection, _ = listener.accept()
+        with connection:
+            _, fds = client.receive_request(connection, 3)
+            for fd in fds:
+                os.close(fd)
+            command.send_signal(2)
+            assert command.wait(timeout=30) == 130
+            assert "Traceback" not in command.stderr.read()
+            with pytest.raises(OSError):
+                for _ in range(3):  # the first write may still be buffered; a later one meets the closed end
+                    client.reply(connection, {"pid": os.getpid()})
+                    time.sleep(0.2)
