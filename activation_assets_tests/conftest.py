@@ -186,6 +186,16 @@ def failure_message(result) -> str:
                     if e.event_type_value == "STEP_FAILURE")
 
 
+def assert_grains_match_reference(database: Path, rows: list[tuple], spec, name: str = "visited") -> None:
+    """Every grain's activation and transitions of `name` equal the brute-force reference's."""
+    for grain in ("daily", "weekly", "monthly"):
+        expected = reference.activation(rows, spec, grain)
+        assert as_set(table_rows(database, f"{name}_activation_{grain}"), ACTIVATION_COLUMNS) == as_set(
+            expected, ACTIVATION_COLUMNS), grain
+        assert as_set(table_rows(database, f"{name}_transitions_{grain}"), TRANSITION_COLUMNS) == as_set(
+            reference.transitions(expected), TRANSITION_COLUMNS), grain
+
+
 def small_behavior(directory: Path, spec, rows, name: str = "visited", **extra) -> Path:
     """A one-behavior config over a Parquet source of `rows`."""
     write_parquet_source(directory / "events" / "part-1.parquet", rows)

@@ -12,7 +12,9 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from .. import reference
-from ..conftest import ACTIVATION_COLUMNS, TRANSITION_COLUMNS, as_set, edge_events, small_behavior, table_rows
+from ..conftest import (
+    ACTIVATION_COLUMNS, as_set, assert_grains_match_reference, edge_events, small_behavior, table_rows,
+)
 
 SPEC = reference.Spec("America/New_York", dt.date(2025, 3, 1), dt.date(2025, 4, 12), "monday")
 BIN = Path(sys.executable).parent
@@ -44,13 +46,7 @@ def test_activation_materialize_end_to_end(tmp_path):
     home = tmp_path / ".dagster_home"
     assert "default_limit: 1" in (home / "dagster.yaml").read_text()
     assert (home / "history").exists() or (home / "storage").exists()
-    db = tmp_path / "warehouse.duckdb"
-    for grain in ("daily", "weekly", "monthly"):
-        expected = reference.activation(rows, SPEC, grain)
-        assert as_set(table_rows(db, f"visited_activation_{grain}"), ACTIVATION_COLUMNS) == as_set(
-            expected, ACTIVATION_COLUMNS)
-        assert as_set(table_rows(db, f"visited_transitions_{grain}"), TRANSITION_COLUMNS) == as_set(
-            reference.transitions(expected), TRANSITION_COLUMNS)
+    assert_grains_match_reference(tmp_path / "warehouse.duckdb", rows, SPEC)
 
     again = run([str(BIN / "activation"), "materialize", "--config", str(config)], cwd=tmp_path)
     assert again.returncode == 0, again.stderr

@@ -3,9 +3,11 @@ rows, output and exit status), and a server whose code changed hands commands ba
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import queue
+import signal
 import socket
 import subprocess
 import sys
@@ -18,7 +20,7 @@ import pytest
 from activation_assets.cli import client
 
 from .. import reference
-from ..conftest import ACTIVATION_COLUMNS, TRANSITION_COLUMNS, as_set, edge_events, small_behavior, table_rows
+from ..conftest import assert_grains_match_reference, edge_events, small_behavior
 
 SPEC = reference.Spec("Europe/Berlin", dt.date(2025, 3, 1), dt.date(2025, 4, 12), "monday")
 
@@ -84,13 +86,7 @@ def test_a_served_materialize_writes_the_spec_s_rows_and_exits_as_its_own_proces
     assert done.returncode == 0, done.stderr
     server.wait_for(f"activation materialize --config {config}: exit 0")  # the server's fork ran it
     assert "Last complete period of each grain" in done.stdout and "CHECK FAILED" not in done.stdout
-    db = tmp_path / "warehouse.duckdb"
-    for grain in ("daily", "weekly", "monthly"):
-        expected = reference.activation(rows, SPEC, grain)
-        assert as_set(table_rows(db, f"visited_activation_{grain}"), ACTIVATION_COLUMNS) == as_set(
-            expected, ACTIVATION_COLUMNS)
-        assert as_set(table_rows(db, f"visited_transitions_{grain}"), TRANSITION_COLUMNS) == as_set(
-            reference.transitions(expected), TRANSITION_COLUMNS)
+    assert_grains_match_reference(tmp_path / "warehouse.duckdb", rows, SPEC)
     # The command's instance is the project's (next to its config), opened by the fork, not the server.
     assert (tmp_path / ".dagster_home" / "dagster.yaml").exists()
     again = server.command("status", "--config", str(config), cwd=tmp_path)
@@ -189,55 +185,50 @@ def test_the_server_reads_dagster_s_migration_scripts_once_for_every_fork():
     assert before > 50 and after == 0
 
 
-def _client(tmp_path: Path, socket_path: Path) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if k not in ("DAGSTER_HOME", "ACTIVATION_CONFIG")}
-    env[client.SOCKET_ENV] = str(socket_path)
-    return subprocess.Popen([str(Path(sys.executable).parent / "activation"), "validate"], cwd=tmp_path, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def test_ctrl_c_and_kill_reach_the_fork_running_the_command(tmp_path):
-    # A stand-in server: it takes the command and names, as the fork running it, a process of the
-    # test's; the command's SIGTERM must reach that process, and its exit status be the command's.
+@contextlib.contextmanager
+def _stand_in_server(tmp_path: Path):
+    """A socket that takes one `activation validate` as a server would: (the command's process, the
+    connection, its request). The command's streams, passed with it, are closed here at once."""
     path = tmp_path / "serve.sock"
+    env = {k: v for k, v in os.environ.items() if k not in ("DAGSTER_HOME", "ACTIVATION_CONFIG")}
+    env[client.SOCKET_ENV] = str(path)
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
         listener.bind(str(path))
         listener.listen(1)
-        command = _client(tmp_path, path)
+        command = subprocess.Popen([str(Path(sys.executable).parent / "activation"), "validate"], cwd=tmp_path,
+                                   env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         connection, _ = listener.accept()
         with connection:
             request, fds = client.receive_request(connection, 3)
             for fd in fds:
                 os.close(fd)
-            assert request["argv"] == ["validate"] and request["cwd"] == str(tmp_path)
-            assert request["env"][client.SOCKET_ENV] == str(path)
-            fork = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
-            client.reply(connection, {"pid": fork.pid})
-            time.sleep(1)  # the command now waits for the fork's exit status
-            command.send_signal(15)
-            assert fork.wait(timeout=30) == -15
-            client.reply(connection, {"exit": 143})
+            yield command, connection, request
+
+
+def test_ctrl_c_and_kill_reach_the_fork_running_the_command(tmp_path):
+    # The stand-in names, as the fork running the command, a process of the test's; the command's
+    # SIGTERM must reach that process, and the fork's exit status be the command's.
+    with _stand_in_server(tmp_path) as (command, connection, request):
+        assert request["argv"] == ["validate"] and request["cwd"] == str(tmp_path)
+        assert request["env"][client.SOCKET_ENV] == str(tmp_path / "serve.sock")
+        fork = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+        client.reply(connection, {"pid": fork.pid})
+        time.sleep(1)  # the command now waits for the fork's exit status
+        command.send_signal(signal.SIGTERM)
+        assert fork.wait(timeout=30) == -signal.SIGTERM
+        client.reply(connection, {"exit": 143})
         assert command.wait(timeout=30) == 143
     assert "Traceback" not in command.stderr.read()
 
 
 def test_ctrl_c_before_the_command_started_stops_it_without_a_trace(tmp_path):
-    # A server still warming up (it accepts later): Ctrl-C leaves quietly, with 130, and the
-    # closed connection tells the fork not to run the command.
-    path = tmp_path / "serve.sock"
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
-        listener.bind(str(path))
-        listener.listen(1)
-        command = _client(tmp_path, path)
-        connection, _ = listener.accept()
-        with connection:
-            _, fds = client.receive_request(connection, 3)
-            for fd in fds:
-                os.close(fd)
-            command.send_signal(2)
-            assert command.wait(timeout=30) == 130
-            assert "Traceback" not in command.stderr.read()
-            with pytest.raises(OSError):
-                for _ in range(3):  # the first write may still be buffered; a later one meets the closed end
-                    client.reply(connection, {"pid": os.getpid()})
-                    time.sleep(0.2)
+    # A server still warming up (no reply yet): Ctrl-C leaves quietly, with 130, and the closed
+    # connection tells the fork not to run the command.
+    with _stand_in_server(tmp_path) as (command, connection, _):
+        command.send_signal(signal.SIGINT)
+        assert command.wait(timeout=30) == 130
+        assert "Traceback" not in command.stderr.read()
+        with pytest.raises(OSError):
+            for _ in range(3):  # the first write may still be buffered; a later one meets the closed end
+                client.reply(connection, {"pid": os.getpid()})
+                time.sleep(0.2)
