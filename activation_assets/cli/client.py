@@ -81,8 +81,9 @@ def run_through_server(argv: list[str]) -> int | None:
         connection.close()
         return None  # a server that has gone, its socket file left behind
     running: list[int] = []  # the pid of the fork running the command, once it says it
-    for signum in FORWARDED:
-        signal.signal(signum, lambda received, _frame: _pass_on(running, received))
+    # Given back when the command runs here after all (a stale server): its Ctrl-C is its own again.
+    own = {signum: signal.signal(signum, lambda received, _frame: _pass_on(running, received))
+           for signum in FORWARDED}
     try:
         with connection:
             send_request(connection, {"argv": argv, "cwd": os.getcwd(), "env": dict(os.environ),
@@ -97,6 +98,9 @@ def run_through_server(argv: list[str]) -> int | None:
             finished = _next_reply(replies)
     except _Stopped as stopped:  # before the command started: the fork sees the connection closed
         return 128 + stopped.signum
+    finally:
+        for signum, handler in own.items():
+            signal.signal(signum, handler)
     if finished is None:
         print(f"error: the process that ran this command under `activation serve` (pid {running[0]}) ended"
               " without an exit status (killed?); what it printed above is all it did", file=sys.stderr)

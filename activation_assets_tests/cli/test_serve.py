@@ -232,3 +232,28 @@ def test_ctrl_c_before_the_command_started_stops_it_without_a_trace(tmp_path):
             for _ in range(3):  # the first write may still be buffered; a later one meets the closed end
                 client.reply(connection, {"pid": os.getpid()})
                 time.sleep(0.2)
+
+
+def test_a_command_handed_back_by_a_stale_server_keeps_its_own_ctrl_c(tmp_path, monkeypatch):
+    # The command runs in its own process after all: Ctrl-C there must be its own KeyboardInterrupt,
+    # not the forwarding meant for a fork that never started.
+    path = tmp_path / "serve.sock"
+    monkeypatch.setenv(client.SOCKET_ENV, str(path))
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+        listener.bind(str(path))
+        listener.listen(1)
+
+        def stale_server():
+            connection, _ = listener.accept()
+            with connection:
+                _, fds = client.receive_request(connection, 3)
+                for fd in fds:
+                    os.close(fd)
+                client.reply(connection, {"stale": "its code changed"})
+
+        answering = threading.Thread(target=stale_server)
+        answering.start()
+        own = {signum: signal.getsignal(signum) for signum in client.FORWARDED}
+        assert client.run_through_server(["validate"]) is None
+        answering.join(timeout=30)
+    assert {signum: signal.getsignal(signum) for signum in client.FORWARDED} == own
