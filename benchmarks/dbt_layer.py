@@ -186,11 +186,9 @@ class Layers:
         }, sort_keys=False))
 
     def fresh(self) -> None:
-        for path in (*self.workdir.glob("layer.duckdb*"), *self.workdir.glob("dbt.duckdb*")):
+        for path in self.workdir.glob("dbt.duckdb*"):
             path.unlink()
-        shutil.rmtree(self.home, ignore_errors=True)
-        self.home.mkdir()
-        shutil.copy(ROOT / "activation_assets" / "instance" / "dagster.yaml", self.home / "dagster.yaml")
+        self.fresh_ours()
 
     def ours(self, served: bool = False) -> tuple[float, float, dict]:
         """`activation materialize` of the config, in a child that times its parts; `served`: the
@@ -223,7 +221,7 @@ class Layers:
             server.wait()
 
     def fresh_ours(self) -> None:
-        """This project's database and Dagster home only (dbt's stays, for the rows' comparison)."""
+        """This project's database and Dagster home only (`fresh`: dbt's too)."""
         for path in self.workdir.glob("layer.duckdb*"):
             path.unlink()
         shutil.rmtree(self.home, ignore_errors=True)
@@ -319,17 +317,19 @@ def run(users: int, days: int, reps: int, day_reps: int, workdir: Path, report: 
     one_day = {"dbt": [], "ours": [], "served": []}
     parts, served_parts = [], []
     with layers.serve():
-        for _ in range(day_reps):
-            layers.write_config(last)  # untimed: the day is forgotten (outside the window), then built again
+        def forget_the_day() -> None:
+            """Untimed: the day is forgotten (outside the window), so the next run builds it again."""
+            layers.write_config(last)
             layers.ours()
             layers.write_config(more)
+
+        for _ in range(day_reps):
+            forget_the_day()
             one_day["dbt"].append(layers.dbt("build", more, more)[0])
             wall, _, split = layers.ours()
             one_day["ours"].append(wall)
             parts.append(split)
-            layers.write_config(last)
-            layers.ours()
-            layers.write_config(more)
+            forget_the_day()
             wall, _, split = layers.ours(served=True)
             one_day["served"].append(wall)
             served_parts.append(split)
