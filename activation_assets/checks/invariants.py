@@ -1386,9 +1386,9 @@ def _span_forms(checks: Sequence[Check], many: bool) -> Callable[[Check], bool]:
     """Which checks run in their span form. Over several partitions, all that have one. On one
     partition (a daily run), only the view's counting checks, when two or more share
     `activation_counts` or `activation_pair_counts` (one pass over the view for p and p - 1 instead
-    of one per check); the set
-    checks keep their own query, as a distinct count and an EXCEPT cost less than grouping both
-    periods by user, and so does any check alone, which reads only what it compares."""
+    of one per check); the set checks keep their own query, as a distinct count and an EXCEPT cost
+    less than grouping both periods by user, and so does any check alone, which reads only what it
+    compares."""
     if many:
         return lambda check: check.over_span is not None
     counting = lambda check: (  # noqa: E731
