@@ -86,8 +86,11 @@ def run_through_server(argv: list[str]) -> int | None:
            for signum in FORWARDED}
     try:
         with connection:
-            send_request(connection, {"argv": argv, "cwd": os.getcwd(), "env": dict(os.environ),
-                                      "path0": sys.path[0] if sys.path else ""}, [0, 1, 2])
+            try:
+                send_request(connection, {"argv": argv, "cwd": os.getcwd(), "env": dict(os.environ),
+                                          "path0": sys.path[0] if sys.path else ""}, [0, 1, 2])
+            except OSError:
+                pass  # a server that closed the connection: a whole request is what a fork runs, so nothing did
             replies = connection.makefile("rb")
             started = _next_reply(replies)
             if started is None or "stale" in started:

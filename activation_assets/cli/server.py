@@ -87,7 +87,10 @@ def serve(path: str | None, run_command: Callable[[list[str]], int]) -> int:
                 continue
             changed = first_changed(imported)
             if changed:
-                with connection:
+                with connection, contextlib.suppress(OSError, ValueError):  # a command gone meanwhile
+                    _, fds = receive_request(connection, 3)  # all of it: closed unread, the command's send would fail
+                    for fd in fds:
+                        os.close(fd)
                     reply(connection, {"stale": f"`activation serve` starts again: {changed} changed since it"
                                                 " started; this command runs in its own process"})
                 say(f"{changed} changed since the server started: starting again")
